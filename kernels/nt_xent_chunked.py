@@ -1,0 +1,91 @@
+"""NT-Xent in plain PyTorch, in row chunks: the backend for CPU tensors (and ``backend='torch'``).
+
+Same math and the same interface as ``nt_xent_triton`` (see its docstring): rows are the
+M = W·V·N embeddings of the global batch, the query rows a contiguous slice of whole rank blocks.
+Only a (chunk, M) slab of the similarity matrix exists at a time, so extra memory is
+O(M·chunk + M·D) instead of O(M²); the backward recomputes each slab rather than saving it.
+
+Positives are handled in closed form, O(M·D), instead of as a mask on every slab: for row (v, n)
+of a rank block the positives are the other views u ≠ v of item n, so with T_n = Σ_u ẑ_(u,n)::
+
+    Σ_{p ∈ Pos} s_(v,n),p = <ẑ_(v,n), T_n − ẑ_(v,n)> / τ
+"""
+import torch
+
+EPS = 1e-12  # the same eps as torch.nn.functional.normalize
+CHUNK_BYTES = 8 << 20  # size of one (chunk, M) slab; a few of them live at once
+
+
+def _compute_dtype(z: torch.Tensor) -> torch.dtype:
+    return torch.float64 if z.dtype == torch.float64 else torch.float32
+
+
+def _chunk_rows(m_cols: int, itemsize: int) -> int:
+    return max(1, CHUNK_BYTES // (itemsize * m_cols))
+
+
+def inv_norm(z: torch.Tensor) -> torch.Tensor:
+    """``1 / max(||z_i||, eps)`` for every row, in the compute dtype (fp32, or fp64 for fp64 input)."""
+    return torch.linalg.vector_norm(z, dim=1, dtype=_compute_dtype(z)).clamp_min(EPS).reciprocal()
+
+
+def _zhat(z, inv):
+    return z.to(inv.dtype) * inv[:, None]
+
+
+def forward(z, inv, row_offset, m_rows, n_items, vn, tau):
+    """Per-row losses and logsumexps of rows ``z[row_offset : row_offset + m_rows]``."""
+    with torch.autocast(z.device.type, enabled=False):
+        zhat = _zhat(z, inv)  # (M, D)
+        q = zhat[row_offset: row_offset + m_rows]  # (m_rows, D)
+
+        # positives in closed form: q is whole rank blocks, (W_q, V, N, D)
+        qb = q.view(-1, vn // n_items, n_items, q.shape[1])
+        pos = (qb * (qb.sum(1, keepdim=True) - qb)).sum(-1).reshape(-1) / tau
+
+        lse = torch.empty(m_rows, device=z.device, dtype=inv.dtype)
+        q_tau = q / tau
+        step = _chunk_rows(zhat.shape[0], zhat.element_size())
+        for a in range(0, m_rows, step):
+            b = min(a + step, m_rows)
+            s = q_tau[a:b] @ zhat.T  # (b−a, M) slab of s_ij
+            s.diagonal(row_offset + a).fill_(float("-inf"))  # j = i is not a negative
+            lse[a:b] = torch.logsumexp(s, dim=1)
+        V = vn // n_items
+        return lse - pos / (V - 1), lse
+
+
+def backward(z, inv, lse_all, g_all, row_offset, m_rows, n_items, vn, tau):
+    """∂out/∂ẑ for the query rows, given every row's lse and upstream gradient g.
+
+    W_ij = g_i P_ij + g_j P_ji for j ≠ i, with P_ji = exp(s_ij − lse_j) by symmetry of s; the
+    positive term −(g_i + g_j)/(V−1) is added in closed form afterwards.
+    """
+    with torch.autocast(z.device.type, enabled=False):
+        zhat = _zhat(z, inv)
+        q = zhat[row_offset: row_offset + m_rows]
+        lse_all = lse_all.to(inv.dtype)
+        g_all = g_all.to(inv.dtype)
+        lse_q = lse_all[row_offset: row_offset + m_rows]
+        g_q = g_all[row_offset: row_offset + m_rows]
+
+        dzhat = torch.empty_like(q)
+        q_tau = q / tau
+        step = _chunk_rows(zhat.shape[0], zhat.element_size())
+        for a in range(0, m_rows, step):
+            b = min(a + step, m_rows)
+            s = q_tau[a:b] @ zhat.T
+            s.diagonal(row_offset + a).fill_(float("-inf"))
+            w = (s - lse_q[a:b, None]).exp_().mul_(g_q[a:b, None])  # g_i P_ij
+            w += s.sub_(lse_all[None, :]).exp_().mul_(g_all[None, :])  # g_j P_ji
+            torch.mm(w, zhat, out=dzhat[a:b])
+
+        # positive term, closed form over each rank block: (W_q, V, N, D)
+        V = vn // n_items
+        qb = q.view(-1, V, n_items, q.shape[1])
+        gb = g_q.view(-1, V, n_items, 1)
+        t = qb.sum(1, keepdim=True)  # Σ_u ẑ_u
+        gt = (gb * qb).sum(1, keepdim=True)  # Σ_u g_u ẑ_u
+        pos_grad = gb * (t - qb) + (gt - gb * qb)  # Σ_{u≠v} (g_v + g_u) ẑ_u
+        dzhat -= pos_grad.reshape(m_rows, -1) / (V - 1)
+        return dzhat / tau

@@ -1,0 +1,1 @@
+"""Video pipelines and experiment configs, installed as ``timeclr.pipelines``."""

@@ -1,0 +1,41 @@
+"""TimeCLR: video-level contrastive learning with DALI video pipelines and a fused Triton NT-Xent loss.
+
+The repository keeps the design's top-level folders (``timeclr/``, ``kernels/``, ``pipelines/``),
+but PyPI already has packages named ``kernels`` and ``pipelines``, so the last two are installed
+*inside* the ``timeclr`` namespace:
+
+    folder        import name
+    timeclr/      timeclr
+    kernels/      timeclr.kernels
+    pipelines/    timeclr.pipelines
+"""
+from setuptools import setup
+
+setup(
+    name="timeclr",
+    version="0.1.0",
+    description="Self-supervised video representation learning (TimeCLR) with DALI and Triton",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=["timeclr", "timeclr.kernels", "timeclr.pipelines"],
+    package_dir={
+        "timeclr": "timeclr",
+        "timeclr.kernels": "kernels",
+        "timeclr.pipelines": "pipelines",
+    },
+    package_data={"timeclr.pipelines": ["*.yaml"]},
+    install_requires=[
+        # The GPU benchmark machine ships torch 2.11 + triton 3.6; this machine uses torch 2.13 + triton 3.9.
+        "torch>=2.4",
+        "triton>=3.0; platform_system == 'Linux'",
+        "nvidia-dali-cuda120>=1.40",
+        "numpy>=1.24",
+        "omegaconf>=2.3",
+        "av>=12",  # PyAV: writes and probes video files
+        "matplotlib>=3.7",  # benchmark charts and loss curves
+        "tqdm>=4.60",  # progress bars
+    ],
+    extras_require={"dev": ["pytest>=7"]},
+)
