@@ -145,11 +145,11 @@ def test_chunked_path_is_independent_of_chunk_size(monkeypatch):
     z = torch.randn(3, 10, 12, requires_grad=True)
     rows = nt_xent(z, temperature=0.2, reduction="none", backend="torch")
     (grad,) = torch.autograd.grad(rows.sum(), z)
-    monkeypatch.setattr(nt_xent_chunked, "CHUNK_BYTES", 4 * 30 * 3)  # 3 rows per slab: uneven last slab
+    monkeypatch.setattr(nt_xent_chunked, "CHUNK_BYTES", 4 * 90)  # 9x9 blocks of 30 rows: uneven last block
     rows_small = nt_xent(z, temperature=0.2, reduction="none", backend="torch")
     (grad_small,) = torch.autograd.grad(rows_small.sum(), z)
-    assert_close_rel(rows_small, rows, 1e-6, "loss, 3-row slabs vs one slab")
-    assert_close_rel(grad_small, grad, 1e-6, "grad, 3-row slabs vs one slab")
+    assert_close_rel(rows_small, rows, 1e-6, "loss, 9-row blocks vs one block")
+    assert_close_rel(grad_small, grad, 1e-6, "grad, 9-row blocks vs one block")
 
 
 def test_zero_embedding_gives_finite_loss_and_gradient():
@@ -228,3 +228,22 @@ def test_triton_on_cpu_without_interpreter_says_how(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):
         nt_xent(torch.randn(2, 4, 8), backend="triton")
+
+
+def test_row_slab_path_equals_symmetric_path(monkeypatch):
+    """The (chunk, M) row-slab path, used when the query rows are one rank's slice of a gathered
+    batch, against the symmetric block-pair path on the same rows."""
+    monkeypatch.setattr(nt_xent_chunked, "CHUNK_BYTES", 4 * 24 * 5)  # 5-row slabs, 7-wide blocks
+    torch.manual_seed(8)
+    V, N, W, tau = 2, 3, 4, 0.3
+    z = torch.randn(W * V * N, 10)  # W rank blocks of V·N rows
+    g = torch.rand(W * V * N)
+    inv = nt_xent_chunked.inv_norm(z)
+    loss_all, lse_all = nt_xent_chunked.forward(z, inv, 0, W * V * N, N, V * N, tau)
+    dz_all = nt_xent_chunked.backward(z, inv, lse_all, g, 0, W * V * N, N, V * N, tau)
+    for rank in range(W):
+        rows = slice(rank * V * N, (rank + 1) * V * N)
+        loss, lse = nt_xent_chunked.forward(z, inv, rows.start, V * N, N, V * N, tau)
+        dz = nt_xent_chunked.backward(z, inv, lse_all, g, rows.start, V * N, N, V * N, tau)
+        assert_close_rel(loss, loss_all[rows], 1e-6, f"rank {rank} loss rows")
+        assert_close_rel(dz, dz_all[rows], 1e-6, f"rank {rank} grad rows")
