@@ -284,19 +284,21 @@ def _blocks(D: int, dtype: torch.dtype):
     )
 
 
-def _flags(z, D, cfg):
-    return dict(SINGLE_K=cfg["BLOCK_K"] >= D, IEEE=z.dtype == torch.float32,
-                UPCAST=interpreting() and z.dtype == torch.bfloat16)
+def _flags(dtype, D, cfg):
+    return dict(SINGLE_K=cfg["BLOCK_K"] >= D, IEEE=dtype == torch.float32,
+                UPCAST=interpreting() and dtype == torch.bfloat16)
+
+
+def _inv_norm_blocks(D: int):
+    return dict(EPS_=EPS, BLOCK_M=16, BLOCK_D=min(128, max(16, triton.next_power_of_2(D))))
 
 
 def inv_norm(z: torch.Tensor) -> torch.Tensor:
     """fp32 ``1 / max(||z_i||, eps)`` for every row of a contiguous (M, D) tensor."""
     M, D = z.shape
     inv = torch.empty(M, device=z.device, dtype=torch.float32)
-    BLOCK_M = 16
-    _inv_norm_kernel[(triton.cdiv(M, BLOCK_M),)](
-        z, inv, M, D, z.stride(0), EPS_=EPS, BLOCK_M=BLOCK_M, BLOCK_D=min(128, max(16, triton.next_power_of_2(D)))
-    )
+    cfg = _inv_norm_blocks(D)
+    _inv_norm_kernel[(triton.cdiv(M, cfg["BLOCK_M"]),)](z, inv, M, D, z.stride(0), **cfg)
     return inv
 
 
@@ -312,7 +314,7 @@ def forward(z, inv, row_offset, m_rows, n_items, vn, tau):
         M, m_rows, row_offset, D, n_items, vn, z.stride(0),
         1.0 / tau, 1.0 / (V - 1),
         BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], BLOCK_K=cfg["BLOCK_K"],
-        **_flags(z, D, cfg),
+        **_flags(z.dtype, D, cfg),
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )
     return loss, lse
@@ -333,7 +335,7 @@ def backward(z, inv, lse_all, g_all, row_offset, m_rows, n_items, vn, tau):
         M, m_rows, row_offset, D, n_items, vn, z.stride(0), dzhat.stride(0),
         1.0 / tau, 1.0 / (V - 1),
         BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], BLOCK_K=cfg["BLOCK_K"], BLOCK_DV=cfg["BLOCK_DV"],
-        **_flags(z, D, cfg),
+        **_flags(z.dtype, D, cfg),
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )
     return dzhat.mul_(g_max)
