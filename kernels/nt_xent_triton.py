@@ -267,26 +267,45 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
-def _blocks(D: int, dtype: torch.dtype):
-    """Tile sizes: small ones for the (slow, per-program) interpreter, tensor-core sized on GPU."""
+# Tile shapes (BLOCK_M, BLOCK_N, num_warps, num_stages) the autotuner tries on a GPU, once per
+# (M, M_rows, D, dtype); shapes that do not fit in shared memory are dropped by Triton itself.
+GPU_TILES = [(128, 64, 8, 2), (128, 64, 4, 3), (128, 128, 8, 2), (64, 64, 4, 3), (64, 128, 4, 2), (128, 32, 4, 3)]
+# The interpreter runs one program at a time in numpy: small tiles, no tuning.
+INTERPRETER_TILES = dict(BLOCK_M=16, BLOCK_N=32, num_warps=4, num_stages=1)
+
+
+def _k_tiles(D: int, dtype: torch.dtype):
+    """BLOCK_K (the slice of D per dot; all of D when it fits, so the query tile loads once) and
+    BLOCK_DV (the slice of D one backward program writes)."""
     pow2_d = max(16, triton.next_power_of_2(D))
     if interpreting():
-        return dict(BLOCK_M=16, BLOCK_N=32, BLOCK_K=min(pow2_d, 64), BLOCK_DV=min(pow2_d, 64), num_warps=4, num_stages=1)
-    big = dtype == torch.float32
-    block_k = pow2_d if pow2_d <= (128 if big else 256) else 64
-    return dict(
-        BLOCK_M=64 if big else 128,
-        BLOCK_N=64,
-        BLOCK_K=block_k,
-        BLOCK_DV=min(pow2_d, 64 if big else 128),
-        num_warps=8 if not big else 4,
-        num_stages=2,
-    )
+        return dict(BLOCK_K=min(pow2_d, 64), BLOCK_DV=min(pow2_d, 64))
+    fp32 = dtype == torch.float32
+    return dict(BLOCK_K=pow2_d if pow2_d <= (128 if fp32 else 256) else 64,
+                BLOCK_DV=min(pow2_d, 64 if fp32 else 128))
 
 
-def _flags(dtype, D, cfg):
-    return dict(SINGLE_K=cfg["BLOCK_K"] >= D, IEEE=dtype == torch.float32,
+def _flags(dtype, D, BLOCK_K):
+    return dict(SINGLE_K=BLOCK_K >= D, IEEE=dtype == torch.float32,
                 UPCAST=interpreting() and dtype == torch.bfloat16)
+
+
+def _autotuned(kernel):
+    configs = [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=st) for m, n, w, st in GPU_TILES]
+    return triton.autotune(configs=configs, key=["M", "M_rows", "D"])(kernel)
+
+
+_nt_xent_fwd_tuned = _autotuned(_nt_xent_fwd_kernel)
+_nt_xent_bwd_tuned = _autotuned(_nt_xent_bwd_kernel)
+
+
+def _launch(kernel, tuned, rows, d_slices, args, consts):
+    """Run ``kernel`` over row blocks (x D slices): fixed small tiles when interpreting, else autotuned."""
+    if interpreting():
+        grid = (triton.cdiv(rows, INTERPRETER_TILES["BLOCK_M"]), d_slices)
+        kernel[grid](*args, **consts, **INTERPRETER_TILES)
+    else:
+        tuned[lambda meta: (triton.cdiv(rows, meta["BLOCK_M"]), d_slices)](*args, **consts)
 
 
 def _inv_norm_blocks(D: int):
@@ -308,15 +327,10 @@ def forward(z, inv, row_offset, m_rows, n_items, vn, tau):
     V = vn // n_items
     loss = torch.empty(m_rows, device=z.device, dtype=torch.float32)
     lse = torch.empty(m_rows, device=z.device, dtype=torch.float32)
-    cfg = _blocks(D, z.dtype)
-    _nt_xent_fwd_kernel[(triton.cdiv(m_rows, cfg["BLOCK_M"]),)](
-        z, inv, loss, lse,
-        M, m_rows, row_offset, D, n_items, vn, z.stride(0),
-        1.0 / tau, 1.0 / (V - 1),
-        BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], BLOCK_K=cfg["BLOCK_K"],
-        **_flags(z.dtype, D, cfg),
-        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
-    )
+    k = _k_tiles(D, z.dtype)
+    _launch(_nt_xent_fwd_kernel, _nt_xent_fwd_tuned, m_rows, 1,
+            (z, inv, loss, lse, M, m_rows, row_offset, D, n_items, vn, z.stride(0), 1.0 / tau, 1.0 / (V - 1)),
+            dict(BLOCK_K=k["BLOCK_K"], **_flags(z.dtype, D, k["BLOCK_K"])))
     return loss, lse
 
 
@@ -328,14 +342,9 @@ def backward(z, inv, lse_all, g_all, row_offset, m_rows, n_items, vn, tau):
     g_max = g_all.abs().amax().clamp_min(torch.finfo(torch.float32).tiny)
     g_unit = (g_all / g_max).contiguous()
     dzhat = torch.empty(m_rows, D, device=z.device, dtype=torch.float32)
-    cfg = _blocks(D, z.dtype)
-    grid = (triton.cdiv(m_rows, cfg["BLOCK_M"]), triton.cdiv(D, cfg["BLOCK_DV"]))
-    _nt_xent_bwd_kernel[grid](
-        z, inv, lse_all, g_unit, dzhat,
-        M, m_rows, row_offset, D, n_items, vn, z.stride(0), dzhat.stride(0),
-        1.0 / tau, 1.0 / (V - 1),
-        BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], BLOCK_K=cfg["BLOCK_K"], BLOCK_DV=cfg["BLOCK_DV"],
-        **_flags(z.dtype, D, cfg),
-        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
-    )
+    k = _k_tiles(D, z.dtype)
+    _launch(_nt_xent_bwd_kernel, _nt_xent_bwd_tuned, m_rows, triton.cdiv(D, k["BLOCK_DV"]),
+            (z, inv, lse_all, g_unit, dzhat, M, m_rows, row_offset, D, n_items, vn, z.stride(0), dzhat.stride(0),
+             1.0 / tau, 1.0 / (V - 1)),
+            dict(**k, **_flags(z.dtype, D, k["BLOCK_K"])))
     return dzhat.mul_(g_max)
