@@ -1,0 +1,72 @@
+"""Which frames a view sees: TimeCLR's segment and interval selection, as plain numpy functions.
+
+Both return int64 frame indices into a video of ``num_frames`` decoded frames, in temporal order.
+Frame index stands for time, so videos must have a constant frame rate (the indexer flags the
+others; ``timeclr.data prepare`` re-encodes them).
+
+Segment selection (global context)
+    Split the frames into K equal segments, segment k = [b_k, b_{k+1}) with b_k = floor(k·n/K),
+    and take one frame from each: ``idx_k = b_k + floor(u_k · (b_{k+1} − b_k))``, with
+    u_k ~ U[0, 1) drawn independently per segment in train mode and u_k = 0.5 (the segment
+    centre) in eval mode. Segments never share a frame when n >= K.
+
+Interval selection (sequence structure)
+    T frames at a fixed stride s from a start t0: ``idx_j = t0 + j·s``. The span (T−1)·s + 1 must
+    fit in the video. In train mode s is drawn uniformly from the configured strides and t0
+    uniformly from every start that fits; in eval mode s is the first configured stride and the
+    interval is centred.
+
+Short videos (stated policy, never an error)
+    - segment: with num_frames < K some segments are empty and take the frame at their start,
+      so frames repeat (still in order): n=3, K=6 gives [0, 0, 1, 1, 2, 2].
+    - interval: if the span does not fit, the stride shrinks to the largest that fits,
+      ``(num_frames − 1) // (T − 1)``; if even stride 1 does not fit (num_frames < T), the
+      interval starts at 0 and the last frame repeats ("edge" padding).
+
+The pipelines call these per sample (one vectorised call per view, no Python loop per frame) with
+a generator seeded from (seed, epoch, video index), so a batch is reproducible and resumable.
+"""
+import numpy as np
+
+
+def _check(num_frames: int, count: int, what: str):
+    if num_frames < 1:
+        raise ValueError(f"a video needs at least 1 frame, got num_frames={num_frames}")
+    if count < 1:
+        raise ValueError(f"{what} must be >= 1, got {count}")
+
+
+def segment_indices(num_frames: int, num_segments: int, train: bool, rng: np.random.Generator | None = None):
+    """One frame from each of ``num_segments`` equal segments of the video (see module docstring)."""
+    _check(num_frames, num_segments, "num_segments")
+    bounds = np.arange(num_segments + 1, dtype=np.int64) * num_frames // num_segments  # b_0 .. b_K
+    u = rng.random(num_segments) if train else np.full(num_segments, 0.5)
+    idx = bounds[:-1] + np.floor(u * np.diff(bounds)).astype(np.int64)
+    return np.minimum(idx, num_frames - 1)
+
+
+def interval_indices(num_frames: int, num_frames_out: int, strides, train: bool,
+                     rng: np.random.Generator | None = None):
+    """``num_frames_out`` frames at a fixed stride from a random (train) or centred (eval) start."""
+    _check(num_frames, num_frames_out, "num_frames_out")
+    strides = [int(s) for s in np.atleast_1d(strides)]
+    if not strides or min(strides) < 1:
+        raise ValueError(f"strides must be a non-empty list of integers >= 1, got {strides}")
+    stride = strides[rng.integers(len(strides))] if train else strides[0]
+    if num_frames_out > 1:
+        stride = max(1, min(stride, (num_frames - 1) // (num_frames_out - 1)))
+    span = (num_frames_out - 1) * stride + 1
+    free = max(0, num_frames - span)  # number of extra start positions
+    start = int(rng.integers(free + 1)) if train else free // 2
+    idx = start + stride * np.arange(num_frames_out, dtype=np.int64)
+    return np.minimum(idx, num_frames - 1)
+
+
+def view_indices(view, num_frames: int, train: bool, rng: np.random.Generator | None = None):
+    """Indices for one view described by a config node/dict with ``kind`` 'segment' or 'interval',
+    ``frames`` (K or T) and, for intervals, ``strides``."""
+    if view["kind"] == "segment":
+        return segment_indices(num_frames, view["frames"], train, rng)
+    if view["kind"] == "interval":
+        return interval_indices(num_frames, view["frames"], view["strides"], train, rng)
+    raise ValueError(f"view kind must be 'segment' or 'interval', got {view['kind']!r}")
