@@ -12,6 +12,8 @@ from reference import closed_form_aligned, nt_xent_rows_f64, simclr_f64
 from timeclr import NTXentLoss, nt_xent
 from timeclr.kernels import nt_xent_chunked
 
+# On a GPU machine the kernels get CUDA tensors; without one, CPU tensors and the interpreter.
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 BACKENDS = ["torch", "triton"]
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 # (V, N, D): odd N and D, D above one tile (130) and above 2 tiles of K (200), V > 2
@@ -28,7 +30,7 @@ GRAD_TOL = {torch.float32: 2e-5, torch.float16: 4e-3, torch.bfloat16: 3e-2, torc
 
 def assert_close_rel(actual, expected, tol, what):
     """|actual − expected| <= tol · max|expected| elementwise, with a message naming the worst entry."""
-    actual, expected = actual.double(), expected.double()
+    actual, expected = actual.detach().double().cpu(), expected.detach().double().cpu()
     scale = expected.abs().max().clamp_min(1e-6)  # D=1 has an exactly-zero gradient
     err = (actual - expected).abs()
     worst = int(err.argmax())
@@ -47,9 +49,9 @@ def check_against_reference(V, N, D, dtype, tau, reduction, backend, seed=0, sca
     z = (scale * torch.randn(V, N, D, generator=g)).to(dtype)
     upstream = torch.rand(V, N, generator=g) + 0.5 if reduction == "none" else torch.tensor(0.37)
 
-    z_ours = z.clone().requires_grad_()
+    z_ours = z.to(DEVICE, copy=True).requires_grad_()
     out = nt_xent(z_ours, temperature=tau, reduction=reduction, backend=backend)
-    (out * upstream).sum().backward()
+    (out * upstream.to(DEVICE)).sum().backward()
 
     z_ref = z.double().requires_grad_()
     ref = reduce_ref(nt_xent_rows_f64(z_ref, tau), reduction)
@@ -100,7 +102,7 @@ def test_float64_on_torch_backend_and_gradcheck():
 def test_closed_form(V, N, backend):
     tau = 0.5  # a loss of order 1: at small τ it is a tiny difference of two ~1/τ terms
     basis = torch.eye(16)[:N] * torch.arange(1, N + 1)[:, None]  # orthogonal items, different norms
-    z = basis.expand(V, N, 16).clone()
+    z = basis.expand(V, N, 16).clone().to(DEVICE)
     rows = nt_xent(z, temperature=tau, reduction="none", backend=backend)
     want = torch.full((V, N), closed_form_aligned(V, N, tau), dtype=torch.float64)
     assert_close_rel(rows, want, 2e-6, f"closed form V={V} N={N} backend={backend}")
@@ -110,9 +112,9 @@ def test_closed_form(V, N, backend):
 def test_two_view_call_equals_simclr_cross_entropy(backend):
     torch.manual_seed(3)
     z1, z2 = torch.randn(13, 31), torch.randn(13, 31)
-    ours = nt_xent(z1, z2, temperature=0.2, backend=backend)
+    ours = nt_xent(z1.to(DEVICE), z2.to(DEVICE), temperature=0.2, backend=backend)
     assert_close_rel(ours, simclr_f64(z1, z2, 0.2), 2e-6, "two-view mean vs SimCLR cross entropy")
-    stacked = nt_xent(torch.stack([z1, z2]), temperature=0.2, backend=backend)
+    stacked = nt_xent(torch.stack([z1, z2]).to(DEVICE), temperature=0.2, backend=backend)
     assert_close_rel(stacked, ours, 1e-7, "nt_xent(z1, z2) vs nt_xent(stack)")
 
 
@@ -132,7 +134,7 @@ def test_backward_saves_only_per_row_state():
     """Nothing of size M×M survives the forward: saved tensors are the inputs plus O(M) vectors."""
     V, N, D = 2, 64, 8
     for backend in BACKENDS:
-        z = torch.randn(V, N, D, requires_grad=True)
+        z = torch.randn(V, N, D, device=DEVICE, requires_grad=True)
         rows = nt_xent(z, temperature=0.1, reduction="none", backend=backend)
         node = rows.grad_fn.next_functions[0][0]  # rows is a (V, N) view of the Function's output
         saved = node.saved_tensors
@@ -153,7 +155,7 @@ def test_chunked_path_is_independent_of_chunk_size(monkeypatch):
 
 
 def test_zero_embedding_gives_finite_loss_and_gradient():
-    z = torch.randn(2, 4, 5)
+    z = torch.randn(2, 4, 5, device=DEVICE)
     z[0, 1] = 0.0
     for backend in BACKENDS:
         zz = z.clone().requires_grad_()
@@ -224,6 +226,7 @@ def test_bad_input_raises_clear_error(call, error, message):
         call()
 
 
+@pytest.mark.skipif(DEVICE == "cuda", reason="checks the CPU-only message")
 def test_triton_on_cpu_without_interpreter_says_how(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):
