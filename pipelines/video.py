@@ -1,0 +1,243 @@
+"""DALI video pipelines: TimeCLR's views of each video, decoding only the frames they need.
+
+Per sample, a small Python source (one call per video, never per frame) reads the encoded file
+and picks the frame indices of every view with ``frame_selection`` (seeded from
+(seed, epoch, video index), so batches are reproducible and resumable). The DALI graph then
+
+    decodes the union of all views' frames in ONE ``fn.decoders.video`` call
+        ('mixed' = NVDEC on a GPU, 'cpu' without one: the same graph),
+    splits the decoded sequence back into views,
+    augments each view with parameters drawn per view and shared by all its frames
+        (random resized crop, flip, colour jitter, grayscale, optional blur),
+    normalises to float, layout (C, T, H, W),
+
+and ``VideoLoader`` hands the batches over as torch tensors on the pipeline's device.
+
+One decode call per video matters: each call demuxes and indexes the file, and two views' frames
+often share keyframes (measured while planning: 7.7 clips/s with one call per view, 11.5 with one
+call on the union, 2 threads, VP9).
+
+Epochs and shards: the video order of epoch e is a permutation drawn from (seed, e); shard s of
+W takes every W-th video of it, so the W shards see every video exactly once per epoch. The last
+batch of a shard may be partial. With ``drop_last`` every shard yields the same number of full
+batches (what DDP needs); the videos that do not fill a batch are left for later epochs.
+"""
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from timeclr.pipelines.frame_selection import view_indices
+
+
+@dataclass
+class Video:
+    path: str
+    label: int
+    num_frames: int
+
+
+class ClipSource:
+    """Per-sample callback for ``fn.external_source(batch=False)``.
+
+    An endless stream: stream position k is position ``k % epoch_len`` of epoch ``k // epoch_len``,
+    so DALI can prefetch across the end of an epoch. Positions past the shard's videos pad the last
+    batch (they repeat a video and carry index −1; ``VideoLoader`` drops them).
+
+    Returns (encoded bytes uint8, frame indices of all views int32, label int64, index int64).
+    """
+
+    def __init__(self, videos, views, train, seed, batch_size, shard_id=0, num_shards=1, drop_last=False,
+                 start=0):
+        if not videos:
+            raise ValueError("no videos to read: the manifest is empty")
+        self.videos, self.views, self.train, self.seed = videos, views, train, seed
+        self.shard_id, self.num_shards, self.start = shard_id, num_shards, start
+        n = len(videos)
+        self.shard_len = len(range(shard_id, n, num_shards))
+        if drop_last:
+            self.batches = (n // num_shards) // batch_size
+            if self.batches == 0:
+                raise ValueError(f"drop_last with {n} videos, {num_shards} shards and batch size {batch_size} "
+                                 "leaves no full batch")
+            self.shard_len = self.batches * batch_size
+        else:
+            self.batches = math.ceil(self.shard_len / batch_size)
+        self.epoch_len = self.batches * batch_size
+        self._orders = {}
+
+    def order(self, epoch: int) -> np.ndarray:
+        """Manifest indices this shard visits in ``epoch``, in order."""
+        if epoch not in self._orders:
+            n = len(self.videos)
+            perm = np.random.default_rng([self.seed, epoch]).permutation(n) if self.train else np.arange(n)
+            self._orders = {epoch: perm[self.shard_id::self.num_shards][: self.shard_len]}
+        return self._orders[epoch]
+
+    def frames(self, index: int, epoch: int) -> np.ndarray:
+        """The frame indices of every view of video ``index`` in ``epoch``, concatenated."""
+        video = self.videos[index]
+        rng = np.random.default_rng([self.seed, epoch, index])
+        return np.concatenate([view_indices(v, video.num_frames, self.train, rng) for v in self.views])
+
+    def __call__(self, info):
+        epoch, pos = divmod(self.start + info.idx_in_epoch, self.epoch_len)
+        order = self.order(epoch)
+        index = int(order[min(pos, len(order) - 1)])
+        video = self.videos[index]
+        try:
+            data = np.fromfile(video.path, dtype=np.uint8)
+        except OSError as e:
+            raise RuntimeError(f"cannot read video {video.path}: {e}") from e
+        frames = self.frames(index, epoch).astype(np.int32)
+        return data, frames, np.int64(video.label), np.int64(index if pos < len(order) else -1)
+
+
+def read_videos(manifest) -> list[Video]:
+    """The manifest's rows as ``Video`` records, with absolute paths."""
+    from timeclr.pipelines.manifest import read_manifest
+
+    rows, _ = read_manifest(manifest)
+    return [Video(r["abs_path"], int(r["label"]), int(r["num_frames"])) for r in rows]
+
+
+def _view_graph(frames, view, data, random_aug, uint8):
+    """DALI ops for one view: (T, H, W, C) uint8 decoded frames -> (C, T, S, S) float (or uint8 THWC)."""
+    from nvidia.dali import fn, types
+
+    size = view.crop_size
+    mirror = 0
+    if random_aug:
+        frames = fn.random_resized_crop(frames, size=(size, size), random_area=list(view.scale),
+                                        random_aspect_ratio=list(view.ratio))
+        mirror = fn.random.coin_flip(probability=view.flip_prob)
+        if view.jitter_prob > 0 or view.grayscale_prob > 0:
+            jitter = fn.random.coin_flip(probability=view.jitter_prob)
+
+            def factor(strength):  # 1 when the jitter coin says no
+                u = fn.random.uniform(range=[max(0.0, 1.0 - strength), 1.0 + strength])
+                return 1.0 + jitter * (u - 1.0)
+
+            gray = fn.random.coin_flip(probability=view.grayscale_prob)
+            frames = fn.color_twist(
+                frames,
+                brightness=factor(view.brightness),
+                contrast=factor(view.contrast),
+                saturation=factor(view.saturation) * (1 - gray),
+                hue=jitter * fn.random.uniform(range=[-180.0 * view.hue, 180.0 * view.hue]),  # degrees
+            )
+        if view.blur_prob > 0:
+            blur = fn.random.coin_flip(probability=view.blur_prob)
+            # a sigma this small makes a 1-pixel window, i.e. no blur
+            sigma = 1e-3 + blur * fn.random.uniform(range=list(view.blur_sigma))
+            frames = fn.gaussian_blur(frames, sigma=sigma)
+        crop = None
+    else:
+        frames = fn.resize(frames, resize_shorter=data.short_side)
+        crop = (size, size)
+    if uint8:
+        return fn.crop_mirror_normalize(frames, crop=crop, mirror=mirror, dtype=types.UINT8, output_layout="FHWC",
+                                        mean=[0.0], std=[1.0])
+    return fn.crop_mirror_normalize(frames, crop=crop, mirror=mirror, dtype=types.FLOAT, output_layout="CFHW",
+                                    mean=[255.0 * m for m in data.mean], std=[255.0 * s for s in data.std])
+
+
+def build_pipeline(data, source: ClipSource, device_id=None, uint8=False):
+    """The DALI pipeline for ``data`` (a DataConfig). Outputs: one tensor per view, then label,
+    index and the frame indices of all views."""
+    from nvidia.dali import fn, pipeline_def, types
+
+    gpu = data.device == "gpu"
+    if gpu and device_id is None:
+        device_id = torch.cuda.current_device()
+
+    @pipeline_def(batch_size=data.batch_size, num_threads=data.num_threads, device_id=device_id if gpu else None,
+                  seed=data.seed, prefetch_queue_depth=2)
+    def graph():
+        encoded, frame_idx, label, index = fn.external_source(
+            source=source, num_outputs=4, batch=False,
+            dtype=[types.UINT8, types.INT32, types.INT64, types.INT64])
+        frames = fn.decoders.video(encoded, frames=frame_idx, device="mixed" if gpu else "cpu")  # (ΣT, H, W, C)
+        views, start = [], 0
+        for view in data.views:
+            views.append(_view_graph(frames[start:start + view.frames], view, data,
+                                     random_aug=data.train and data.augment, uint8=uint8))
+            start += view.frames
+        return (*views, label, index, frame_idx)
+
+    return graph()
+
+
+def _shard():
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+class VideoLoader:
+    """Batches of V views of each video, one epoch per ``iter()``.
+
+    Each batch is a dict: ``views`` (list of V tensors, (B, C, T, H, W) float, or (B, T, H, W, C)
+    uint8 with ``uint8=True``), ``label`` (B,), ``index`` (B,) rows of the manifest and ``frames``
+    (list of V (B, T) int tensors: the frame indices each view shows).
+
+    ``state_dict()`` / ``load_state_dict()`` give the reader's position, for resuming a run.
+    """
+
+    def __init__(self, data, videos=None, shard_id=None, num_shards=None, device_id=None, uint8=False):
+        if videos is None:
+            videos = read_videos(data.manifest)
+        rank, world = _shard()
+        self.data, self.device_id, self.uint8 = data, device_id, uint8
+        self.shard_id = rank if shard_id is None else shard_id
+        self.num_shards = world if num_shards is None else num_shards
+        self.videos = videos
+        self.epoch = 0
+        self._pos = 0  # stream position of the next batch
+        self._iter = None
+        self.source = self._make_source(start=0)
+
+    def _make_source(self, start):
+        d = self.data
+        return ClipSource(self.videos, list(d.views), d.train, d.seed, d.batch_size, self.shard_id, self.num_shards,
+                          d.drop_last, start=start)
+
+    def __len__(self):
+        return self.source.batches
+
+    def state_dict(self):
+        return {"epoch": self.epoch, "position": self._pos}
+
+    def load_state_dict(self, state):
+        """Resume at a saved position; call before iterating."""
+        self.epoch, self._pos = int(state["epoch"]), int(state["position"])
+        self.source = self._make_source(start=self._pos)
+        self._iter = None
+
+    def _dali_iter(self):
+        from nvidia.dali.plugin.pytorch import DALIGenericIterator
+
+        if self._iter is None:
+            pipe = build_pipeline(self.data, self.source, self.device_id, self.uint8)
+            names = [f"view{v}" for v in range(len(self.data.views))] + ["label", "index", "frames"]
+            self._iter = DALIGenericIterator(pipe, names)  # endless: the source never stops
+        return self._iter
+
+    def __iter__(self):
+        it = self._dali_iter()
+        B = self.data.batch_size
+        while self._pos < (self.epoch + 1) * self.source.epoch_len:
+            out = next(it)[0]
+            self._pos += B
+            keep = out["index"].reshape(-1) >= 0  # padding only ever fills the end of the last batch
+            n = int(keep.sum()) if not bool(keep.all()) else B
+            frames = out["frames"][:n].cpu()
+            splits = np.cumsum([0] + [v.frames for v in self.data.views])
+            yield {
+                "views": [out[f"view{v}"][:n] for v in range(len(self.data.views))],
+                "label": out["label"].reshape(-1)[:n],
+                "index": out["index"].reshape(-1)[:n],
+                "frames": [frames[:, a:b] for a, b in zip(splits[:-1], splits[1:])],
+            }
+        self.epoch += 1

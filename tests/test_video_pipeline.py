@@ -1,0 +1,163 @@
+"""The DALI pipeline on CPU, on generated VP9 videos whose frames show their own index.
+
+References are independent of DALI: PyAV's decode of the same frames, and the numpy selection
+functions (the oracle for which frames each view should show).
+"""
+import numpy as np
+import pytest
+import torch
+
+from timeclr.config import load_config
+from timeclr.pipelines.frame_selection import view_indices
+from timeclr.pipelines.video import Video, VideoLoader
+from videos import decode_all, make_video, read_frame_index
+
+W, H = 80, 80  # frame size of the generated videos: square, so a full-height centre crop keeps every index stripe
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    """9 videos of 3 classes, 20 to 90 frames, VP9 with a keyframe every 12 frames."""
+    root = tmp_path_factory.mktemp("videos")
+    out = []
+    for i, n in enumerate([20, 35, 50, 61, 90, 24, 47, 33, 70]):
+        path = make_video(root / f"v{i}.webm", n, width=W, height=H, gop=12)
+        out.append(Video(path, label=i % 3, num_frames=n))
+    return out
+
+
+def data_config(*overrides):
+    cfg = load_config("pipelines/debug.yaml", ["data.manifest=unused", *overrides])
+    return cfg.data
+
+
+def one_epoch(loader):
+    return list(iter(loader))
+
+
+def test_decoded_frames_match_pyav_at_selected_indices(videos):
+    """augment=false, crop = frame height, short side = frame height: exactly the decoded frames."""
+    data = data_config("data.augment=false", f"data.short_side={H}", f"data.views.0.crop_size={H}",
+                       f"data.views.1.crop_size={H}")
+    loader = VideoLoader(data, videos, uint8=True)
+    checked = 0
+    for batch in one_epoch(loader):
+        for b, index in enumerate(batch["index"].tolist()):
+            reference = decode_all(videos[index].path)  # (F, H, W, 3) by PyAV
+            for view, frames in zip(batch["views"], batch["frames"]):
+                got = view[b].numpy()  # (T, H, H, 3): centre crop of the W-wide frame
+                want = reference[frames[b].numpy()][:, :, (W - H) // 2:(W - H) // 2 + H]
+                diff = np.abs(got.astype(int) - want.astype(int))
+                assert diff.mean() < 1.0 and diff.max() <= 24, (
+                    f"video {index} frames {frames[b].tolist()}: DALI vs PyAV mean |diff| {diff.mean():.2f}, "
+                    f"max {diff.max()}")
+                checked += 1
+    assert checked == 2 * len(videos)
+
+
+def test_views_show_the_frames_the_numpy_oracle_selects(videos):
+    data = data_config("data.augment=false", f"data.short_side={H}", f"data.views.0.crop_size={H}",
+                       f"data.views.1.crop_size={H}")
+    loader = VideoLoader(data, videos, uint8=True)
+    for epoch in range(2):
+        seen = set()
+        for batch in one_epoch(loader):
+            for b, index in enumerate(batch["index"].tolist()):
+                seen.add(index)
+                n = videos[index].num_frames
+                rng = np.random.default_rng([data.seed, epoch, index])
+                for v, (view_cfg, view, frames) in enumerate(zip(data.views, batch["views"], batch["frames"])):
+                    want = view_indices(view_cfg, n, True, rng)
+                    assert frames[b].tolist() == want.tolist(), f"epoch {epoch} video {index} view {v}"
+                    shown = [read_frame_index(f) for f in view[b].numpy()]
+                    assert shown == want.tolist(), f"video {index} view {v}: shows {shown}, selected {want.tolist()}"
+                    if view_cfg.kind == "segment":  # one frame inside each of K equal segments
+                        bounds = np.arange(view_cfg.frames + 1) * n // view_cfg.frames
+                        assert all(bounds[k] <= f < bounds[k + 1] for k, f in enumerate(shown)), (shown, bounds)
+                    else:  # evenly strided, in order
+                        steps = set(np.diff(shown).tolist())
+                        assert len(steps) == 1 and steps.pop() in view_cfg.strides, shown
+        assert seen == set(range(len(videos)))
+
+
+def test_eval_mode_is_deterministic(videos):
+    data = data_config("data.train=false")
+    first = one_epoch(VideoLoader(data, videos))
+    again = one_epoch(VideoLoader(data, videos))
+    assert [b["index"].tolist() for b in first] == [list(range(i, min(i + 4, 9))) for i in range(0, 9, 4)]
+    for a, b in zip(first, again):
+        for va, vb in zip(a["views"], b["views"]):
+            assert torch.equal(va, vb)
+        for fa, fb in zip(a["frames"], b["frames"]):
+            assert torch.equal(fa, fb)
+
+
+def test_augmentation_shared_by_frames_of_a_view_and_drawn_per_view(tmp_path):
+    """A video whose frames are all one image: after augmentation the frames of a view must still
+    be equal (same crop, flip, colour), while the views of a video differ."""
+    yy, xx = np.mgrid[0:H, 0:W]
+    img = np.stack([xx * 255 // W, yy * 255 // H, (3 * xx + yy) % 256], -1).astype(np.uint8)
+    path = make_video(tmp_path / "still.webm", 30, W, H, frames=[img] * 30)
+    data = data_config("data.batch_size=8", "data.views.0.jitter_prob=1.0", "data.views.1.jitter_prob=1.0")
+    loader = VideoLoader(data, [Video(path, 0, 30)] * 8, uint8=True)
+    (batch,) = one_epoch(loader)
+    between = []
+    for b in range(8):
+        views = [v[b].numpy().astype(int) for v in batch["views"]]
+        for v, frames in enumerate(views):
+            spread = np.abs(frames - frames[:1]).max()
+            assert spread <= 8, f"sample {b} view {v}: frames differ by up to {spread} (augmentation not shared)"
+        between.append(np.abs(views[0] - views[1]).mean())
+    assert min(between) > 5, f"views of the same video look alike: mean |diff| per sample {np.round(between, 1)}"
+
+
+@pytest.mark.parametrize("num_shards", [2, 3])
+def test_shards_visit_every_video_once_per_epoch_with_labels(videos, num_shards):
+    data = data_config()
+    loaders = [VideoLoader(data, videos, shard_id=s, num_shards=num_shards) for s in range(num_shards)]
+    orders = []
+    for epoch in range(2):
+        visited = []
+        for loader in loaders:
+            for batch in one_epoch(loader):
+                visited += batch["index"].tolist()
+                for index, label in zip(batch["index"].tolist(), batch["label"].tolist()):
+                    assert label == videos[index].label, f"video {index} came with label {label}"
+        assert sorted(visited) == list(range(len(videos))), f"epoch {epoch}: {sorted(visited)}"
+        orders.append(visited)
+    assert orders[0] != orders[1], "epochs should be shuffled differently"
+
+
+def test_drop_last_gives_equal_full_batches():
+    vids = [Video("unused", 0, 10)] * 9
+    data = data_config("data.drop_last=true", "data.batch_size=2")
+    lens = [len(VideoLoader(data, vids, shard_id=s, num_shards=2)) for s in range(2)]
+    assert lens == [2, 2]
+    data = data_config("data.batch_size=2")
+    assert [len(VideoLoader(data, vids, shard_id=s, num_shards=2)) for s in range(2)] == [3, 2]
+
+
+def test_resume_mid_epoch_reproduces_the_batches(videos):
+    data = data_config("data.batch_size=2")
+    full = VideoLoader(data, videos, uint8=True)
+    batches = one_epoch(full)[:4]
+    part = VideoLoader(data, videos, uint8=True)
+    it = iter(part)
+    next(it)
+    next(it)
+    state = part.state_dict()
+    resumed = VideoLoader(data, videos, uint8=True)
+    resumed.load_state_dict(state)
+    for want, got in zip(batches[2:], resumed):
+        assert got["index"].tolist() == want["index"].tolist()
+        for a, b in zip(want["frames"], got["frames"]):
+            assert torch.equal(a, b)
+
+
+def test_output_shapes_and_normalisation(videos):
+    data = data_config()
+    batch = next(iter(VideoLoader(data, videos)))
+    for view_cfg, view in zip(data.views, batch["views"]):
+        assert view.shape == (4, 3, view_cfg.frames, view_cfg.crop_size, view_cfg.crop_size)
+        assert view.dtype == torch.float32
+        assert -2.5 < view.mean() < 2.5 and view.std() > 0.1

@@ -1,0 +1,82 @@
+"""Typed configuration: defaults (these dataclasses), then the experiment YAML, then ``key=value``
+overrides from the command line. An unknown key or a value of the wrong type is an error that
+names the key. The resolved config is what runs save beside their outputs.
+"""
+from dataclasses import dataclass, field
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+
+@dataclass
+class ViewConfig:
+    """One view of a video: which frames (temporal selection) and how they are augmented."""
+
+    kind: str = "segment"  # 'segment' (one frame from each of `frames` segments) or 'interval'
+    frames: int = 8  # K segments, or T frames of the interval
+    strides: list[int] = field(default_factory=lambda: [2, 4])  # interval: drawn per sample in train mode; eval uses the first
+    crop_size: int = 112
+    # random resized crop: fraction of the frame's area and aspect ratio of the crop
+    scale: list[float] = field(default_factory=lambda: [0.2, 1.0])
+    ratio: list[float] = field(default_factory=lambda: [0.75, 1.3333])
+    flip_prob: float = 0.5
+    jitter_prob: float = 0.8  # colour jitter applied with this probability, all four together
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.4
+    hue: float = 0.1  # fraction of a half turn: 0.1 = up to ±18 degrees
+    grayscale_prob: float = 0.2
+    blur_prob: float = 0.0  # Gaussian blur with this probability (0 leaves the op out)
+    blur_sigma: list[float] = field(default_factory=lambda: [0.1, 2.0])
+
+
+@dataclass
+class DataConfig:
+    manifest: str = "???"  # CSV written by `python -m timeclr.data index`
+    root: str = "data"  # where the dataset lives (or is generated)
+    device: str = "cpu"  # 'cpu' or 'gpu' (DALI's mixed backend: NVDEC decode, GPU augmentation)
+    augment: bool = True  # false: no random spatial or colour augmentation, deterministic resize + centre crop
+    batch_size: int = 8
+    num_threads: int = 2  # DALI CPU threads
+    seed: int = 0  # shuffling and augmentation
+    train: bool = True  # train: random temporal positions and shuffling; false: deterministic, manifest order
+    short_side: int = 128  # eval / augment=false: resize the short side to this, then centre crop
+    mean: list[float] = field(default_factory=lambda: [0.45, 0.45, 0.45])  # RGB, in [0, 1]
+    std: list[float] = field(default_factory=lambda: [0.225, 0.225, 0.225])
+    drop_last: bool = False  # true: every shard yields the same number of full batches (DDP training)
+    views: list[ViewConfig] = field(default_factory=lambda: [
+        ViewConfig(kind="segment", frames=8), ViewConfig(kind="interval", frames=8)])
+
+
+@dataclass
+class Config:
+    out_dir: str = "runs/debug"
+    data: DataConfig = field(default_factory=DataConfig)
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not fit the schema; the message names the key."""
+
+
+def load_config(path: str | None = None, overrides: list[str] = (), schema=Config) -> DictConfig:
+    """Defaults ← YAML at ``path`` ← ``key=value`` overrides, checked against ``schema``."""
+    cfg = OmegaConf.structured(schema)
+    try:
+        if path is not None:
+            cfg = OmegaConf.merge(cfg, OmegaConf.load(path))
+        for item in overrides:
+            key, eq, value = item.partition("=")
+            if not eq or not key:
+                raise ConfigError(f"override {item!r} is not of the form key=value")
+            # parse the value as YAML, like a dotlist; update() also reaches list items (data.views.0.frames)
+            OmegaConf.update(cfg, key, OmegaConf.from_dotlist([f"v={value}"]).v, merge=True)
+    except OmegaConfBaseException as e:
+        where = f" in {path}" if path else ""
+        key = getattr(e, "full_key", None) or getattr(e, "key", None)
+        raise ConfigError(f"config error{where}: key {key!r}: {e.msg if hasattr(e, 'msg') else e}") from None
+    for i, view in enumerate(cfg.data.views):
+        if view.kind not in ("segment", "interval"):
+            raise ConfigError(f"data.views[{i}].kind must be 'segment' or 'interval', got {view.kind!r}")
+    if cfg.data.device not in ("cpu", "gpu"):
+        raise ConfigError(f"data.device must be 'cpu' or 'gpu', got {cfg.data.device!r}")
+    return cfg
