@@ -1,0 +1,68 @@
+"""Dataset command line: ``python -m timeclr.data <command> ...``.
+
+Commands
+    index ROOT -o MANIFEST.csv [--device auto|cpu|gpu] [--workers N] [--allow-vfr]
+        Probe every video of the folder-per-class tree ROOT with PyAV and write the manifest,
+        its class list and its rejects (formats: ``timeclr.pipelines.manifest``).
+
+Each command is one ``add_<command>_parser`` (its arguments) and one ``run_<command>`` (what it
+does); a new command adds its pair and registers it in ``build_parser``.
+"""
+import argparse
+import os
+import sys
+
+from timeclr.pipelines import manifest
+
+
+def add_index_parser(subparsers):
+    """The ``index`` command's arguments."""
+    p = subparsers.add_parser(
+        "index", help="scan a folder-per-class tree and write a manifest CSV",
+        description="Decode every video under ROOT (class = its folder) and write MANIFEST with "
+                    "its .classes.txt and .rejects.csv beside it. Paths in them are relative to ROOT.")
+    p.add_argument("root", metavar="ROOT", help="folder with one sub-folder of videos per class")
+    p.add_argument("-o", "--output", metavar="MANIFEST", required=True, help="manifest to write (NAME.csv)")
+    p.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto",
+                   help="where DALI will decode: rejects codecs it cannot decode there "
+                        "(auto: gpu if torch sees CUDA, else cpu)")
+    p.add_argument("--workers", type=_positive_int, default=min(8, os.cpu_count() or 1),
+                   help="probe processes (default: min(8, CPU count))")
+    p.add_argument("--allow-vfr", action="store_true",
+                   help="keep variable-frame-rate videos (flagged vfr=1) instead of rejecting them")
+    p.set_defaults(run=run_index)
+
+
+def run_index(args) -> int:
+    """Index ``args.root`` into ``args.output``."""
+    try:
+        manifest.index_tree(args.root, args.output, device=args.device, workers=args.workers,
+                            allow_vfr=args.allow_vfr)
+    except manifest.ManifestError as e:
+        raise SystemExit(f"timeclr.data index: error: {e}") from None
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``timeclr.data`` parser with one sub-parser per command."""
+    parser = argparse.ArgumentParser(prog="python -m timeclr.data", description=__doc__.split("\n")[0])
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_index_parser(subparsers)
+    return parser
+
+
+def main(argv=None) -> int:
+    """Parse ``argv`` (default: the command line) and run the chosen command."""
+    args = build_parser().parse_args(argv)
+    return args.run(args)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+if __name__ == "__main__":
+    sys.exit(main())
