@@ -27,8 +27,8 @@ Outputs, for ``-o NAME.csv``
         path,label,class_name,num_frames,fps,duration,width,height,codec,vfr
         archery/abc.mp4,0,archery,250,25.0,10.0,340,256,h264,0
 
-    so a manifest and its videos can move together. ``read_manifest`` resolves the paths to
-    absolute ones (``pandas.read_csv(path, comment="#")`` also reads it).
+    so a manifest and its videos can move together. ``read_manifest`` adds each row's absolute
+    path as ``abs_path`` (``pandas.read_csv(path, comment="#")`` also reads the file).
 
 Columns
     ``num_frames`` is counted by decoding every frame, never taken from the header (an AVI's
@@ -437,9 +437,10 @@ def _report(root, manifest_path, device, classes, rows, rejects, kept_vfr):
 def read_manifest(path, root=None) -> tuple[list[dict], list[str]]:
     """Load a manifest written by ``index_tree``: ``(rows, classes)``.
 
-    Each row is a dict of the manifest's columns with ``path`` made absolute (resolved against
-    ``root`` if given, else the root recorded in the manifest's first line), numbers as int or
-    float and ``vfr`` as a bool. ``classes[label]`` is the class name (from ``NAME.classes.txt``).
+    Each row is a dict of the manifest's columns (``path`` as written, relative to the root),
+    numbers as int or float, ``vfr`` as a bool, plus ``abs_path``: the absolute path, resolved
+    against ``root`` if given, else the root recorded in the manifest's first line.
+    ``classes[label]`` is the class name (from ``NAME.classes.txt``).
     """
     path = Path(path)
     classes_path, _ = sidecar_paths(path)
@@ -465,4 +466,4 @@ def _typed(row: dict, root: Path) -> dict:
     ints = ("label", "num_frames", "width", "height")
     return {**row, **{k: int(row[k]) for k in ints},
             "fps": float(row["fps"]), "duration": float(row["duration"]),
-            "vfr": row["vfr"] == "1", "path": str(root / row["path"])}
+            "vfr": row["vfr"] == "1", "abs_path": str(root / row["path"])}

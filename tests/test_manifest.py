@@ -93,11 +93,12 @@ def test_vp9_tree_labels_and_measurements(tmp_path):
     assert (tmp_path / "out" / "train.classes.txt").read_text().splitlines() == classes
     written = {r["path"]: r for r in read_csv(out)}
     assert set(written) == {"walk/w1.webm", "walk/w2.webm", "jump/j1.webm", "run/r1.webm", "run/sub/r2.WEBM"}
+    assert sorted(r["path"] for r in rows) == sorted(written)
     by_name = {Path(r["path"]).name: r for r in rows}
     for cls, videos in spec.items():
         for name, n, fps, w, h in videos:
             row = by_name[Path(name).name]
-            assert Path(row["path"]) == (root / cls / name).resolve()
+            assert Path(row["abs_path"]) == (root / cls / name).resolve()
             assert row["class_name"] == Path(cls, name).parent.as_posix()
             assert row["label"] == classes.index(row["class_name"])
             assert (row["num_frames"], row["width"], row["height"], row["codec"]) == (n, w, h, "vp9")
@@ -215,9 +216,21 @@ def test_read_manifest_follows_a_moved_dataset(tmp_path):
 
     shutil.move(tmp_path / "project", tmp_path / "moved")
     rows, classes = read_manifest(tmp_path / "moved" / "lists" / "m.csv")
-    assert classes == ["a"] and Path(rows[0]["path"]) == (tmp_path / "moved" / "videos" / "a" / "x.webm").resolve()
+    assert classes == ["a"] and rows[0]["path"] == "a/x.webm"
+    assert Path(rows[0]["abs_path"]) == (tmp_path / "moved" / "videos" / "a" / "x.webm").resolve()
     rows, _ = read_manifest(tmp_path / "moved" / "lists" / "m.csv", root=tmp_path / "elsewhere")
-    assert Path(rows[0]["path"]) == (tmp_path / "elsewhere" / "a" / "x.webm").resolve()
+    assert Path(rows[0]["abs_path"]) == (tmp_path / "elsewhere" / "a" / "x.webm").resolve()
+
+
+def test_the_video_pipeline_reads_the_manifest(tmp_path):
+    from timeclr.pipelines.video import read_videos  # the DALI pipeline's reader of our format
+
+    root = tmp_path / "videos"
+    (root / "a").mkdir(parents=True)
+    make_video(root / "a" / "x.webm", 14)
+    index_tree(root, tmp_path / "m.csv", device="cpu", workers=1, progress=False)
+    (video,) = read_videos(tmp_path / "m.csv")
+    assert (Path(video.path), video.label, video.num_frames) == ((root / "a" / "x.webm").resolve(), 0, 14)
 
 
 # ----------------------------------------------------------------------------------------------
