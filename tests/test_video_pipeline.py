@@ -161,3 +161,38 @@ def test_output_shapes_and_normalisation(videos):
         assert view.shape == (4, 3, view_cfg.frames, view_cfg.crop_size, view_cfg.crop_size)
         assert view.dtype == torch.float32
         assert -2.5 < view.mean() < 2.5 and view.std() > 0.1
+
+
+def test_index_then_preview_command(tmp_path):
+    """The two commands a user runs: index a folder-per-class tree, then preview one batch."""
+    import json
+
+    from timeclr.data import main
+
+    for c, name in enumerate(["jump", "run"]):
+        for i in range(3):
+            (tmp_path / "tree" / name).mkdir(parents=True, exist_ok=True)
+            make_video(tmp_path / "tree" / name / f"{name}{i}.webm", 30 + 10 * i + c, W, H)
+    manifest = tmp_path / "m.csv"
+    assert main(["index", str(tmp_path / "tree"), "-o", str(manifest), "--device", "cpu", "--workers", "1"]) == 0
+    out = tmp_path / "preview"
+    assert main(["preview", "pipelines/debug.yaml", f"data.manifest={manifest}", "data.augment=false",
+                 f"data.short_side={H}", f"data.views.0.crop_size={H}", f"data.views.1.crop_size={H}",
+                 "--out", str(out)]) == 0
+    frames = np.load(out / "preview.npz")["frames"]
+    info = json.loads((out / "preview.json").read_text())
+    assert frames.dtype == np.uint8 and frames.shape == (4, 2, 4, H, W, 3)
+    assert (out / "preview.png").stat().st_size > 10_000
+    for b, sample in enumerate(info["samples"]):
+        assert sample["label"] == (0 if "jump" in sample["path"] else 1)
+        for v, view in enumerate(sample["views"]):
+            assert view["kind"] == ["segment", "interval"][v]
+            # augment=false: exactly the decoded selected frames, so each shows its own index
+            assert [read_frame_index(f) for f in frames[b, v]] == view["frames"], sample
+
+
+def test_preview_names_a_missing_manifest(tmp_path):
+    from timeclr.data import main
+
+    with pytest.raises(SystemExit, match="data.manifest"):
+        main(["preview", "pipelines/debug.yaml", f"data.manifest={tmp_path}/none.csv", "--out", str(tmp_path)])

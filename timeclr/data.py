@@ -4,6 +4,9 @@ Commands
     index ROOT -o MANIFEST.csv [--device auto|cpu|gpu] [--workers N] [--allow-vfr]
         Probe every video of the folder-per-class tree ROOT with PyAV and write the manifest,
         its class list and its rejects (formats: ``timeclr.pipelines.manifest``).
+    preview CONFIG [key=value ...] --out DIR
+        Run one batch of the config's pipeline and write DIR/preview.png (contact sheet),
+        DIR/preview.npz (uint8 frames) and DIR/preview.json (the frames each view shows).
 
 Each command is one ``add_<command>_parser`` (its arguments) and one ``run_<command>`` (what it
 does); a new command adds its pair and registers it in ``build_parser``.
@@ -43,11 +46,43 @@ def run_index(args) -> int:
     return 0
 
 
+def add_preview_parser(subparsers):
+    """The ``preview`` command's arguments."""
+    p = subparsers.add_parser(
+        "preview", help="write one batch of a pipeline as a contact sheet, frames and JSON",
+        description="Run one batch of CONFIG's data pipeline and write DIR/preview.png, DIR/preview.npz "
+                    "(key frames: uint8 (B, V, T, H, W, C), after crop, before normalisation) and "
+                    "DIR/preview.json (which frames each view shows).")
+    p.add_argument("config", metavar="CONFIG", help="experiment YAML, e.g. pipelines/debug.yaml")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. data.augment=false")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder to write the preview to")
+    p.set_defaults(run=run_preview)
+
+
+def run_preview(args) -> int:
+    """Write the preview of ``args.config`` to ``args.out``."""
+    from timeclr.config import ConfigError, load_config
+    from timeclr.pipelines.preview import write_preview
+
+    try:
+        cfg = load_config(args.config, args.overrides)
+        if not os.path.exists(cfg.data.manifest):
+            raise ConfigError(f"data.manifest: {cfg.data.manifest} does not exist; make one with "
+                              "python -m timeclr.data index ROOT -o MANIFEST")
+    except (ConfigError, OSError) as e:
+        raise SystemExit(f"timeclr.data preview: error: {e}") from None
+    result = write_preview(cfg, args.out)
+    print(f"wrote {args.out}/preview.png, preview.npz and preview.json ({len(result['samples'])} videos, "
+          f"{len(cfg.data.views)} views)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``timeclr.data`` parser with one sub-parser per command."""
     parser = argparse.ArgumentParser(prog="python -m timeclr.data", description=__doc__.split("\n")[0])
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_index_parser(subparsers)
+    add_preview_parser(subparsers)
     return parser
 
 
