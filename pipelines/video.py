@@ -8,7 +8,8 @@ and picks the frame indices of every view with ``frame_selection`` (seeded from
         ('mixed' = NVDEC on a GPU, 'cpu' without one: the same graph),
     splits the decoded sequence back into views,
     augments each view with parameters drawn per view and shared by all its frames
-        (random resized crop, flip, colour jitter, grayscale, optional blur),
+        (random resized crop, flip, colour jitter, grayscale, optional blur; the parameters are
+        drawn by ``augment.view_params`` in the source, so batches are reproducible),
     normalises to float, layout (C, T, H, W),
 
 and ``VideoLoader`` hands the batches over as torch tensors on the pipeline's device.
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from timeclr.pipelines import augment
 from timeclr.pipelines.frame_selection import view_indices
 
 
@@ -36,6 +38,17 @@ class Video:
     path: str
     label: int
     num_frames: int
+    width: int | None = None  # frame size; probed with PyAV when not given
+    height: int | None = None
+
+    def size(self):
+        if self.width is None or self.height is None:
+            import av
+
+            with av.open(self.path) as c:
+                stream = c.streams.video[0]
+                self.width, self.height = stream.codec_context.width, stream.codec_context.height
+        return self.height, self.width
 
 
 class ClipSource:
@@ -45,7 +58,8 @@ class ClipSource:
     so DALI can prefetch across the end of an epoch. Positions past the shard's videos pad the last
     batch (they repeat a video and carry index −1; ``VideoLoader`` drops them).
 
-    Returns (encoded bytes uint8, frame indices of all views int32, label int64, index int64).
+    Returns (encoded bytes uint8, frame indices of all views int32, augmentation parameters
+    (V, augment.PARAMS) float32, label int64, index int64).
     """
 
     def __init__(self, videos, views, train, seed, batch_size, shard_id=0, num_shards=1, drop_last=False,
@@ -81,6 +95,12 @@ class ClipSource:
         rng = np.random.default_rng([self.seed, epoch, index])
         return np.concatenate([view_indices(v, video.num_frames, self.train, rng) for v in self.views])
 
+    def params(self, index: int, epoch: int) -> np.ndarray:
+        """(V, augment.PARAMS) augmentation parameters of every view of video ``index`` in ``epoch``."""
+        height, width = self.videos[index].size()
+        rng = np.random.default_rng([self.seed, epoch, index, 1])  # independent of the frame draws
+        return np.stack([augment.view_params(v, height, width, rng) for v in self.views])
+
     def __call__(self, info):
         epoch, pos = divmod(self.start + info.idx_in_epoch, self.epoch_len)
         order = self.order(epoch)
@@ -91,7 +111,8 @@ class ClipSource:
         except OSError as e:
             raise RuntimeError(f"cannot read video {video.path}: {e}") from e
         frames = self.frames(index, epoch).astype(np.int32)
-        return data, frames, np.int64(video.label), np.int64(index if pos < len(order) else -1)
+        params = self.params(index, epoch) if self.train else np.tile(augment.IDENTITY, (len(self.views), 1))
+        return data, frames, params, np.int64(video.label), np.int64(index if pos < len(order) else -1)
 
 
 def read_videos(manifest) -> list[Video]:
@@ -99,43 +120,29 @@ def read_videos(manifest) -> list[Video]:
     from timeclr.pipelines.manifest import read_manifest
 
     rows, _ = read_manifest(manifest)
-    return [Video(r["abs_path"], int(r["label"]), int(r["num_frames"])) for r in rows]
+    return [Video(r["abs_path"], int(r["label"]), int(r["num_frames"]), int(r["width"]), int(r["height"]))
+            for r in rows]
 
 
-def _view_graph(frames, view, data, random_aug, uint8):
-    """DALI ops for one view: (T, H, W, C) uint8 decoded frames -> (C, T, S, S) float (or uint8 THWC)."""
+def _view_graph(frames, params, view, data, random_aug, uint8):
+    """DALI ops for one view: (T, H, W, C) uint8 decoded frames -> (C, T, S, S) float (or uint8
+    (T, S, S, C)); ``params`` is the view's augmentation vector (layout in ``augment``)."""
     from nvidia.dali import fn, types
 
     size = view.crop_size
     mirror = 0
+    crop = (size, size)
     if random_aug:
-        frames = fn.random_resized_crop(frames, size=(size, size), random_area=list(view.scale),
-                                        random_aspect_ratio=list(view.ratio))
-        mirror = fn.random.coin_flip(probability=view.flip_prob)
+        frames = fn.resize(frames, size=[size, size], roi_start=params[0:2], roi_end=params[2:4], roi_relative=True)
+        mirror = fn.cast(params[4], dtype=types.INT32)
         if view.jitter_prob > 0 or view.grayscale_prob > 0:
-            jitter = fn.random.coin_flip(probability=view.jitter_prob)
-
-            def factor(strength):  # 1 when the jitter coin says no
-                u = fn.random.uniform(range=[max(0.0, 1.0 - strength), 1.0 + strength])
-                return 1.0 + jitter * (u - 1.0)
-
-            gray = fn.random.coin_flip(probability=view.grayscale_prob)
-            frames = fn.color_twist(
-                frames,
-                brightness=factor(view.brightness),
-                contrast=factor(view.contrast),
-                saturation=factor(view.saturation) * (1 - gray),
-                hue=jitter * fn.random.uniform(range=[-180.0 * view.hue, 180.0 * view.hue]),  # degrees
-            )
-        if view.blur_prob > 0:
-            blur = fn.random.coin_flip(probability=view.blur_prob)
-            # a sigma this small makes a 1-pixel window, i.e. no blur
-            sigma = 1e-3 + blur * fn.random.uniform(range=list(view.blur_sigma))
-            frames = fn.gaussian_blur(frames, sigma=sigma)
+            frames = fn.color_twist(frames, brightness=params[5], contrast=params[6], saturation=params[7],
+                                    hue=params[8])
+        if view.blur_prob > 0:  # sigma 1e-3 makes a 1-pixel window: no blur when params[9] is 0
+            frames = fn.gaussian_blur(frames, sigma=fn.cast(params[9], dtype=types.FLOAT) + 1e-3)
         crop = None
     else:
         frames = fn.resize(frames, resize_shorter=data.short_side)
-        crop = (size, size)
     if uint8:
         return fn.crop_mirror_normalize(frames, crop=crop, mirror=mirror, dtype=types.UINT8, output_layout="FHWC",
                                         mean=[0.0], std=[1.0])
@@ -145,7 +152,7 @@ def _view_graph(frames, view, data, random_aug, uint8):
 
 def build_pipeline(data, source: ClipSource, device_id=None, uint8=False):
     """The DALI pipeline for ``data`` (a DataConfig). Outputs: one tensor per view, then label,
-    index and the frame indices of all views."""
+    index, the frame indices of all views and the views' augmentation parameters."""
     from nvidia.dali import fn, pipeline_def, types
 
     gpu = data.device == "gpu"
@@ -155,16 +162,16 @@ def build_pipeline(data, source: ClipSource, device_id=None, uint8=False):
     @pipeline_def(batch_size=data.batch_size, num_threads=data.num_threads, device_id=device_id if gpu else None,
                   seed=data.seed, prefetch_queue_depth=2)
     def graph():
-        encoded, frame_idx, label, index = fn.external_source(
-            source=source, num_outputs=4, batch=False,
-            dtype=[types.UINT8, types.INT32, types.INT64, types.INT64])
+        encoded, frame_idx, params, label, index = fn.external_source(
+            source=source, num_outputs=5, batch=False,
+            dtype=[types.UINT8, types.INT32, types.FLOAT, types.INT64, types.INT64])
         frames = fn.decoders.video(encoded, frames=frame_idx, device="mixed" if gpu else "cpu")  # (ΣT, H, W, C)
         views, start = [], 0
-        for view in data.views:
-            views.append(_view_graph(frames[start:start + view.frames], view, data,
+        for v, view in enumerate(data.views):
+            views.append(_view_graph(frames[start:start + view.frames], params[v], view, data,
                                      random_aug=data.train and data.augment, uint8=uint8))
             start += view.frames
-        return (*views, label, index, frame_idx)
+        return (*views, label, index, frame_idx, params)
 
     return graph()
 
@@ -180,7 +187,8 @@ class VideoLoader:
 
     Each batch is a dict: ``views`` (list of V tensors, (B, C, T, H, W) float, or (B, T, H, W, C)
     uint8 with ``uint8=True``), ``label`` (B,), ``index`` (B,) rows of the manifest and ``frames``
-    (list of V (B, T) int tensors: the frame indices each view shows).
+    (list of V (B, T) int tensors: the frame indices each view shows) and ``params`` ((B, V, P):
+    each view's augmentation parameters, layout in ``augment``; identity when not augmenting).
 
     ``state_dict()`` / ``load_state_dict()`` give the reader's position, for resuming a run.
     """
@@ -220,7 +228,7 @@ class VideoLoader:
 
         if self._iter is None:
             pipe = build_pipeline(self.data, self.source, self.device_id, self.uint8)
-            names = [f"view{v}" for v in range(len(self.data.views))] + ["label", "index", "frames"]
+            names = [f"view{v}" for v in range(len(self.data.views))] + ["label", "index", "frames", "params"]
             self._iter = DALIGenericIterator(pipe, names)  # endless: the source never stops
         return self._iter
 
@@ -239,5 +247,6 @@ class VideoLoader:
                 "label": out["label"].reshape(-1)[:n],
                 "index": out["index"].reshape(-1)[:n],
                 "frames": [frames[:, a:b] for a, b in zip(splits[:-1], splits[1:])],
+                "params": out["params"][:n].cpu(),
             }
         self.epoch += 1

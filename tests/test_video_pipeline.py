@@ -96,7 +96,8 @@ def test_augmentation_shared_by_frames_of_a_view_and_drawn_per_view(tmp_path):
     """A video whose frames are all one image: after augmentation the frames of a view must still
     be equal (same crop, flip, colour), while the views of a video differ."""
     yy, xx = np.mgrid[0:H, 0:W]
-    img = np.stack([xx * 255 // W, yy * 255 // H, (3 * xx + yy) % 256], -1).astype(np.uint8)
+    # brighter to the right in every channel but blue, which varies down the frame only
+    img = np.stack([xx * 255 // W, 40 + xx * 150 // W, yy * 255 // H], -1).astype(np.uint8)
     path = make_video(tmp_path / "still.webm", 30, W, H, frames=[img] * 30)
     data = data_config("data.batch_size=8", "data.views.0.jitter_prob=1.0", "data.views.1.jitter_prob=1.0")
     loader = VideoLoader(data, [Video(path, 0, 30)] * 8, uint8=True)
@@ -109,6 +110,16 @@ def test_augmentation_shared_by_frames_of_a_view_and_drawn_per_view(tmp_path):
             assert spread <= 8, f"sample {b} view {v}: frames differ by up to {spread} (augmentation not shared)"
         between.append(np.abs(views[0] - views[1]).mean())
     assert min(between) > 5, f"views of the same video look alike: mean |diff| per sample {np.round(between, 1)}"
+    params = batch["params"].numpy()  # (B, V, P): drawn per view, so the two views' differ
+    assert params.shape == (8, 2, 10)
+    assert (np.abs(params[:, 0] - params[:, 1]).max(axis=1) > 1e-3).all(), params
+    flips = params[:, :, 4]
+    assert 0 < flips.sum() < flips.size, f"flip probability 0.5 gave {flips}"
+    for b in range(8):  # brightness (kept by crops, contrast > 0, hue and saturation) rises left to right unless flipped
+        for v in range(2):
+            frame = batch["views"][v][b, 0].numpy().astype(float).mean(-1)
+            slope = frame[:, -8:].mean() - frame[:, :8].mean()
+            assert (slope < 0) == bool(flips[b, v]), f"sample {b} view {v}: flip={flips[b, v]}, slope {slope:.1f}"
 
 
 @pytest.mark.parametrize("num_shards", [2, 3])
