@@ -2,6 +2,7 @@
 overrides from the command line. An unknown key or a value of the wrong type is an error that
 names the key. The resolved config is what runs save beside their outputs.
 """
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from omegaconf import DictConfig, OmegaConf
@@ -49,34 +50,95 @@ class DataConfig:
 
 
 @dataclass
+class ModelConfig:
+    backbone: str = "small"  # 'small' (CPU demo), 'r3d_18' or 'r2plus1d_18'
+    proj_hidden: int = 512  # projection head (MLP with BN), used only for the contrastive loss
+    proj_dim: int = 128
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    optimizer: str = "adamw"  # 'adamw', 'sgd' or 'lars'
+    lr: float = 1e-3  # peak learning rate, reached after warmup_steps
+    min_lr: float = 1e-5  # end of the cosine decay
+    warmup_steps: int = 20
+    weight_decay: float = 0.05
+    momentum: float = 0.9  # sgd / lars
+    temperature: float = 0.1  # τ of NT-Xent
+    loss_backend: str = "auto"  # nt_xent backend: 'auto', 'triton', 'torch'
+    grad_clip: float = 1.0  # max gradient norm; 0 disables clipping
+    bf16: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    seed: int = 0
+    log_every: int = 1  # steps between metrics.jsonl lines
+    ckpt_every: int = 50  # steps between checkpoints (one is always written at the end)
+    evaluate: bool = True  # evaluate the encoder (and a random-init one) when training ends
+
+
+@dataclass
+class EvalConfig:
+    train_manifest: str = ""  # features to fit on ('' = data.manifest)
+    test_manifest: str = ""  # features to score ('' = no evaluation)
+    view: int = 0  # which of data.views the evaluation clips follow (eval mode: deterministic)
+    batch_size: int = 16
+    knn_k: int = 20
+    random_init: bool = True  # also evaluate the same architecture untrained, as a baseline
+
+
+@dataclass
+class SyntheticConfig:
+    """The embedded motion dataset (timeclr.synthetic), generated under data.root if absent."""
+
+    enabled: bool = False
+    train_per_class: int = 40
+    test_per_class: int = 20
+    frames: int = 32
+    size: int = 64
+
+
+@dataclass
 class Config:
     out_dir: str = "runs/debug"
+    checkpoint: str = ""  # timeclr.evaluate: a checkpoint path, or 'random' for an untrained encoder
     data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
 
 class ConfigError(ValueError):
     """A config file or override that does not fit the schema; the message names the key."""
 
 
+@contextmanager
+def _named_errors(where):
+    try:
+        yield
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None) or getattr(e, "key", None)
+        raise ConfigError(f"config error {where}: key {key!r}: {str(e).splitlines()[0]}") from None
+
+
 def load_config(path: str | None = None, overrides: list[str] = (), schema=Config) -> DictConfig:
     """Defaults ← YAML at ``path`` ← ``key=value`` overrides, checked against ``schema``."""
     cfg = OmegaConf.structured(schema)
-    try:
-        if path is not None:
+    if path is not None:
+        with _named_errors(f"in {path}"):
             cfg = OmegaConf.merge(cfg, OmegaConf.load(path))
-        for item in overrides:
-            key, eq, value = item.partition("=")
-            if not eq or not key:
-                raise ConfigError(f"override {item!r} is not of the form key=value")
+    for item in overrides:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        with _named_errors(f"in override {item!r}"):
             # parse the value as YAML, like a dotlist; update() also reaches list items (data.views.0.frames)
             OmegaConf.update(cfg, key, OmegaConf.from_dotlist([f"v={value}"]).v, merge=True)
-    except OmegaConfBaseException as e:
-        where = f" in {path}" if path else ""
-        key = getattr(e, "full_key", None) or getattr(e, "key", None)
-        raise ConfigError(f"config error{where}: key {key!r}: {e.msg if hasattr(e, 'msg') else e}") from None
     for i, view in enumerate(cfg.data.views):
         if view.kind not in ("segment", "interval"):
             raise ConfigError(f"data.views[{i}].kind must be 'segment' or 'interval', got {view.kind!r}")
-    if cfg.data.device not in ("cpu", "gpu"):
-        raise ConfigError(f"data.device must be 'cpu' or 'gpu', got {cfg.data.device!r}")
+    choices = {"data.device": ("cpu", "gpu"), "train.optimizer": ("adamw", "sgd", "lars"),
+               "train.loss_backend": ("auto", "triton", "torch"), "model.backbone": ("small", "r3d_18", "r2plus1d_18")}
+    for key, allowed in choices.items():
+        if OmegaConf.select(cfg, key) not in allowed:
+            raise ConfigError(f"{key} must be one of {allowed}, got {OmegaConf.select(cfg, key)!r}")
     return cfg
