@@ -1,0 +1,121 @@
+"""The training loop on CPU: config errors, learning, checkpoints and resume, evaluation output."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from timeclr import train as train_module
+from timeclr.config import load_config
+from timeclr.data import main as data_main
+from timeclr.evaluate import main as evaluate_main
+from timeclr.train import lr_at, main as train_main
+from videos import make_video
+
+SIZE = 48
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory):
+    """8 short videos of 2 classes: a bright bar moving right, or moving left."""
+    root = tmp_path_factory.mktemp("tiny")
+    xx = np.arange(SIZE)[None, :, None]
+    for c, name in enumerate(["left", "right"]):
+        (root / "tree" / name).mkdir(parents=True)
+        for i in range(4):
+            frames = []
+            for t in range(24):
+                x0 = (5 + 2 * t + 3 * i) % SIZE if name == "right" else (SIZE - 5 - 2 * t - 3 * i) % SIZE
+                img = np.full((SIZE, SIZE, 3), 30 + 20 * i, np.uint8)
+                img[:, :, :] += ((np.abs(xx - x0) < 4) * 180).astype(np.uint8)
+                frames.append(img)
+            make_video(root / "tree" / name / f"{name}{i}.webm", 24, SIZE, SIZE, frames=frames)
+    path = root / "m.csv"
+    assert data_main(["index", str(root / "tree"), "-o", str(path), "--device", "cpu", "--workers", "1"]) == 0
+    return str(path)
+
+
+def overrides(manifest, out_dir, *extra):
+    return [f"data.manifest={manifest}", f"out_dir={out_dir}", "data.batch_size=4", "data.drop_last=true",
+            "data.views.0.crop_size=32", "data.views.1.crop_size=32", "data.short_side=32",
+            "model.proj_hidden=64", "model.proj_dim=32", "train.warmup_steps=2", "train.lr=0.003",
+            "train.evaluate=false", *extra]
+
+
+def losses(out_dir):
+    return [json.loads(line)["loss"] for line in open(out_dir / "metrics.jsonl")]
+
+
+def test_config_errors_name_the_key(tmp_path):
+    with pytest.raises(SystemExit, match="train.lrr"):
+        train_main(["pipelines/debug.yaml", "train.lrr=0.1"])
+    with pytest.raises(SystemExit, match="train.epochs"):
+        train_main(["pipelines/debug.yaml", "train.epochs=many"])
+    with pytest.raises(SystemExit, match="model.backbone"):
+        train_main(["pipelines/debug.yaml", "model.backbone=vit"])
+    with pytest.raises(SystemExit, match="data.manifest"):
+        train_main(["pipelines/debug.yaml", f"data.manifest={tmp_path}/missing.csv", f"out_dir={tmp_path}"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data:\n  batch_sise: 4\n")
+    with pytest.raises(SystemExit, match="batch_sise"):
+        train_main([str(bad)])
+
+
+def test_schedule_warms_up_then_decays():
+    cfg = load_config(None, ["train.lr=1.0", "train.min_lr=0.0", "train.warmup_steps=10"]).train
+    lrs = [lr_at(s, 110, cfg) for s in range(110)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert lrs[60] == pytest.approx(0.5, abs=1e-9)  # half-way through the cosine
+    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:])) and lrs[-1] < 0.01
+
+
+def test_a_few_steps_lower_the_loss_and_change_the_parameters(manifest, tmp_path):
+    out = tmp_path / "run"
+    # batch = the whole set, so each step sees the same 8 videos (other frames): a learnable task
+    train_main(["pipelines/debug.yaml", *overrides(manifest, out, "train.epochs=16", "data.batch_size=8",
+                                                    "data.augment=false")])
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=False)
+    torch.manual_seed(0)  # the same seed train.seed gives the initial weights
+    from timeclr.models import TimeCLRModel
+
+    init = TimeCLRModel("small", 64, 32).state_dict()
+    changed = [k for k, v in ckpt["model"].items() if v.dtype.is_floating_point and not torch.equal(v, init[k])]
+    assert len(changed) > 0.8 * sum(v.dtype.is_floating_point for v in init.values()), "most weights should move"
+    seen = losses(out)
+    assert len(seen) == 16 and ckpt["step"] == 16
+    assert np.mean(seen[-4:]) < 0.7 * np.mean(seen[:4]), f"loss did not fall: {np.round(seen, 3)}"
+    for name in ("config.yaml", "loss.png", "metrics.jsonl"):
+        assert (out / name).exists(), name
+
+
+def test_resume_reproduces_the_uninterrupted_losses(manifest, tmp_path, monkeypatch):
+    args = ["train.epochs=3", "train.ckpt_every=2"]
+    whole = tmp_path / "whole"
+    train_main(["pipelines/debug.yaml", *overrides(manifest, whole, *args)])
+
+    cut = tmp_path / "cut"
+    real_save = train_module.save_checkpoint
+
+    def save_then_die(path, model, optimizer, step, loader, cfg):  # a kill right after step 4's checkpoint
+        real_save(path, model, optimizer, step, loader, cfg)
+        if step == 4:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train_main(["pipelines/debug.yaml", *overrides(manifest, cut, *args)])
+    assert len(losses(cut)) == 4
+    monkeypatch.setattr(train_module, "save_checkpoint", real_save)
+    train_main(["pipelines/debug.yaml", *overrides(manifest, cut, *args)])  # the same command resumes
+    assert losses(cut) == pytest.approx(losses(whole), rel=1e-5), (losses(cut), losses(whole))
+
+
+def test_evaluate_command_writes_eval_json(manifest, tmp_path):
+    out = tmp_path / "ev"
+    assert evaluate_main(["pipelines/debug.yaml", *overrides(manifest, out, f"eval.test_manifest={manifest}",
+                                                               "eval.knn_k=3", "checkpoint=random")]) == 0
+    result = json.loads((out / "eval.json").read_text())
+    assert set(result) == {"linear_top1", "knn_top1", "retrieval_r1", "retrieval_r5", "retrieval_r10", "retrieval_r20"}
+    assert all(0 <= v <= 100 for v in result.values())
+    with pytest.raises(SystemExit, match="checkpoint"):
+        evaluate_main(["pipelines/debug.yaml", *overrides(manifest, out, f"eval.test_manifest={manifest}")])
