@@ -24,8 +24,8 @@ Outputs, for ``-o NAME.csv``
     is a comment recording ROOT, relative to the manifest's own folder::
 
         # root: ../videos
-        path,label,class_name,num_frames,fps,duration,width,height,codec,vfr
-        archery/abc.mp4,0,archery,250,25.0,10.0,340,256,h264,0
+        path,label,class_name,num_frames,fps,duration,width,height,codec,vfr,bytes
+        archery/abc.mp4,0,archery,250,25.0,10.0,340,256,h264,0,1250311
 
     so a manifest and its videos can move together. ``read_manifest`` adds each row's absolute
     path as ``abs_path`` (``pandas.read_csv(path, comment="#")`` also reads the file).
@@ -35,7 +35,9 @@ Columns
     header can claim 444 frames for a file that holds 68). ``duration`` (seconds) comes from the
     decoded frames' timestamps: last pts - first pts + the last frame's duration. ``fps`` is the
     stream's average (nominal) rate. ``codec`` is FFmpeg's codec name (h264, vp9, mpeg4...).
-    ``vfr`` is 1 for a variable-frame-rate video (see below), else 0.
+    ``vfr`` is 1 for a variable-frame-rate video (see below), else 0. ``bytes`` is the file's
+    size when indexed: the pipelines skip (and log) a video whose size changed since, since DALI
+    decodes a file cut short after indexing into black frames without an error.
 
 Reject reasons: each starts with a stable keyword, then ``: details``
     ``zero bytes``, ``not a video`` (PyAV cannot open it), ``no video stream``,
@@ -77,7 +79,8 @@ DALI_CODECS = {
     "gpu": frozenset({"h264", "hevc", "mpeg4", "vp8", "vp9", "mjpeg", "av1"}),
 }
 
-COLUMNS = ("path", "label", "class_name", "num_frames", "fps", "duration", "width", "height", "codec", "vfr")
+COLUMNS = ("path", "label", "class_name", "num_frames", "fps", "duration", "width", "height", "codec", "vfr",
+           "bytes")
 REJECT_COLUMNS = ("path", "reason")
 
 VFR_GAP_RATIO = 1.5
@@ -181,7 +184,7 @@ def probe_video(path, device: str | None = None) -> dict:
                 f"{', '.join(sorted(DALI_CODECS[device]))}; {PREPARE_HINT}"
                 + (" or index with --device gpu" if device == "cpu" and codec in DALI_CODECS["gpu"] else ""))
         frames = _decode_timing(container, stream)
-        return _measure(container, stream, codec, frames)
+        return {**_measure(container, stream, codec, frames), "bytes": path.stat().st_size}
 
 
 def _decode_timing(container, stream) -> dict:
@@ -463,7 +466,7 @@ def read_manifest(path, root=None) -> tuple[list[dict], list[str]]:
 
 
 def _typed(row: dict, root: Path) -> dict:
-    ints = ("label", "num_frames", "width", "height")
+    ints = ("label", "num_frames", "width", "height") + (("bytes",) if row.get("bytes") else ())
     return {**row, **{k: int(row[k]) for k in ints},
             "fps": float(row["fps"]), "duration": float(row["duration"]),
             "vfr": row["vfr"] == "1", "abs_path": str(root / row["path"])}

@@ -24,6 +24,7 @@ batch of a shard may be partial. With ``drop_last`` every shard yields the same 
 batches (what DDP needs); the videos that do not fill a batch are left for later epochs.
 """
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,6 +41,7 @@ class Video:
     num_frames: int
     width: int | None = None  # frame size; probed with PyAV when not given
     height: int | None = None
+    bytes: int | None = None  # file size when indexed; a different size now means the file was damaged
 
     def size(self):
         if self.width is None or self.height is None:
@@ -60,10 +62,16 @@ class ClipSource:
 
     Returns (encoded bytes uint8, frame indices of all views int32, augmentation parameters
     (V, augment.PARAMS) float32, label int64, index int64).
+
+    Damaged videos: ``skip`` maps manifest indices to the reason they are skipped; a skipped
+    video's place is taken by the next usable video of the epoch's order. A file whose size
+    differs from the manifest's is added here (DALI would decode a cut file into black frames
+    without an error); ``VideoLoader`` adds the ones DALI fails on. ``on_skip(index, reason)``
+    is called once for each.
     """
 
     def __init__(self, videos, views, train, seed, batch_size, shard_id=0, num_shards=1, drop_last=False,
-                 start=0):
+                 start=0, skip=None, on_skip=None):
         if not videos:
             raise ValueError("no videos to read: the manifest is empty")
         self.videos, self.views, self.train, self.seed = videos, views, train, seed
@@ -80,6 +88,8 @@ class ClipSource:
             self.batches = math.ceil(self.shard_len / batch_size)
         self.epoch_len = self.batches * batch_size
         self._orders = {}
+        self.skip = {} if skip is None else skip
+        self.on_skip = on_skip or (lambda index, reason: None)
 
     def order(self, epoch: int) -> np.ndarray:
         """Manifest indices this shard visits in ``epoch``, in order."""
@@ -101,18 +111,42 @@ class ClipSource:
         rng = np.random.default_rng([self.seed, epoch, index, 1])  # independent of the frame draws
         return np.stack([augment.view_params(v, height, width, rng) for v in self.views])
 
-    def __call__(self, info):
-        epoch, pos = divmod(self.start + info.idx_in_epoch, self.epoch_len)
+    def mark_bad(self, index: int, reason: str):
+        if index not in self.skip:
+            self.skip[index] = reason
+            self.on_skip(index, reason)
+
+    def index_at(self, position: int) -> tuple[int, int, bool]:
+        """(epoch, manifest index, is padding) of stream ``position``, skipped videos replaced."""
+        epoch, pos = divmod(position, self.epoch_len)
         order = self.order(epoch)
-        index = int(order[min(pos, len(order) - 1)])
+        start = min(pos, len(order) - 1)
+        for k in range(len(order)):  # the next usable video of the epoch's order
+            index = int(order[(start + k) % len(order)])
+            if index not in self.skip:
+                return epoch, index, pos >= len(order)
+        raise RuntimeError(f"every video of shard {self.shard_id} is damaged: {sorted(self.skip.items())[:5]} ...")
+
+    def _read(self, position):
+        while True:
+            epoch, index, padding = self.index_at(position)
+            video = self.videos[index]
+            try:
+                data = np.fromfile(video.path, dtype=np.uint8)
+            except OSError as e:
+                self.mark_bad(index, f"cannot read: {e}")
+                continue
+            if video.bytes is not None and data.size != video.bytes:
+                self.mark_bad(index, f"size changed since indexing: {video.bytes} -> {data.size} bytes")
+                continue
+            return epoch, index, padding, data
+
+    def __call__(self, info):
+        epoch, index, padding, data = self._read(self.start + info.idx_in_epoch)
         video = self.videos[index]
-        try:
-            data = np.fromfile(video.path, dtype=np.uint8)
-        except OSError as e:
-            raise RuntimeError(f"cannot read video {video.path}: {e}") from e
         frames = self.frames(index, epoch).astype(np.int32)
         params = self.params(index, epoch) if self.train else np.tile(augment.IDENTITY, (len(self.views), 1))
-        return data, frames, params, np.int64(video.label), np.int64(index if pos < len(order) else -1)
+        return data, frames, params, np.int64(video.label), np.int64(-1 if padding else index)
 
 
 def read_videos(manifest) -> list[Video]:
@@ -120,8 +154,8 @@ def read_videos(manifest) -> list[Video]:
     from timeclr.pipelines.manifest import read_manifest
 
     rows, _ = read_manifest(manifest)
-    return [Video(r["abs_path"], int(r["label"]), int(r["num_frames"]), int(r["width"]), int(r["height"]))
-            for r in rows]
+    return [Video(r["abs_path"], int(r["label"]), int(r["num_frames"]), int(r["width"]), int(r["height"]),
+                  r.get("bytes")) for r in rows]
 
 
 def _view_graph(frames, params, view, data, random_aug, uint8):
@@ -160,7 +194,7 @@ def build_pipeline(data, source: ClipSource, device_id=None, uint8=False):
         device_id = torch.cuda.current_device()
 
     @pipeline_def(batch_size=data.batch_size, num_threads=data.num_threads, device_id=device_id if gpu else None,
-                  seed=data.seed, prefetch_queue_depth=2)
+                  seed=data.seed, prefetch_queue_depth=PREFETCH)
     def graph():
         encoded, frame_idx, params, label, index = fn.external_source(
             source=source, num_outputs=5, batch=False,
@@ -174,6 +208,27 @@ def build_pipeline(data, source: ClipSource, device_id=None, uint8=False):
         return (*views, label, index, frame_idx, params)
 
     return graph()
+
+
+MAX_RECOVERIES = 8
+PREFETCH = 2  # the pipeline's prefetch_queue_depth
+
+
+def _decode_problem(video) -> str | None:
+    """Why PyAV cannot decode all of ``video``'s frames, or None when it can."""
+    import av
+
+    needed = video.num_frames
+    try:
+        with av.open(video.path) as container:
+            count = 0
+            for _ in container.decode(video=0):
+                count += 1
+                if count >= needed:
+                    return None
+        return f"decodes only {count} of the {needed} frames needed"
+    except Exception as e:  # PyAV raises many types for damaged files
+        return f"fails to decode: {type(e).__name__}: {e}"
 
 
 def _shard():
@@ -204,23 +259,29 @@ class VideoLoader:
         self.epoch = 0
         self._pos = 0  # stream position of the next batch
         self._iter = None
+        self.skipped = []  # (path, reason) of every damaged video skipped so far
         self.source = self._make_source(start=0)
 
-    def _make_source(self, start):
+    def _make_source(self, start, skip=None):
         d = self.data
         return ClipSource(self.videos, list(d.views), d.train, d.seed, d.batch_size, self.shard_id, self.num_shards,
-                          d.drop_last, start=start)
+                          d.drop_last, start=start, skip=skip, on_skip=self._log_skip)
+
+    def _log_skip(self, index, reason):
+        path = self.videos[index].path
+        self.skipped.append((path, reason))
+        warnings.warn(f"skipping damaged video {path}: {reason}", stacklevel=2)
 
     def __len__(self):
         return self.source.batches
 
     def state_dict(self):
-        return {"epoch": self.epoch, "position": self._pos}
+        return {"epoch": self.epoch, "position": self._pos, "skip": dict(self.source.skip)}
 
     def load_state_dict(self, state):
-        """Resume at a saved position; call before iterating."""
+        """Resume at a saved position (and with the damaged videos found so far); call before iterating."""
         self.epoch, self._pos = int(state["epoch"]), int(state["position"])
-        self.source = self._make_source(start=self._pos)
+        self.source = self._make_source(start=self._pos, skip=dict(state.get("skip", {})))
         self._iter = None
 
     def _dali_iter(self):
@@ -232,11 +293,33 @@ class VideoLoader:
             self._iter = DALIGenericIterator(pipe, names)  # endless: the source never stops
         return self._iter
 
+    def _next_batch(self):
+        """The next batch from DALI. A video that fails to decode although it passed indexing
+        is found, logged, skipped, and the pipeline rebuilt at the same position."""
+        for _ in range(MAX_RECOVERIES):
+            try:
+                return next(self._dali_iter())[0]
+            except RuntimeError as e:
+                if "Critical error in pipeline" not in str(e):
+                    raise
+                error = e
+            # DALI runs up to `prefetch_queue_depth` batches ahead: any of them may hold the culprit
+            B = self.data.batch_size
+            window = {self.source.index_at(p)[1] for p in range(self._pos, self._pos + (PREFETCH + 1) * B)}
+            bad = {i: r for i in sorted(window) if (r := _decode_problem(self.videos[i])) is not None}
+            if not bad:
+                raise RuntimeError(f"DALI failed on a batch whose videos all decode with PyAV: "
+                                   f"{[self.videos[i].path for i in sorted(window)]}") from error
+            for i, reason in bad.items():
+                self.source.mark_bad(i, reason)
+            self.source = self._make_source(start=self._pos, skip=self.source.skip)
+            self._iter = None
+        raise RuntimeError(f"gave up after {MAX_RECOVERIES} pipeline failures in a row") from error
+
     def __iter__(self):
-        it = self._dali_iter()
         B = self.data.batch_size
         while self._pos < (self.epoch + 1) * self.source.epoch_len:
-            out = next(it)[0]
+            out = self._next_batch()
             self._pos += B
             keep = out["index"].reshape(-1) >= 0  # padding only ever fills the end of the last batch
             n = int(keep.sum()) if not bool(keep.all()) else B

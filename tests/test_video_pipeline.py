@@ -3,6 +3,8 @@
 References are independent of DALI: PyAV's decode of the same frames, and the numpy selection
 functions (the oracle for which frames each view should show).
 """
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -207,3 +209,28 @@ def test_preview_names_a_missing_manifest(tmp_path):
 
     with pytest.raises(SystemExit, match="data.manifest"):
         main(["preview", "pipelines/debug.yaml", f"data.manifest={tmp_path}/none.csv", "--out", str(tmp_path)])
+
+
+def test_videos_damaged_after_indexing_are_logged_and_skipped(tmp_path):
+    """One file cut short (DALI would silently decode black frames) and one overwritten with junk
+    of the same size (DALI fails) after the first batch: both are named and skipped, every other
+    video is still read, and the epoch completes."""
+    vids = [Video(make_video(tmp_path / f"v{i}.webm", 30, W, H), i % 2, 30) for i in range(14)]
+    for v in vids:
+        v.bytes = os.path.getsize(v.path)
+    data = data_config("data.batch_size=2", "data.train=false")
+    loader = VideoLoader(data, vids)
+    it = iter(loader)
+    seen = next(it)["index"].tolist()  # [0, 1]
+    cut, junk = vids[10].path, vids[12].path  # beyond what DALI has prefetched (and so already read)
+    with open(cut, "r+b") as f:
+        f.truncate(os.path.getsize(cut) // 3)
+    with open(junk, "r+b") as f:
+        f.write(np.random.default_rng(0).integers(0, 256, os.path.getsize(junk), dtype=np.uint8).tobytes())
+    with pytest.warns(UserWarning, match="skipping damaged video"):
+        for batch in it:
+            seen += batch["index"].tolist()
+    skipped = dict(loader.skipped)
+    assert set(skipped) == {cut, junk}, loader.skipped
+    assert "size changed" in skipped[cut]
+    assert set(seen) == set(range(14)) - {10, 12}, seen  # a skipped video's place goes to the next usable one
