@@ -1,0 +1,543 @@
+"""The embedded synthetic dataset: 8 classes defined by motion over time, not by appearance.
+
+``ensure_dataset(root)`` generates it once (the main job, ``python -m timeclr.train
+pipelines/synthetic.yaml``, calls it) and ``python -m timeclr.synthetic ROOT`` does the same from
+the shell. Every video shows one object on a textured background; what the object *does* over
+the video is the class, and everything a single frame shows is randomised so that no frame on its
+own tells the class:
+
+    label  folder                       what happens over the video
+    0      0_left_to_right              the object travels to the right (35-55 % of the width)
+    1      1_right_to_left              the object travels to the left (35-55 % of the width)
+    2      2_rotate_clockwise           the object turns clockwise on screen (120-240 degrees)
+    3      3_rotate_counterclockwise    the object turns counter-clockwise (120-240 degrees)
+    4      4_grow                       the object grows (x1.8 to x2.4 in size)
+    5      5_shrink                     the object shrinks (the same factors)
+    6      6_flash_first_half           the whole frame flashes white for frames//4 frames,
+                                        all within the first half of the video
+    7      7_flash_second_half          ... all within the second half
+
+Why single frames do not tell the class
+    - Every video draws its shape (one of ``SHAPES``, none rotation-symmetric, so a turn is
+      visible), object colour, background colour and low-frequency texture, size, position and
+      start angle at random. Only the class's own quantity changes over time: translation classes
+      do not turn or resize, rotation classes do not move or resize, and so on; in the flash
+      classes the object stands still.
+    - Left/right: the path is 35-55 % of the width long and lies anywhere inside the central
+      70 %, so both classes put the object on both halves of the frame; the per-frame position
+      distribution of one class is the mirror of the other's, which (by the time symmetry of
+      the motion window below) is the same distribution.
+    - Grow/shrink: the sizes run over the same range (radius 12-30 % of the frame side) in both,
+      one forwards, one backwards in time; the static classes draw their size from that range too.
+    - Rotation: the start angle is uniform, so a single frame's orientation says nothing.
+    - Flash: a flash frame looks the same in both classes; only *when* it happens differs.
+    - The motion starts after a random delay of up to 25 % of the video and ends 0-25 % before
+      its end (a "motion window"), so the object also rests for a while in most videos;
+      segment views (spread over the whole video) and most interval views still see it move.
+    - A distractor (a small disc, which carries no rotation) bounces around the frame in a random
+      direction at a random speed in every video, so "something moves horizontally" alone is not
+      the class.
+
+Time is normalised (t = frame / (frames - 1)), so a 16-frame video shows the same motion as a
+32-frame one, in fewer, larger steps.
+
+Files
+    ``root/{train,test}/<label>_<name>/<index:04d>.webm``: VP9 (libvpx, crf ``CRF``), yuv420p,
+    ``FPS`` fps, a keyframe every ``GOP`` frames; DALI's CPU backend decodes it. Class folders
+    sort in label order. ``root/train.csv`` and ``root/test.csv`` are manifests written by
+    ``timeclr.pipelines.manifest.index_tree`` (with their ``.classes.txt`` and ``.rejects.csv``),
+    and ``root/DONE.json`` records the parameters. A video is a pure function of
+    ``(seed, split, label, index)`` and the parameters: ``make_sample`` renders it again.
+
+Generation is all or nothing: the tree is built in a hidden sibling folder
+``.<root name>.partial-<pid>``, indexed, given its ``DONE.json`` last, and then renamed to ``root``
+in one step. An interrupted run leaves no ``root`` (the next call starts over and removes the
+dead run's partial folder); two processes racing both generate, the first rename wins and the
+other uses it. Existing ``root`` with other parameters is an error (never overwritten), as is a
+non-empty ``root`` that is no finished dataset.
+"""
+import argparse
+import contextlib
+import io
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+from tqdm import tqdm
+
+CLASSES = (
+    "0_left_to_right", "1_right_to_left", "2_rotate_clockwise", "3_rotate_counterclockwise",
+    "4_grow", "5_shrink", "6_flash_first_half", "7_flash_second_half",
+)
+DESCRIPTIONS = {
+    "0_left_to_right": "the object travels to the right",
+    "1_right_to_left": "the object travels to the left",
+    "2_rotate_clockwise": "the object turns clockwise (on screen)",
+    "3_rotate_counterclockwise": "the object turns counter-clockwise (on screen)",
+    "4_grow": "the object grows",
+    "5_shrink": "the object shrinks",
+    "6_flash_first_half": "the frame flashes white, within the first half of the video",
+    "7_flash_second_half": "the frame flashes white, within the second half of the video",
+}
+SPLITS = ("train", "test")
+VERSION = 1  # bump when the rendering changes: DONE.json of an older dataset then mismatches
+FPS = 25
+GOP = 16  # a keyframe every GOP frames
+CRF = 15
+SUPERSAMPLE = 2  # anti-aliasing: shapes are rasterised at 2x and averaged down
+
+# Ranges, as fractions of the frame side (lengths) or plain numbers.
+POSITION = (0.15, 0.85)  # object centre x; y uses Y_POSITION
+Y_POSITION = (0.2, 0.8)
+TRAVEL = (0.35, 0.55)  # translation classes: path length
+RADIUS = (0.12, 0.30)  # object radius (its farthest point from its centroid)
+GROWTH = (1.8, 2.4)  # grow/shrink: size ratio from start to end
+TURN = (120.0, 240.0)  # rotation classes: degrees over the motion window
+DELAY = 0.25  # the motion window starts in [0, DELAY] and ends in [1 - DELAY, 1] (normalised time)
+FLASH_MIX = 0.7  # flash frames: this fraction of white mixed in
+DISTRACTOR_RADIUS = (0.04, 0.07)
+DISTRACTOR_SPEED = (0.3, 1.0)  # frame sides per video
+MIN_COLOUR_DISTANCE = 110.0  # RGB distance between the object's and the background's colour
+MIN_LUMA_DISTANCE = 45.0  # and in luma, so the object stays visible in grayscale too
+
+
+def _shape(*parts):
+    """A shape: the union of disjoint convex polygons (x right, y down), centred on its area
+    centroid, scaled so its farthest vertex is at distance 1, vertices counter-clockwise in
+    (x, y) coordinates (so 'inside' is the positive side of every edge)."""
+    parts = [np.asarray(p, np.float64) for p in parts]
+    areas, centroids = [], []
+    for p in parts:
+        x, y = p[:, 0], p[:, 1]
+        cross = x * np.roll(y, -1) - np.roll(x, -1) * y
+        a = cross.sum() / 2
+        areas.append(abs(a))
+        centroids.append([((x + np.roll(x, -1)) * cross).sum() / (6 * a),
+                          ((y + np.roll(y, -1)) * cross).sum() / (6 * a)])
+        if a < 0:
+            p[:] = p[::-1]
+    centre = np.average(centroids, axis=0, weights=areas)
+    parts = [p - centre for p in parts]
+    scale = max(np.hypot(p[:, 0], p[:, 1]).max() for p in parts)
+    return tuple(p / scale for p in parts)
+
+
+# None of these looks the same after any turn short of 360 degrees.
+SHAPES = {
+    "triangle": _shape([(-0.8, 0.6), (0.9, 0.5), (-0.3, -0.9)]),  # scalene
+    "L": _shape([(-0.7, -0.9), (-0.2, -0.9), (-0.2, 0.9), (-0.7, 0.9)],
+                [(-0.2, 0.4), (0.8, 0.4), (0.8, 0.9), (-0.2, 0.9)]),
+    "arrow": _shape([(-0.9, -0.2), (0.2, -0.2), (0.2, 0.2), (-0.9, 0.2)],
+                    [(0.2, -0.6), (0.95, 0.0), (0.2, 0.6)]),
+    "T": _shape([(-0.8, -0.8), (0.8, -0.8), (0.8, -0.4), (-0.8, -0.4)],
+                [(-0.2, -0.4), (0.2, -0.4), (0.2, 0.9), (-0.2, 0.9)]),
+    "flag": _shape([(-0.6, -0.9), (-0.35, -0.9), (-0.35, 0.9), (-0.6, 0.9)],
+                   [(-0.35, -0.9), (0.7, -0.55), (-0.35, -0.2)]),
+}
+SHAPE_NAMES = tuple(SHAPES)
+
+
+class DatasetMismatch(ValueError):
+    """``root`` holds a finished dataset made with other parameters."""
+
+
+class NotADataset(ValueError):
+    """``root`` exists, is not empty, and is no finished synthetic dataset."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Sampling and rendering one video
+
+
+def _rng(seed: int, split: str, label: int, index: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([seed, SPLITS.index(split), label, index, VERSION]))
+
+
+def _luma(rgb):
+    return 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]
+
+
+def _object_colour(rng, background):
+    for _ in range(1000):
+        c = rng.uniform(0, 255, 3)
+        if (np.linalg.norm(c - background) >= MIN_COLOUR_DISTANCE
+                and abs(_luma(c) - _luma(background)) >= MIN_LUMA_DISTANCE):
+            return c
+    return np.where(background < 128, 255.0, 0.0)  # unreachable in practice
+
+
+def sample_params(label: int, frames: int, size: int, rng: np.random.Generator) -> dict:
+    """Draw one video of class ``label``: every random choice and the per-frame ground truth.
+
+    Per-frame arrays (length ``frames``): ``cx, cy`` object centroid in pixels (x right, y down,
+    pixel i spans [i, i + 1)), ``angle`` in degrees clockwise on screen, ``radius`` in pixels,
+    ``flash`` (bool), ``dx, dy`` the distractor's centre. ``progress`` is the motion's progress
+    (0 to 1) for the motion classes, 0 for the flash classes.
+    """
+    if not 0 <= label < len(CLASSES):
+        raise ValueError(f"label must be in 0..{len(CLASSES) - 1}, got {label}")
+    name = CLASSES[label]
+    t = np.arange(frames) / max(frames - 1, 1)
+    start = rng.uniform(0, DELAY)
+    end = rng.uniform(1 - DELAY, 1)
+    progress = np.clip((t - start) / (end - start), 0.0, 1.0)
+
+    background = rng.uniform(40, 200, 3)
+    p = {
+        "label": label, "class_name": name, "frames": frames, "size": size,
+        "shape": SHAPE_NAMES[rng.integers(len(SHAPE_NAMES))],
+        "background": background,
+        "texture": rng.normal(0, 22, (3, 4, 4)),  # low-frequency: 4x4 grid, bilinearly upsampled
+        "colour": _object_colour(rng, background),
+        "motion_window": (start, end),
+    }
+    lo, hi = POSITION[0] * size, POSITION[1] * size
+    cx = np.full(frames, rng.uniform(lo, hi))
+    cy = np.full(frames, rng.uniform(*Y_POSITION) * size)
+    angle = np.full(frames, rng.uniform(0, 360))
+    radius = np.full(frames, math.exp(rng.uniform(*np.log(RADIUS))) * size)
+    flash = np.zeros(frames, bool)
+
+    if name in ("0_left_to_right", "1_right_to_left"):
+        travel = rng.uniform(*TRAVEL) * size
+        x0 = rng.uniform(lo, hi - travel)  # the path's left end
+        cx = x0 + travel * (progress if label == 0 else 1 - progress)
+    elif name in ("2_rotate_clockwise", "3_rotate_counterclockwise"):
+        turn = rng.uniform(*TURN)
+        angle = angle + (turn if label == 2 else -turn) * progress
+    elif name in ("4_grow", "5_shrink"):
+        ratio = rng.uniform(*GROWTH)
+        small = math.exp(rng.uniform(math.log(RADIUS[0]), math.log(RADIUS[1] / ratio))) * size
+        exponent = progress if label == 4 else 1 - progress
+        radius = small * ratio ** exponent
+    else:  # flash classes: the object rests, the frame flashes for frames // 4 frames
+        length = max(1, frames // 4)
+        half = frames // 2
+        first = rng.integers(0, half - length + 1) if label == 6 else rng.integers(half, frames - length + 1)
+        flash[first:first + length] = True
+        progress = np.zeros(frames)
+
+    # Distractor: a small disc bouncing off the frame's edges in a straight line.
+    d_radius = rng.uniform(*DISTRACTOR_RADIUS) * size
+    heading = rng.uniform(0, 2 * np.pi)
+    speed = rng.uniform(*DISTRACTOR_SPEED) * size
+    d0 = rng.uniform(d_radius, size - d_radius, 2)
+    p.update(cx=cx, cy=cy, angle=angle, radius=radius, flash=flash, progress=progress,
+             distractor_radius=d_radius,
+             distractor_colour=_object_colour(rng, background),
+             dx=_bounce(d0[0] + speed * np.cos(heading) * t, d_radius, size - d_radius),
+             dy=_bounce(d0[1] + speed * np.sin(heading) * t, d_radius, size - d_radius))
+    return p
+
+
+def _bounce(x, lo, hi):
+    """Fold a straight path into [lo, hi] (reflections at both ends)."""
+    span = hi - lo
+    u = np.mod(x - lo, 2 * span)
+    return lo + span - np.abs(u - span)
+
+
+def _upsample_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """(n_out, n_in) bilinear interpolation from n_in grid points spanning the frame."""
+    pos = (np.arange(n_out) + 0.5) / n_out * (n_in - 1)
+    return np.stack([np.interp(pos, np.arange(n_in), np.eye(n_in)[j]) for j in range(n_in)], axis=1)
+
+
+def background_image(p: dict) -> np.ndarray:
+    """The static background: (size, size, 3) float, colour plus low-frequency texture."""
+    m = _upsample_matrix(p["texture"].shape[1], p["size"])
+    texture = np.einsum("ij,cjk,lk->ilc", m, p["texture"], m)
+    return p["background"] + texture
+
+
+def _coverage(p: dict, cx, cy, reach, inside) -> np.ndarray:
+    """(frames, size, size) float32 coverage of a shape centred at per-frame (cx, cy) that lies
+    within ``reach`` pixels of its centre: ``inside(dx, dy)`` says which sub-pixel offsets from
+    the centre (arrays (F, 1, w) and (F, h, 1), float32) it covers. Only the box the shape can
+    reach over the whole video is rasterised (at SUPERSAMPLE x SUPERSAMPLE points per pixel)."""
+    size, frames = p["size"], p["frames"]
+    cx, cy, reach = (np.asarray(a, np.float32) for a in (cx, cy, reach))
+    box = [int(np.clip(np.floor(np.min(c - reach)), 0, size)) for c in (cx, cy)]
+    box += [int(np.clip(np.ceil(np.max(c + reach)), 0, size)) for c in (cx, cy)]
+    x0, y0, x1, y1 = box
+    out = np.zeros((frames, size, size), np.float32)
+    if x1 <= x0 or y1 <= y0:
+        return out
+    def centres(lo, hi):  # sub-pixel centres of pixels lo..hi-1, in pixels
+        return ((np.arange(lo * SUPERSAMPLE, hi * SUPERSAMPLE) + 0.5) / SUPERSAMPLE).astype(np.float32)
+
+    dx = centres(x0, x1)[None, None, :] - cx[:, None, None]
+    dy = centres(y0, y1)[None, :, None] - cy[:, None, None]
+    mask = inside(dx, dy)
+    out[:, y0:y1, x0:x1] = mask.reshape(frames, y1 - y0, SUPERSAMPLE, x1 - x0, SUPERSAMPLE).mean(
+        axis=(2, 4), dtype=np.float32)
+    return out
+
+
+def object_alpha(p: dict) -> np.ndarray:
+    """(frames, size, size) float32 coverage of the object, in [0, 1]."""
+    theta = np.radians(np.asarray(p["angle"], np.float64))[:, None, None]
+    cos, sin = np.cos(theta).astype(np.float32), np.sin(theta).astype(np.float32)
+    inv_r = (1 / np.asarray(p["radius"], np.float64)).astype(np.float32)[:, None, None]
+
+    def inside(dx, dy):
+        # Screen = centre + r * R(angle) @ local, R turning clockwise on screen (y points down).
+        u = (dx * cos + dy * sin) * inv_r
+        v = (dy * cos - dx * sin) * inv_r
+        covered = None
+        for poly in SHAPES[p["shape"]]:
+            part = None
+            for (ax, ay), (bx, by) in zip(poly, np.roll(poly, -1, axis=0)):
+                edge = np.float32(bx - ax) * (v - np.float32(ay)) - np.float32(by - ay) * (u - np.float32(ax)) >= 0
+                part = edge if part is None else part & edge
+            covered = part if covered is None else covered | part
+        return covered
+
+    return _coverage(p, p["cx"], p["cy"], np.asarray(p["radius"]) + 1, inside)
+
+
+def distractor_alpha(p: dict) -> np.ndarray:
+    """(frames, size, size) float32 coverage of the distractor disc."""
+    r2 = np.float32(p["distractor_radius"] ** 2)
+    return _coverage(p, p["dx"], p["dy"], p["distractor_radius"] + 1, lambda dx, dy: dx * dx + dy * dy <= r2)
+
+
+def render(p: dict) -> np.ndarray:
+    """The video of ``sample_params``' output: (frames, size, size, 3) uint8 RGB."""
+    img = np.broadcast_to(background_image(p).astype(np.float32), (p["frames"], p["size"], p["size"], 3))
+    a = distractor_alpha(p)[..., None]
+    img = img * (1 - a) + a * p["distractor_colour"].astype(np.float32)  # under the object
+    a = object_alpha(p)[..., None]
+    img = img * (1 - a) + a * p["colour"].astype(np.float32)
+    img[p["flash"]] = img[p["flash"]] * (1 - FLASH_MIX) + 255 * FLASH_MIX
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+
+
+def make_sample(seed: int, split: str, label: int, index: int, frames: int = 32, size: int = 64):
+    """(frames uint8 (F, H, W, 3), params with ground truth) of video ``index`` of class ``label``
+    in ``split``: exactly what the dataset file holds, before encoding."""
+    p = sample_params(label, frames, size, _rng(seed, split, label, index))
+    return render(p), p
+
+
+# ----------------------------------------------------------------------------------------------
+# Writing
+
+
+def write_webm(path, frames: np.ndarray, fps: int = FPS, gop: int = GOP, crf: int = CRF) -> str:
+    """Encode (F, H, W, 3) uint8 RGB frames as VP9 in a .webm (even H and W), keyframe every
+    ``gop`` frames."""
+    path = str(path)
+    with av.open(path, "w") as out:
+        stream = out.add_stream("libvpx-vp9", rate=Fraction(fps))
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        stream.gop_size = gop
+        stream.thread_count = 1  # tiny frames; parallelism is across videos
+        stream.options = {"crf": str(crf), "b:v": "0", "deadline": "realtime", "cpu-used": "8",
+                          "keyint_min": str(gop)}
+        for img in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+def video_path(root, split: str, label: int, index: int) -> Path:
+    return Path(root) / split / CLASSES[label] / f"{index:04d}.webm"
+
+
+def _make_one(job):
+    """Worker: render and write one video. job = (root, seed, split, label, index, frames, size)."""
+    root, seed, split, label, index, frames, size = job
+    video, _ = make_sample(seed, split, label, index, frames, size)
+    write_webm(video_path(root, split, label, index), video)
+    return label
+
+
+# ----------------------------------------------------------------------------------------------
+# The dataset
+
+
+def dataset_params(train_per_class=40, test_per_class=20, frames=32, size=64, seed=0) -> dict:
+    """What DONE.json records and ``ensure_dataset`` compares (workers and progress excluded)."""
+    return {"version": VERSION, "classes": list(CLASSES), "train_per_class": int(train_per_class),
+            "test_per_class": int(test_per_class), "frames": int(frames), "size": int(size),
+            "seed": int(seed), "fps": FPS, "gop": GOP, "crf": CRF, "codec": "vp9"}
+
+
+def _check_args(train_per_class, test_per_class, frames, size):
+    if train_per_class < 1 or test_per_class < 1:
+        raise ValueError(f"train_per_class and test_per_class must be >= 1, got {train_per_class}, {test_per_class}")
+    if frames < 8:
+        raise ValueError(f"frames must be >= 8 (a flash lasts frames // 4 within one half), got {frames}")
+    if size < 16 or size % 2:
+        raise ValueError(f"size must be an even number >= 16 (VP9 yuv420p), got {size}")
+
+
+def _manifests(root: Path) -> tuple[str, str]:
+    return str(root / "train.csv"), str(root / "test.csv")
+
+
+def _read_done(root: Path, params: dict):
+    """The manifests' paths if ``root`` is a finished dataset with ``params``; None if there is no
+    DONE.json; raises DatasetMismatch for other parameters."""
+    done = root / "DONE.json"
+    if not done.is_file():
+        return None
+    recorded = json.loads(done.read_text(encoding="utf-8")).get("params")
+    if recorded != params:
+        diff = sorted(k for k in set(params) | set(recorded or {}) if (recorded or {}).get(k) != params.get(k))
+        raise DatasetMismatch(
+            f"{root} holds a synthetic dataset made with other parameters (differing: {', '.join(diff)}).\n"
+            f"  on disk:   {json.dumps(recorded, sort_keys=True)}\n"
+            f"  requested: {json.dumps(params, sort_keys=True)}\n"
+            f"Use another folder (data.root), request the parameters on disk, or delete {root} to regenerate.")
+    paths = _manifests(root)
+    missing = [p for p in paths if not os.path.isfile(p)]
+    if missing:
+        raise NotADataset(f"{root}: DONE.json is there but {', '.join(missing)} is missing; "
+                          f"delete {root} to regenerate")
+    return paths
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_dead_partials(root: Path):
+    for partial in root.parent.glob(f".{root.name}.partial-*"):
+        pid = partial.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            shutil.rmtree(partial, ignore_errors=True)
+
+
+def ensure_dataset(root, train_per_class: int = 40, test_per_class: int = 20, frames: int = 32,
+                   size: int = 64, seed: int = 0, workers: int = 2, progress: bool = True) -> tuple[str, str]:
+    """Generate the synthetic dataset under ``root`` unless it is already there; returns the paths
+    of its train and test manifests (``root/train.csv``, ``root/test.csv``).
+
+    A finished dataset (``root/DONE.json``) with the same parameters is returned at once,
+    untouched. Raises DatasetMismatch if it was made with other parameters, NotADataset if
+    ``root`` is a non-empty folder without DONE.json. Otherwise renders every video in
+    ``workers`` processes, indexes both splits for DALI's CPU decoder and moves the finished
+    folder into place (see the module docstring).
+    """
+    root = Path(root).absolute()
+    _check_args(train_per_class, test_per_class, frames, size)
+    params = dataset_params(train_per_class, test_per_class, frames, size, seed)
+    found = _read_done(root, params)
+    if found:
+        return found
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        raise NotADataset(f"{root} exists and is not a finished synthetic dataset (no DONE.json); "
+                          f"choose an empty or new folder, or delete it to generate there")
+
+    from timeclr.pipelines.manifest import index_tree  # not needed for the fast path
+
+    root.parent.mkdir(parents=True, exist_ok=True)
+    _remove_dead_partials(root)
+    partial = root.parent / f".{root.name}.partial-{os.getpid()}"
+    shutil.rmtree(partial, ignore_errors=True)
+    began = time.perf_counter()
+    try:
+        counts = {"train": train_per_class, "test": test_per_class}
+        jobs = [(str(partial), seed, split, label, index, frames, size)
+                for split in SPLITS for label in range(len(CLASSES)) for index in range(counts[split])]
+        for split in SPLITS:
+            for name in CLASSES:
+                (partial / split / name).mkdir(parents=True)
+        with tqdm(total=len(jobs), desc="generating synthetic videos", unit="video", disable=not progress) as bar:
+            if workers <= 1:
+                for job in jobs:
+                    _make_one(job)
+                    bar.update()
+            else:
+                with ProcessPoolExecutor(workers) as pool:
+                    for _ in pool.map(_make_one, jobs, chunksize=4):
+                        bar.update()
+        generated = time.perf_counter() - began
+        for split in SPLITS:
+            report = io.StringIO()  # index_tree's summary names the partial folder: keep it quiet
+            with contextlib.redirect_stdout(report):
+                n_ok, n_rejected = index_tree(partial / split, partial / f"{split}.csv", device="cpu",
+                                              workers=workers, progress=progress)
+            expected = counts[split] * len(CLASSES)
+            if n_ok != expected or n_rejected:
+                rejects = (partial / f"{split}.rejects.csv").read_text(encoding="utf-8")
+                raise RuntimeError(f"indexing the generated {split} split accepted {n_ok} of {expected} "
+                                   f"videos:\n{report.getvalue()}{rejects}")
+        done = {"params": params, "train_manifest": "train.csv", "test_manifest": "test.csv",
+                "videos": {s: counts[s] * len(CLASSES) for s in SPLITS},
+                "seconds": {"render_and_encode": round(generated, 2),
+                            "total": round(time.perf_counter() - began, 2)}}
+        tmp = partial / "DONE.json.tmp"
+        tmp.write_text(json.dumps(done, indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, partial / "DONE.json")
+        try:
+            os.rename(partial, root)  # also replaces an empty root folder
+        except OSError:
+            if _read_done(root, params) is None:  # another process finished first: use its copy
+                raise
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)  # gone after the rename; else a failed run's
+    if progress:
+        print(f"synthetic dataset: {root} ({sum(counts.values()) * len(CLASSES)} videos, "
+              f"{time.perf_counter() - began:.1f} s)")
+    return _manifests(root)
+
+
+# ----------------------------------------------------------------------------------------------
+# Command line
+
+
+def _positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m timeclr.synthetic",
+        description="Generate (once) the synthetic motion dataset under ROOT and print its manifests. "
+                    "Classes: " + "; ".join(f"{c}: {DESCRIPTIONS[c]}" for c in CLASSES) + ".")
+    parser.add_argument("root", metavar="ROOT", help="folder to generate into (must not exist, or be empty)")
+    parser.add_argument("--train-per-class", type=_positive_int, default=40)
+    parser.add_argument("--test-per-class", type=_positive_int, default=20)
+    parser.add_argument("--frames", type=_positive_int, default=32)
+    parser.add_argument("--size", type=_positive_int, default=64, help="frame side in pixels (even)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=_positive_int, default=min(8, os.cpu_count() or 1))
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        train_csv, test_csv = ensure_dataset(
+            args.root, train_per_class=args.train_per_class, test_per_class=args.test_per_class,
+            frames=args.frames, size=args.size, seed=args.seed, workers=args.workers,
+            progress=not args.no_progress)
+    except (ValueError, OSError) as e:
+        print(f"timeclr.synthetic: error: {e}", file=sys.stderr)
+        return 2
+    print(f"train manifest: {train_csv}")
+    print(f"test manifest:  {test_csv}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
