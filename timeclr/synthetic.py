@@ -18,9 +18,12 @@ own tells the class:
     7      7_flash_second_half          ... all within the second half
 
 Why single frames do not tell the class
-    - Every video draws its shape (one of ``SHAPES``, none rotation-symmetric, so a turn is
-      visible), object colour, background colour and low-frequency texture, size, position and
-      start angle at random. Only the class's own quantity changes over time: translation classes
+    - Every video draws its shape (one of the first ``SHAPES_USED`` of ``SHAPES``, none
+      rotation-symmetric, so a turn is visible), object colour (``PALETTE``), background colour
+      (``BACKGROUNDS``) and texture (``TEXTURES``), size, position and start angle at random.
+      The palettes are small on purpose: many videos share a look, so contrastive pretraining,
+      which must tell every video from every other, has to use what the object does (with a
+      unique look per video it learns the look, and its kNN accuracy matched random init). Only the class's own quantity changes over time: translation classes
       do not turn or resize, rotation classes do not move or resize, and so on; in the flash
       classes the object stands still.
     - Left/right: the path is 35-55 % of the width long and lies anywhere inside the central
