@@ -4,8 +4,9 @@ Per sample, a small Python source (one call per video, never per frame) reads th
 and picks the frame indices of every view with ``frame_selection`` (seeded from
 (seed, epoch, video index), so batches are reproducible and resumable). The DALI graph then
 
-    decodes the union of all views' frames in ONE ``fn.decoders.video`` call
-        ('mixed' = NVDEC on a GPU, 'cpu' without one: the same graph),
+    decodes the union of all views' frames in ONE ``fn.decoders.video`` call, each distinct
+        frame once and in file order ('mixed' = NVDEC on a GPU, 'cpu' without one: the same graph),
+    puts them back in the views' order (``fn.sequence_rearrange``),
     splits the decoded sequence back into views,
     augments each view with parameters drawn per view and shared by all its frames
         (random resized crop, flip, colour jitter, grayscale, optional blur; the parameters are
@@ -60,7 +61,8 @@ class ClipSource:
     so DALI can prefetch across the end of an epoch. Positions past the shard's videos pad the last
     batch (they repeat a video and carry index −1; ``VideoLoader`` drops them).
 
-    Returns (encoded bytes uint8, frame indices of all views int32, augmentation parameters
+    Returns (encoded bytes uint8, frame indices of all views int32, the sorted distinct frames to
+    decode int32, where each requested frame sits among those int32, augmentation parameters
     (V, augment.PARAMS) float32, label int64, index int64).
 
     Damaged videos: ``skip`` maps manifest indices to the reason they are skipped; a skipped
@@ -145,8 +147,12 @@ class ClipSource:
         epoch, index, padding, data = self._read(self.start + info.idx_in_epoch)
         video = self.videos[index]
         frames = self.frames(index, epoch).astype(np.int32)
+        # Decode each needed frame once, in file order (the decoder then never seeks back), and
+        # let DALI put them back in the views' order.
+        decode, where = np.unique(frames, return_inverse=True)
         params = self.params(index, epoch) if self.train else np.tile(augment.IDENTITY, (len(self.views), 1))
-        return data, frames, params, np.int64(video.label), np.int64(-1 if padding else index)
+        return (data, frames, decode.astype(np.int32), where.astype(np.int32).reshape(-1), params,
+                np.int64(video.label), np.int64(-1 if padding else index))
 
 
 def read_videos(manifest) -> list[Video]:
@@ -196,10 +202,11 @@ def build_pipeline(data, source: ClipSource, device_id=None, uint8=False):
     @pipeline_def(batch_size=data.batch_size, num_threads=data.num_threads, device_id=device_id if gpu else None,
                   seed=data.seed, prefetch_queue_depth=PREFETCH)
     def graph():
-        encoded, frame_idx, params, label, index = fn.external_source(
-            source=source, num_outputs=5, batch=False,
-            dtype=[types.UINT8, types.INT32, types.FLOAT, types.INT64, types.INT64])
-        frames = fn.decoders.video(encoded, frames=frame_idx, device="mixed" if gpu else "cpu")  # (ΣT, H, W, C)
+        encoded, frame_idx, decode_idx, where, params, label, index = fn.external_source(
+            source=source, num_outputs=7, batch=False,
+            dtype=[types.UINT8, types.INT32, types.INT32, types.INT32, types.FLOAT, types.INT64, types.INT64])
+        distinct = fn.decoders.video(encoded, frames=decode_idx, device="mixed" if gpu else "cpu")  # (F, H, W, C)
+        frames = fn.sequence_rearrange(distinct, new_order=where)  # (ΣT, H, W, C): the views' frames in order
         views, start = [], 0
         for v, view in enumerate(data.views):
             views.append(_view_graph(frames[start:start + view.frames], params[v], view, data,
