@@ -1,0 +1,511 @@
+"""Ablation: which views does video-level contrastive learning need? Three view pairs, one budget.
+
+What is trained
+---------------
+The embedded synthetic benchmark (``pipelines/synthetic.yaml``: 8 classes defined by motion over
+time, a small 3D CNN, NT-Xent over 2 views) is pretrained three ways. Everything but the views is
+the config's: epochs, batch, model, optimizer, schedule, temperature, and each view's crop and
+augmentation (copied from the loaded config; only ``kind``, ``frames`` and ``strides`` change):
+
+    interval   two interval views: 8 consecutive-ish frames each, strides [1, 2, 3] drawn per
+               sample, independent starts (the clip-level baseline, as in CVRL)
+    segment    two segment views: one frame from each of 8 segments each (global context, as in VCLR)
+    timeclr    one segment view and one interval view: synthetic.yaml as it is (TimeCLR)
+
+each with ``--seeds`` seeds (seed k sets both ``train.seed`` and ``data.seed``: initialisation,
+shuffling, frame positions, augmentation).
+
+Evaluation: one protocol for every variant
+------------------------------------------
+``timeclr.train`` evaluates with ``eval.view``, an index into ``data.views``: the interval
+variant, which has no segment view, would then be evaluated on an interval clip, the others on a
+segment clip. So the runs here train with ``train.evaluate=false`` and are evaluated afterwards,
+from their final checkpoint, with the same eval data config for all: the library's
+``eval_data_config`` (deterministic, no augmentation, resize the short side to
+``data.short_side``, centre crop) applied to a config whose only view is a segment view of 8
+frames (the config's first segment view, i.e. synthetic.yaml's view 0). For the segment and
+timeclr variants that is exactly what ``timeclr.train`` itself would have done. Metrics
+(``timeclr.metrics``): kNN top-1 (cosine, k = ``eval.knn_k``), linear-probe top-1, retrieval R@k,
+fitted on the train split and scored on the test split, on frozen backbone features. The
+random-init baseline (the same network untrained, ``timeclr.evaluate.random_model``: seeded by
+``train.seed + 1``, so the same for every variant of a seed) is evaluated once per seed.
+
+Runs and resuming
+-----------------
+Each run lives in ``runs/ablation/<variant>-seed<k>`` (``...-e<N>`` when ``--epochs`` differs
+from the config's), the baseline in ``runs/ablation/random_init-seed<k>``. A run whose
+``eval.json`` exists (written by this script, with the same eval protocol) is not redone; an
+interrupted one resumes from its last checkpoint (``timeclr.train`` does that), so the script
+can be stopped and rerun. A run folder whose saved config differs from the one asked for (views,
+seeds, epochs, model, optimizer) is an error, never silently mixed.
+
+How to run
+----------
+    python benchmarks/ablation.py                      # 3 variants x 3 seeds x 80 epochs (~30 min on 2 idle cores)
+    python benchmarks/ablation.py --quick              # 10 epochs, 1 seed: a smoke run of a few minutes
+    python benchmarks/ablation.py --epochs 40          # a smaller budget (its own run folders)
+    python benchmarks/ablation.py --variants timeclr interval --seeds 2
+
+The training loop is CPU-bound and shares the machine with everything else on it: before the
+first run the script waits (up to ``--max-wait`` s) for the 1-minute load average to drop below
+``--max-load``; the loads and each run's training throughput (clips/s, a contention indicator:
+~120-140 on 2 idle EPYC cores) are recorded in the outputs.
+
+Writes ``benchmarks/results/ablation[_<tag>].csv`` (metadata as '#' lines, one row per run,
+then one summary row per variant and one for random init) and ``.png`` (bars: mean ± std over
+seeds, dots: the seeds), and prints both tables.
+"""
+import argparse
+import copy
+import csv
+import datetime
+import gc
+import json
+import os
+import re
+import shlex
+import statistics
+import subprocess
+import sys
+import textwrap
+import time
+import traceback
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from timeclr.config import ViewConfig, load_config
+from timeclr.evaluate import evaluate_model, load_encoder, random_model
+from timeclr.train import CHECKPOINT, prepare_synthetic, train
+
+REPO = Path(__file__).resolve().parent.parent
+VARIANTS = {
+    "interval": "2 interval views (CVRL-style clips)",
+    "segment": "2 segment views (VCLR-style global)",
+    "timeclr": "segment + interval (TimeCLR)",
+}
+FRAMES = 8
+INTERVAL_STRIDES = [1, 2, 3]
+METRICS = ["knn_top1", "linear_top1", "retrieval_r1", "retrieval_r5", "retrieval_r10", "retrieval_r20"]
+SHOWN = [("knn_top1", "kNN top-1"), ("linear_top1", "linear top-1"), ("retrieval_r1", "R@1")]
+
+
+# ---------------------------------------------------------------------------------------------
+# configs
+# ---------------------------------------------------------------------------------------------
+
+
+def base_config(path):
+    """The experiment config, paths made absolute, the synthetic data generated if absent."""
+    cfg = load_config(path)
+    if not os.path.isabs(cfg.data.root):
+        cfg.data.root = str(REPO / cfg.data.root)
+    if cfg.synthetic.enabled:
+        prepare_synthetic(cfg, rank=0)  # sets data.manifest and eval.test_manifest
+    if len(cfg.data.views) != 2:
+        raise SystemExit(f"ablation: {path} has {len(cfg.data.views)} views; the ablation compares 2-view setups")
+    return cfg
+
+
+def variant_views(cfg, variant):
+    """The two views of ``variant``: the config's views with only kind / frames / strides changed."""
+    views = [OmegaConf.to_container(v) for v in cfg.data.views]
+    if variant == "interval":
+        for v in views:
+            v.update(kind="interval", frames=FRAMES, strides=list(INTERVAL_STRIDES))
+    elif variant == "segment":
+        for v in views:
+            v.update(kind="segment", frames=FRAMES)
+    elif variant == "timeclr":
+        if sorted(v["kind"] for v in views) != ["interval", "segment"]:
+            raise SystemExit(f"ablation: the config's views are {[v['kind'] for v in views]}, "
+                             "not TimeCLR's segment + interval")
+    else:
+        raise ValueError(f"unknown variant {variant!r}")
+    return views
+
+
+def eval_view(cfg):
+    """The one view every variant is evaluated with: the config's first segment view (its crop
+    size is the one that matters in eval mode), as a segment view of FRAMES frames."""
+    views = [OmegaConf.to_container(v) for v in cfg.data.views]
+    view = next((v for v in views if v["kind"] == "segment"), views[0])
+    return {**view, "kind": "segment", "frames": FRAMES}
+
+
+def protocol(cfg):
+    """What the evaluation depends on, stored in each eval.json: a changed protocol re-evaluates."""
+    v = eval_view(cfg)
+    return {"view": {k: v[k] for k in ("kind", "frames", "crop_size")}, "short_side": cfg.data.short_side,
+            "knn_k": cfg.eval.knn_k, "batch_size": cfg.eval.batch_size,
+            "train_manifest": os.path.basename(cfg.eval.train_manifest or cfg.data.manifest),
+            "test_manifest": os.path.basename(cfg.eval.test_manifest)}
+
+
+def run_dir(root, variant, seed, epochs, default_epochs):
+    return Path(root) / (f"{variant}-seed{seed}" + ("" if epochs == default_epochs else f"-e{epochs}"))
+
+
+def variant_config(base, variant, seed, epochs, out_dir):
+    cfg = copy.deepcopy(base)
+    cfg.data.views = [ViewConfig(**v) for v in variant_views(base, variant)]
+    cfg.train.seed = cfg.data.seed = seed
+    cfg.train.epochs = epochs
+    cfg.train.evaluate = False  # evaluated afterwards, with the common protocol (eval_config)
+    cfg.out_dir = str(out_dir)
+    return cfg
+
+
+def eval_config(cfg, checkpoint=""):
+    """``cfg`` with the common eval view as its only view (eval.view = 0), no random-init baseline."""
+    ecfg = copy.deepcopy(cfg)
+    ecfg.data.views = [ViewConfig(**eval_view(cfg))]
+    ecfg.eval.view = 0
+    ecfg.eval.random_init = False
+    ecfg.checkpoint = str(checkpoint)
+    return ecfg
+
+
+def check_same_run(cfg):
+    """Refuse to resume a run folder that was made with another config."""
+    saved_path = Path(cfg.out_dir) / "config.yaml"
+    if not saved_path.exists():
+        return
+    saved = OmegaConf.load(saved_path)
+    for key in ("data.views", "data.seed", "data.batch_size", "train", "model"):
+        a, b = OmegaConf.select(saved, key), OmegaConf.select(cfg, key)
+        a = OmegaConf.to_container(a) if OmegaConf.is_config(a) else a
+        b = OmegaConf.to_container(b) if OmegaConf.is_config(b) else b
+        if a != b:
+            raise SystemExit(f"ablation: {cfg.out_dir} holds a run with another {key}:\n  saved: {a}\n  asked: {b}\n"
+                             f"delete the folder (or use --out-root) to start it afresh")
+
+
+# ---------------------------------------------------------------------------------------------
+# runs
+# ---------------------------------------------------------------------------------------------
+
+
+def device():
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def write_json(path, obj):
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2)
+    os.replace(tmp, path)
+
+
+def read_metrics(out_dir):
+    """Median training clips/s and the mean loss of the last epoch, from the run's metrics.jsonl."""
+    path = Path(out_dir) / "metrics.jsonl"
+    if not path.exists():
+        return None, None
+    rows = [json.loads(line) for line in open(path)]
+    if not rows:
+        return None, None
+    last = [r["loss"] for r in rows if r["epoch"] == rows[-1]["epoch"]] or [rows[-1]["loss"]]
+    return statistics.median(r["clips_per_s"] for r in rows), statistics.fmean(last)
+
+
+def run_variant(base, variant, seed, epochs, args):
+    """Train (or resume) one run, evaluate it with the common protocol; returns its row."""
+    out_dir = run_dir(args.out_root, variant, seed, epochs, base.train.epochs)
+    cfg = variant_config(base, variant, seed, epochs, out_dir)
+    eval_json = out_dir / "eval.json"
+    row = dict(kind="run", variant=variant, seed=seed, epochs=epochs, out_dir=os.path.relpath(out_dir, REPO))
+    check_same_run(cfg)
+    if eval_json.exists():
+        done = json.load(open(eval_json))
+        if done.get("protocol") == protocol(cfg) and "pretrained" in done:
+            print(f"[{variant} seed {seed}] done before: {eval_json}", flush=True)
+            return finish_row(row, done, status="reused")
+    resumed = (out_dir / CHECKPOINT).exists()  # then train_s is only this invocation's share
+    load_start = os.getloadavg()[0]
+    print(f"\n[{variant} seed {seed}] training {epochs} epochs in {out_dir} (load {load_start:.2f}); "
+          f"views: {[(v['kind'], v['frames']) for v in cfg.data.views]}", flush=True)
+    t0 = time.perf_counter()
+    train(cfg)
+    train_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    ecfg = eval_config(cfg, out_dir / CHECKPOINT)
+    metrics = evaluate_model(ecfg, load_encoder(ecfg, device()), device())
+    eval_s = time.perf_counter() - t0
+    clips_per_s, final_loss = read_metrics(out_dir)
+    done = {"pretrained": metrics, "protocol": protocol(cfg), "train_seconds": round(train_s, 1),
+            "eval_seconds": round(eval_s, 1), "clips_per_s": clips_per_s, "final_loss": final_loss,
+            "load_start": round(load_start, 2), "load_end": round(os.getloadavg()[0], 2),
+            "views": OmegaConf.to_container(cfg.data.views)}
+    done["resumed"] = resumed
+    write_json(eval_json, done)
+    print(f"[{variant} seed {seed}] kNN {metrics['knn_top1']:.1f}  linear {metrics['linear_top1']:.1f}  "
+          f"R@1 {metrics['retrieval_r1']:.1f}  ({train_s:.0f} s training, {clips_per_s:.0f} clips/s median, "
+          f"{eval_s:.0f} s eval)", flush=True)
+    gc.collect()  # the run's DALI pipelines and their threads
+    return finish_row(row, done, status="resumed" if resumed else "ok")
+
+
+def run_random_init(base, seed, args):
+    """The untrained network of seed ``seed``, evaluated with the common protocol (once per seed)."""
+    out_dir = Path(args.out_root) / f"random_init-seed{seed}"
+    cfg = copy.deepcopy(base)
+    cfg.train.seed = cfg.data.seed = seed
+    cfg.out_dir = str(out_dir)
+    eval_json = out_dir / "eval.json"
+    row = dict(kind="run", variant="random_init", seed=seed, epochs=0, out_dir=os.path.relpath(out_dir, REPO))
+    if eval_json.exists():
+        done = json.load(open(eval_json))
+        if done.get("protocol") == protocol(cfg) and "pretrained" in done:
+            return finish_row(row, done, status="reused")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    ecfg = eval_config(cfg)
+    metrics = evaluate_model(ecfg, random_model(ecfg, device()), device())
+    done = {"pretrained": metrics, "protocol": protocol(cfg), "eval_seconds": round(time.perf_counter() - t0, 1)}
+    write_json(eval_json, done)
+    print(f"[random init seed {seed}] kNN {metrics['knn_top1']:.1f}  linear {metrics['linear_top1']:.1f}  "
+          f"R@1 {metrics['retrieval_r1']:.1f}", flush=True)
+    return finish_row(row, done, status="ok")
+
+
+def finish_row(row, done, status):
+    """The run's row; status 'ok', 'resumed' (train_s is then only the last invocation's share) or
+    'reused' (eval.json found; '+resumed' if that run was resumed)."""
+    if status == "reused" and done.get("resumed"):
+        status = "reused+resumed"
+    row.update(done["pretrained"])
+    row.update(status=status, train_s=done.get("train_seconds"), clips_per_s=done.get("clips_per_s"),
+               final_loss=done.get("final_loss"), load_start=done.get("load_start"), load_end=done.get("load_end"))
+    return row
+
+
+def summarise(rows):
+    """One summary row per variant (and random init): mean and sample std over its seeds."""
+    out = []
+    for variant in dict.fromkeys(r["variant"] for r in rows):
+        runs = [r for r in rows if r["variant"] == variant and r.get("knn_top1") is not None]
+        if not runs:
+            continue
+        s = dict(kind="summary", variant=variant, seed="", epochs=runs[0]["epochs"], n=len(runs), status="")
+        for key in METRICS + ["train_s", "clips_per_s", "final_loss"]:
+            values = [r[key] for r in runs if r.get(key) is not None]
+            if values:
+                s[key] = statistics.fmean(values)
+                s[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+        out.append(s)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# machine load, metadata
+# ---------------------------------------------------------------------------------------------
+
+
+def wait_for_quiet(max_load, max_wait):
+    """Wait (60 s at a time, at most ``max_wait`` s) for the 1-min load average to drop below
+    ``max_load``; returns (load at the first check, load when going on, seconds waited)."""
+    first = load = os.getloadavg()[0]
+    waited = 0
+    while load > max_load and waited < max_wait:
+        print(f"load average (1 min) {load:.2f} > {max_load}: waiting 60 s ({waited} s so far, "
+              f"at most {max_wait})", flush=True)
+        time.sleep(60)
+        waited += 60
+        load = os.getloadavg()[0]
+    if load > max_load:
+        print(f"load average still {load:.2f} after {waited} s: going on (timings will suffer)", flush=True)
+    return first, load, waited
+
+
+def git_rev():
+    def git(*a):
+        return subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True).stdout.strip()
+
+    try:
+        rev = git("rev-parse", "--short", "HEAD") or "unknown"
+        return rev + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    except OSError:
+        return "unknown"
+
+
+def device_name():
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.M)
+    return f"{model.group(1) if model else 'unknown CPU'} ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
+
+
+def metadata(args, base, epochs, load):
+    import nvidia.dali
+
+    ev = eval_view(base)
+    return {
+        "device": device_name(),
+        "torch": torch.__version__,
+        "DALI": nvidia.dali.__version__,
+        "git": git_rev(),
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "config": os.path.relpath(args.config, REPO) if os.path.isabs(args.config) else args.config,
+        "budget": f"{epochs} epochs x {base.data.batch_size} clips/batch, {base.model.backbone} backbone, "
+                  f"{base.train.optimizer} lr {base.train.lr:g}, tau {base.train.temperature:g}",
+        "seeds": ", ".join(map(str, args.seed_list)),
+        "eval": f"every variant: segment view {ev['frames']} frames, short side {base.data.short_side}, "
+                f"centre crop {ev['crop_size']}, kNN k={base.eval.knn_k}, frozen backbone features",
+        "load avg (1 min) at start": f"{load[0]:.2f}" + (f", {load[1]:.2f} after waiting {load[2]} s" if load[2] else ""),
+        "command": "python " + shlex.join(sys.argv),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# report: tables, CSV, plot
+# ---------------------------------------------------------------------------------------------
+
+COLUMNS = ["kind", "variant", "seed", "epochs", "n", "status"] + \
+    [c for m in METRICS for c in (m, f"{m}_std")] + \
+    ["train_s", "train_s_std", "clips_per_s", "clips_per_s_std", "final_loss", "final_loss_std",
+     "load_start", "load_end", "out_dir"]
+
+
+def _csv(v):
+    return "" if v is None else f"{v:.6g}" if isinstance(v, float) else v
+
+
+def print_table(header, cells):
+    widths = [max(len(x) for x in col) for col in zip(header, *cells)]
+    for line in [header, ["-" * w for w in widths], *cells]:
+        print("  ".join(x.rjust(w) for x, w in zip(line, widths)))
+
+
+def _f(v, fmt="{:.1f}"):
+    return "-" if v is None else fmt.format(v)
+
+
+def report(rows, summary, meta, args):
+    print()
+    for k, v in meta.items():
+        print(f"# {k}: {v}")
+    print("\nruns:")
+    print_table(["variant", "seed", "epochs", "status", *[h for _, h in SHOWN], "train s", "clips/s", "last loss",
+                 "load"],
+                [[r["variant"], str(r["seed"]), str(r["epochs"]), r["status"], *[_f(r.get(k)) for k, _ in SHOWN],
+                  _f(r.get("train_s"), "{:.0f}"), _f(r.get("clips_per_s"), "{:.0f}"), _f(r.get("final_loss"), "{:.3f}"),
+                  "-" if r.get("load_start") is None else f"{r['load_start']:.2f}/{r['load_end']:.2f}"]
+                 for r in rows])
+    print("\nmean ± std over seeds (%):")
+    print_table(["variant", "n", *[h for _, h in SHOWN]],
+                [[s["variant"], str(s["n"]), *[f"{s[k]:.1f} ± {s[f'{k}_std']:.1f}" for k, _ in SHOWN]]
+                 for s in summary])
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / ("ablation" + (f"_{args.tag}" if args.tag else ""))
+    with open(f"{stem}.csv", "w", newline="") as f:
+        for k, v in meta.items():
+            f.write(f"# {k}: {v}\n")
+        writer = csv.writer(f)
+        writer.writerow(COLUMNS)
+        for r in rows + summary:
+            writer.writerow([_csv(r.get(c)) for c in COLUMNS])
+    plot(rows, summary, meta, f"{stem}.png")
+    print(f"\nwrote {stem}.csv and {stem}.png")
+
+
+def plot(rows, summary, meta, path):
+    """Grouped bars (one group per metric, one bar per variant): mean ± std, the seeds as dots."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [s["variant"] for s in summary]
+    colors = {"interval": "C0", "segment": "C1", "timeclr": "C3", "random_init": "0.6"}
+    width = 0.8 / max(1, len(names))
+    fig, ax = plt.subplots(figsize=(8.5, 5))
+    for i, s in enumerate(summary):
+        xs = [g + (i - (len(names) - 1) / 2) * width for g in range(len(SHOWN))]
+        label = VARIANTS.get(s["variant"], "random init (untrained)") + f", n={s['n']}"
+        ax.bar(xs, [s[k] for k, _ in SHOWN], width * 0.9, yerr=[s[f"{k}_std"] for k, _ in SHOWN], capsize=3,
+               color=colors.get(s["variant"], f"C{i}"), alpha=0.85, label=label)
+        for x, (k, _) in zip(xs, SHOWN):
+            pts = [r[k] for r in rows if r["variant"] == s["variant"] and r.get(k) is not None]
+            ax.plot([x] * len(pts), pts, "k.", ms=4)
+        for x, (k, _) in zip(xs, SHOWN):
+            ax.text(x, s[k] + s[f"{k}_std"] + 0.8, f"{s[k]:.1f}", ha="center", fontsize=7)
+    ax.set_xticks(range(len(SHOWN)), [h for _, h in SHOWN])
+    ax.set_ylabel("% (test split, frozen features)")
+    ax.set_ylim(0, 105)
+    ax.axhline(100 / 8, color="0.5", lw=0.8, ls=":")
+    ax.text(len(SHOWN) - 0.5, 100 / 8 + 1, "chance", fontsize=7, color="0.4", ha="right")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7, loc="upper right")
+    info = "TimeCLR view ablation, synthetic motion set | " + " | ".join(f"{k}: {v}" for k, v in meta.items())
+    fig.suptitle("\n".join(textwrap.wrap(info, width=int(17 * fig.get_figwidth()))), fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------
+# main
+# ---------------------------------------------------------------------------------------------
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--config", default=str(REPO / "pipelines" / "synthetic.yaml"))
+    p.add_argument("--epochs", type=int, help="training epochs of every run (default: the config's; --quick: 10)")
+    p.add_argument("--seeds", type=int, help="seeds 0..N-1 per variant (default 3; --quick: 1)")
+    p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    p.add_argument("--quick", action="store_true", help="10 epochs, 1 seed, outputs tagged 'quick': a smoke run")
+    p.add_argument("--no-random-init", action="store_true", help="skip the random-init baseline")
+    p.add_argument("--out-root", default=str(REPO / "runs" / "ablation"), help="where the run folders go")
+    p.add_argument("--out", default=str(REPO / "benchmarks" / "results"), help="where the CSV and PNG go")
+    p.add_argument("--tag", help="suffix of the output file names (default: 'quick' with --quick, else none)")
+    p.add_argument("--max-load", type=float, default=0.7, help="wait while the 1-min load average is above this")
+    p.add_argument("--max-wait", type=int, default=600, help="... but at most this many seconds (0: never wait)")
+    args = p.parse_args()
+    if args.epochs is not None and args.epochs < 1:
+        p.error("--epochs must be >= 1")
+    if args.seeds is not None and args.seeds < 1:
+        p.error("--seeds must be >= 1")
+    args.seed_list = list(range(args.seeds or (1 if args.quick else 3)))
+    args.tag = args.tag if args.tag is not None else ("quick" if args.quick else "")
+    return args
+
+
+def main():
+    args = parse_args()
+    base = base_config(args.config)
+    epochs = args.epochs or (10 if args.quick else base.train.epochs)
+    load = wait_for_quiet(args.max_load, args.max_wait)
+    meta = metadata(args, base, epochs, load)
+    print(f"ablation: {args.variants} x seeds {args.seed_list}, {epochs} epochs each, on {meta['device']}", flush=True)
+    rows, t0 = [], time.perf_counter()
+    try:
+        for seed in args.seed_list:  # seed-major: an interrupted ablation has whole seeds
+            if not args.no_random_init:
+                rows.append(run_random_init(base, seed, args))
+            for variant in args.variants:
+                try:
+                    rows.append(run_variant(base, variant, seed, epochs, args))
+                except (KeyboardInterrupt, SystemExit):
+                    raise
+                except Exception as e:  # noqa: BLE001 -- one failed run (e.g. a NaN loss) is a result
+                    traceback.print_exc()
+                    rows.append(dict(kind="run", variant=variant, seed=seed, epochs=epochs,
+                                     status=f"failed: {type(e).__name__}: {str(e)[:120]}"))
+    except KeyboardInterrupt:
+        print("\ninterrupted: reporting the finished runs (rerun the same command to go on)", flush=True)
+    order = {v: i for i, v in enumerate(list(args.variants) + ["random_init"])}
+    rows.sort(key=lambda r: (order[r["variant"]], r["seed"]))
+    meta["load avg (1 min) at end"] = f"{os.getloadavg()[0]:.2f}"
+    meta["wall time"] = f"{(time.perf_counter() - t0) / 60:.1f} min (runs done before are reused, not timed)"
+    meta["command"] = meta.pop("command")  # keep the command last
+    report(rows, summarise(rows), meta, args)
+
+
+if __name__ == "__main__":
+    main()
