@@ -119,3 +119,39 @@ def test_evaluate_command_writes_eval_json(manifest, tmp_path):
     assert all(0 <= v <= 100 for v in result.values())
     with pytest.raises(SystemExit, match="checkpoint"):
         evaluate_main(["pipelines/debug.yaml", *overrides(manifest, out, f"eval.test_manifest={manifest}")])
+
+
+def _ddp_worker(rank, port, manifest, out_dir):
+    import os
+
+    os.environ.update(WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    # 2 ranks x 2 videos per step = the one-process run's 4 videos per step (SGD: Adam would amplify float noise)
+    train_main(["pipelines/debug.yaml", *overrides(manifest, out_dir, "train.epochs=2", "data.batch_size=2",
+                                                     "model.norm=group", "train.loss_backend=torch", "train.optimizer=sgd", "train.lr=0.05")])
+
+
+def test_ddp_two_cpu_ranks_equal_one_process_with_the_doubled_batch(manifest, tmp_path):
+    """torchrun-style DDP with gloo: sharded data, negatives gathered from both ranks, DDP's
+    gradient averaging; the parameters after training equal one process with batch 2B.
+    (GroupNorm: per-rank BatchNorm statistics would differ from the global batch's, and torch's
+    SyncBatchNorm does not run on CPU.)"""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    one = tmp_path / "one"
+    train_main(["pipelines/debug.yaml", *overrides(manifest, one, "train.epochs=2", "data.batch_size=4",
+                                                     "model.norm=group", "train.loss_backend=torch", "train.optimizer=sgd", "train.lr=0.05")])
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    two = tmp_path / "two"
+    mp.spawn(_ddp_worker, args=(port, manifest, str(two)), nprocs=2, join=True)
+
+    assert losses(two) == pytest.approx(losses(one), rel=1e-4), (losses(two), losses(one))
+    want = torch.load(one / "checkpoint.pt", weights_only=False)["model"]
+    got = torch.load(two / "checkpoint.pt", weights_only=False)["model"]
+    for key, value in want.items():
+        err = (got[key].double() - value.double()).abs().max().item()
+        assert err <= 1e-5, f"{key}: DDP and one-process parameters differ by {err:.2e}"

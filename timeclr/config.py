@@ -54,6 +54,9 @@ class ModelConfig:
     backbone: str = "small"  # 'small' (CPU demo), 'r3d_18' or 'r2plus1d_18'
     proj_hidden: int = 512  # projection head (MLP with BN), used only for the contrastive loss
     proj_dim: int = 128
+    # 'batch': BatchNorm (synchronised across GPUs under DDP, as SimCLR's global BN);
+    # 'group': GroupNorm, per sample: DDP on CPU (no SyncBatchNorm there) or tiny per-device batches
+    norm: str = "batch"
 
 
 @dataclass
@@ -137,7 +140,7 @@ def load_config(path: str | None = None, overrides: list[str] = (), schema=Confi
         if view.kind not in ("segment", "interval"):
             raise ConfigError(f"data.views[{i}].kind must be 'segment' or 'interval', got {view.kind!r}")
     choices = {"data.device": ("cpu", "gpu"), "train.optimizer": ("adamw", "sgd", "lars"),
-               "train.loss_backend": ("auto", "triton", "torch"), "model.backbone": ("small", "r3d_18", "r2plus1d_18")}
+               "train.loss_backend": ("auto", "triton", "torch"), "model.backbone": ("small", "r3d_18", "r2plus1d_18"), "model.norm": ("batch", "group")}
     for key, allowed in choices.items():
         if OmegaConf.select(cfg, key) not in allowed:
             raise ConfigError(f"{key} must be one of {allowed}, got {OmegaConf.select(cfg, key)!r}")

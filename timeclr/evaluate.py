@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 
 from timeclr.config import ConfigError, load_config
 from timeclr.metrics import evaluate_features
-from timeclr.models import TimeCLRModel
+from timeclr.models import build_model
 from timeclr.pipelines.video import VideoLoader, read_videos
 
 KEYS = ["linear_top1", "knn_top1", "retrieval_r1", "retrieval_r5", "retrieval_r10", "retrieval_r20"]
@@ -57,7 +57,7 @@ def evaluate_model(cfg, model, device) -> dict:
 
 def random_model(cfg, device):
     torch.manual_seed(cfg.train.seed + 1)
-    return TimeCLRModel(cfg.model.backbone, cfg.model.proj_hidden, cfg.model.proj_dim).to(device)
+    return build_model(cfg.model).to(device)
 
 
 def print_table(results: dict):
@@ -88,7 +88,7 @@ def load_encoder(cfg, device):
     wanted = OmegaConf.to_container(cfg.model)
     if saved and saved != wanted:
         raise ConfigError(f"checkpoint {cfg.checkpoint} holds model {saved}, but the config asks for {wanted}")
-    model = TimeCLRModel(cfg.model.backbone, cfg.model.proj_hidden, cfg.model.proj_dim).to(device)
+    model = build_model(cfg.model).to(device)
     model.load_state_dict(ckpt["model"])
     return model
 

@@ -19,6 +19,7 @@ backbone features used by linear evaluation and fine-tuning.
 """
 from __future__ import annotations
 
+import math
 from typing import Callable, Optional, Sequence, Tuple, Type, Union
 
 import torch
@@ -382,3 +383,27 @@ class TimeCLRModel(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, T, H, W) -> (B, proj_dim)."""
         return self.head(self.backbone(x))
+
+
+def batchnorm_to_groupnorm(module: nn.Module, groups: int = 8) -> nn.Module:
+    """Replace every BatchNorm1d/3d in ``module`` by a GroupNorm over the same channels (in place).
+
+    GroupNorm normalises each sample on its own, so a step does not depend on how the batch is
+    split across processes: the choice for DDP on CPU, where torch's SyncBatchNorm is unavailable,
+    and for tiny per-device batches.
+    """
+    for name, child in module.named_children():
+        if isinstance(child, (nn.BatchNorm1d, nn.BatchNorm3d)):
+            c = child.num_features
+            setattr(module, name, nn.GroupNorm(math.gcd(groups, c), c, eps=child.eps, affine=child.affine))
+        else:
+            batchnorm_to_groupnorm(child, groups)
+    return module
+
+
+def build_model(cfg) -> TimeCLRModel:
+    """The model a config's ``model`` section describes (backbone, head, ``norm``: 'batch' | 'group')."""
+    model = TimeCLRModel(cfg.backbone, cfg.proj_hidden, cfg.proj_dim)
+    if cfg.norm == "group":
+        batchnorm_to_groupnorm(model)
+    return model

@@ -19,7 +19,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from timeclr import nt_xent
 from timeclr.config import ConfigError, load_config
-from timeclr.models import TimeCLRModel
+from timeclr.models import build_model
 from timeclr.pipelines.video import VideoLoader, read_videos
 
 CHECKPOINT = "checkpoint.pt"
@@ -170,7 +170,10 @@ def train(cfg) -> dict:
 
     # -- model and optimizer
     torch.manual_seed(cfg.train.seed)
-    model = TimeCLRModel(cfg.model.backbone, cfg.model.proj_hidden, cfg.model.proj_dim).to(device)
+    model = build_model(cfg.model)
+    if world > 1 and device.type == "cuda" and cfg.model.norm == "batch":
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # BN statistics of the global batch
+    model = model.to(device)
     optimizer = build_optimizer(model, cfg.train)
     total_steps = cfg.train.epochs * len(loader)
 
