@@ -105,8 +105,14 @@ def plot_loss(metrics_path, png_path):
     rows = [json.loads(line) for line in open(metrics_path)]
     if not rows:
         return
+    steps, loss = [r["step"] for r in rows], [r["loss"] for r in rows]
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], lw=1)
+    ax.plot(steps, loss, lw=0.6, alpha=0.35, label="per step")
+    w = max(1, len(loss) // 40)  # a moving average: per-step losses of small batches are noisy
+    if w > 1:
+        smooth = [sum(loss[max(0, i - w + 1):i + 1]) / len(loss[max(0, i - w + 1):i + 1]) for i in range(len(loss))]
+        ax.plot(steps, smooth, lw=1.5, label=f"mean of {w} steps")
+    ax.legend()
     ax.set_xlabel("step")
     ax.set_ylabel("NT-Xent loss")
     ax.grid(alpha=0.3)
