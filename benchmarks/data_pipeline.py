@@ -17,8 +17,14 @@ and normalised to float (C, T, 112, 112):
            f, each once. It converts the wanted frames to RGB and applies the same operations as
            the DALI graph with torch (crop + resize with antialiasing, flip, brightness / contrast /
            saturation / hue), or the eval resize + centre crop
-    dali-decode   (diagnostic) the DALI pipeline cut after ``fn.decoders.video``: same source and
-           frames, no augmentation; how much of DALI's time the decode step takes
+    dali-decode   (diagnostic) the DALI pipeline cut after ``fn.decoders.video``: the library's
+           source, each distinct frame once in file order as the pipeline asks for them, no
+           augmentation; how much of DALI's time the decode step takes
+    dali-trim     (prototype of a library change) the same DALI pipeline on a source that also
+           remuxes the file, without decoding, into one holding only the GOPs it needs (each
+           from its keyframe to the last needed frame, ``trim_to_gops``), with the frame indices
+           remapped: DALI's CPU decoder never seeks forward, so this is how to make it decode only
+           what it must
 
 in two configurations:
 
@@ -43,10 +49,10 @@ else; the rest goes to demuxing, seeking, colour conversion, augmentation, overh
 decoding frames that are not needed. Since both loaders must decode the same frames, the ratio of
 their clips/s equals the ratio of their efficiencies.
 
-**no-seek decode** is what a decoder decodes that takes the frames in sorted order, never seeks
-forward and restarts from frame 0 on a repeated frame: (max f + 1) + sum over repeats of (f + 1).
-The probe (below) shows that this is DALI 2.4's CPU decoder; "no-seek eff." is then how close to
-the raw rate DALI decodes the frames it actually decodes.
+**no-seek decode** is what a decoder decodes that never seeks forward, given each distinct frame
+once in file order (as the pipeline asks): frames 0 to max f. The probe (below) shows that this is
+DALI 2.4's CPU decoder; for the dali rows "no-seek eff." is then how close to the raw rate DALI
+decodes the frames it actually decodes (for dali-trim and pyav it means nothing).
 
 A cheap probe times one ``fn.decoders.video`` call per video alone, for a few frame lists
 ([0], [24], [25], [125], [249], [125, 125], [249, 5]) with ``build_index`` True and False: does
@@ -87,6 +93,7 @@ import bisect
 import csv
 import datetime
 import gc
+import io
 import json
 import math
 import multiprocessing
@@ -128,7 +135,7 @@ GENERATOR_VERSION = 1  # bump when the content or the encoding changes: cached v
 SIZES = {False: (32, 3, 20), True: (16, 2, 6)}
 BATCH_SIZE = 8
 CONFIGS = ("train", "eval")
-LOADERS = ("dali", "pyav", "dali-decode")  # the last: a diagnostic, DALI's decode step alone
+LOADERS = ("dali", "pyav", "dali-decode", "dali-trim")  # the last two: diagnostics (see the docstring)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -251,12 +258,10 @@ def keyframe_index(path) -> Keyframes:
 
 
 def no_seek_decode(frames) -> int:
-    """Frames decoded by a decoder that takes the frames in sorted order, never seeks forward and
-    restarts from frame 0 for a repeated frame: (max f + 1) + sum over repeats of (f + 1). This is
-    what the probe shows DALI 2.4's CPU ``fn.decoders.video`` doing."""
-    s = np.sort(np.asarray(frames))
-    repeats = s[1:][s[1:] == s[:-1]]
-    return int(s[-1]) + 1 + int((repeats + 1).sum())
+    """Frames decoded by a decoder that never seeks forward, given each distinct frame once in file
+    order (what the pipeline asks for): every frame from 0 to the last selected one. This is what
+    the probe shows DALI 2.4's CPU ``fn.decoders.video`` doing."""
+    return int(np.max(frames)) + 1
 
 
 def must_decode(frames, kf: Keyframes) -> int:
@@ -405,22 +410,25 @@ def data_config(config: str, device: str, threads: int):
 
 
 def dali_decode_only(data, videos, gpu):
-    """Batches of the DALI pipeline cut after its decode step (same source, same frames, same
-    ``fn.decoders.video`` call, no augmentation): how much of DALI's time is decoding."""
+    """Batches of the DALI pipeline cut after its decode step (the library's source, each distinct
+    frame once in file order as the pipeline asks for them, no augmentation): how much of DALI's
+    time is decoding."""
     from nvidia.dali import fn, pipeline_def, types
 
     clip_source = ClipSource(videos, list(data.views), data.train, data.seed, data.batch_size)
 
     def source(info):  # the library's source (reads the file, selects the frames), less what only augmentation uses
         out = clip_source(info)
-        return out[0], out[1], out[-1]  # encoded bytes, frame indices, video index
+        data, frames, index = out[0], out[1], out[-1]  # encoded bytes, frame indices of the views, video index
+        return data, np.unique(frames).astype(np.int32), frames, index
 
     @pipeline_def(batch_size=data.batch_size, num_threads=data.num_threads, device_id=0 if gpu else None,
                   seed=data.seed, prefetch_queue_depth=2)
     def graph():
-        encoded, frames, index = fn.external_source(source=source, num_outputs=3, batch=False,
-                                                    dtype=[types.UINT8, types.INT32, types.INT64])
-        return fn.decoders.video(encoded, frames=frames, device="mixed" if gpu else "cpu"), frames, index
+        encoded, distinct, frames, index = fn.external_source(
+            source=source, num_outputs=4, batch=False, dtype=[types.UINT8, types.INT32, types.INT32, types.INT64])
+        decoded = fn.decoders.video(encoded, frames=distinct, device="mixed" if gpu else "cpu")
+        return decoded.shape(), frames, index  # a tiny output that still needs the decode
 
     pipe = graph()
     for _ in range(2):  # keep prefetch_queue_depth iterations in flight, as DALIGenericIterator does: the
@@ -432,13 +440,58 @@ def dali_decode_only(data, videos, gpu):
         yield {"views": [decoded], "frames": [torch.from_numpy(frames.as_array())], "label": index, "index": index}
 
 
+def trim_to_gops(data: np.ndarray, decode: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Remux (no decoding) the encoded video ``data`` into one holding only the packets a decoder
+    needs for the sorted distinct frames ``decode``: in each GOP that holds one of them, from its
+    keyframe to the last one. Returns the new bytes and the frames' indices in them. One demux
+    pass; assumes no frame reordering (VP8 / VP9, H.264 without B-frames)."""
+    with av.open(io.BytesIO(data.tobytes())) as src:
+        stream = src.streams.video[0]
+        packets = [p for p in src.demux(stream) if p.pts is not None]
+        first = min(p.pts for p in packets)
+        index = [frame_of(p.pts, first, stream) for p in packets]
+        wanted = set(int(f) for f in decode)
+        gop = np.cumsum([p.is_keyframe for p in packets])  # GOP number of each packet
+        last = {}  # GOP number -> position of the last wanted packet in it
+        for k, i in enumerate(index):
+            if i in wanted:
+                last[gop[k]] = k
+        keep = [k for k in range(len(packets)) if k <= last.get(gop[k], -1)]
+        out_bytes, new = io.BytesIO(), {}
+        with av.open(out_bytes, "w", format=src.format.name.split(",")[0]) as dst:
+            out_stream = dst.add_stream_from_template(stream)
+            step = 1 / (stream.average_rate * stream.time_base)  # pts per frame
+            for j, k in enumerate(keep):
+                packet = packets[k]
+                new[index[k]] = j
+                packet.pts = packet.dts = first + round(j * step)  # contiguous: frame j of the new file
+                packet.stream = out_stream
+                dst.mux(packet)
+    return np.frombuffer(out_bytes.getvalue(), np.uint8).copy(), np.array([new[int(f)] for f in decode], np.int32)
+
+
+class TrimmingSource(ClipSource):
+    """The library's source, then ``trim_to_gops``: a prototype of a change to ``pipelines/video.py``
+    (DALI 2.4's CPU decoder does not seek forward, so hand it only the GOPs it needs)."""
+
+    def __call__(self, info):
+        out = list(super().__call__(info))
+        # the source's layout: encoded bytes, frames of the views, distinct frames to decode, ...
+        assert len(out) == 7 and np.array_equal(out[2], np.unique(out[1])), \
+            "ClipSource's outputs changed: update TrimmingSource"
+        out[0], out[2] = trim_to_gops(out[0], out[2])
+        return tuple(out)
+
+
 class Loader:
     """An endless iterator of batches from one loader; ``close()`` frees its threads / workers."""
 
     def __init__(self, kind, data, videos, keyframes, threads, gpu):
         self.kind, self.gpu = kind, gpu
-        if kind == "dali":
+        if kind in ("dali", "dali-trim"):
             self.loader = VideoLoader(data, videos, shard_id=0, num_shards=1, device_id=0 if gpu else None)
+            if kind == "dali-trim":  # the same pipeline on the prototype source
+                self.loader.source = TrimmingSource(videos, list(data.views), data.train, data.seed, data.batch_size)
             self.it = self._epochs()
         elif kind == "dali-decode":
             self.loader = None
@@ -663,7 +716,7 @@ def summarise(totals, raw, gpu) -> tuple[list[dict], dict, dict]:
 
 
 # ---------------------------------------------------------------------------------------------
-# the one-off correctness check of the baseline's seeking
+# one-off correctness checks: the baseline's seeking, the prototype's trimming
 # ---------------------------------------------------------------------------------------------
 
 
@@ -696,6 +749,21 @@ def check_seek_decode(bench_video: Path, codec: str):
     assert all(np.array_equal(got[f], reference[f]) for f in wanted), "seek_decode differs from a full decode"
 
 
+def check_trimming(videos, threads: int):
+    """Assert that the prototype trimming source changes nothing but the speed: one eval batch
+    (deterministic) of the pipeline on the library's source and on ``TrimmingSource``, as uint8."""
+    data = data_config("eval", "cpu", threads)
+    batches = []
+    for trim in (False, True):
+        loader = VideoLoader(data, videos, shard_id=0, num_shards=1, uint8=True)
+        if trim:
+            loader.source = TrimmingSource(videos, list(data.views), data.train, data.seed, data.batch_size)
+        batches.append(next(iter(loader)))
+        del loader
+    for a, b in zip(batches[0]["views"], batches[1]["views"]):
+        assert torch.equal(a, b), "the trimmed video decodes to other pixels than the whole file"
+
+
 # ---------------------------------------------------------------------------------------------
 # report
 # ---------------------------------------------------------------------------------------------
@@ -726,7 +794,9 @@ def report(rows, rates, rates_per_round, probe, meta, summary, args):
           f"(per round: {' '.join(f'{x:.0f}' for x in rates_per_round['pyav decode'])}), "
           f"{rates['pyav decode+rgb']:.0f} with RGB conversion; DALI (RGB) {rates['dali decode+rgb']:.0f}")
     print(f"DALI / PyAV, train clips/s: {summary['dali_over_pyav']:.2f}x; decode efficiency "
-          f"DALI {summary['decode_efficiency']:.2f}, PyAV {summary['pyav_decode_efficiency']:.2f}")
+          f"DALI {summary['decode_efficiency']:.2f}, PyAV {summary['pyav_decode_efficiency']:.2f}; "
+          f"prototype GOP trimming: {summary['dali_trim_over_pyav']:.2f}x, "
+          f"efficiency {summary['dali_trim_decode_efficiency']:.2f}")
     print("\nfn.decoders.video alone, ms per video per thread:")
     print_table(["frames", "build_index=True", "build_index=False"],
                 [[str(case), *(f"{p['ms_per_video']:.1f}" for p in probe if p["frames"] == case)]
@@ -773,16 +843,18 @@ def plot(rows, rates, meta, path, gpu):
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 5))
     x = np.arange(len(CONFIGS))
     style = {"dali": dict(color="C2"), "pyav": dict(color="C0"),
-             "dali-decode": dict(color="C2", alpha=0.4, hatch="//", label="dali, decode step only (diagnostic)")}
+             "dali-decode": dict(color="C2", alpha=0.4, hatch="//", label="dali, decode step only (diagnostic)"),
+             "dali-trim": dict(color="C1", label="dali on a GOP-trimming source (prototype)")}
     width = 0.8 / len(LOADERS)
     for j, kind in enumerate(LOADERS):
         kw = {"label": kind, **style[kind]}
         bars = ax1.bar(x + (j - (len(LOADERS) - 1) / 2) * width, [row(kind, c)["clips_per_s"] for c in CONFIGS],
                        width, **kw)
         ax1.bar_label(bars, fmt="%.1f", fontsize=8)
-    width = 0.38
-    for j, kind in enumerate(("dali", "pyav")):
-        r, xs = [row(kind, c) for c in CONFIGS], x + (j - 0.5) * width
+    shown = ("dali", "dali-trim", "pyav")
+    width = 0.8 / len(shown)
+    for j, kind in enumerate(shown):
+        r, xs = [row(kind, c) for c in CONFIGS], x + (j - (len(shown) - 1) / 2) * width
         color = style[kind]["color"]
         ax2.bar(xs, [q["must_decode_fps"] for q in r], width, color=color, alpha=0.35,
                 label=f"{kind}: frames it must decode")
@@ -889,6 +961,8 @@ def main():
     check_seek_decode(paths[0], args.codec)
     videos = [Video(str(p), label=i % 10, num_frames=kf.num_frames, width=WIDTH, height=HEIGHT)
               for i, (p, kf) in enumerate(zip(paths, keyframes))]
+    if args.device == "cpu":
+        check_trimming(videos, args.threads)
     meta = metadata(args, paths, keyframes)
     print(f"data pipeline benchmark on {meta['device']}: {meta['videos']}; {args.threads} threads; "
           f"setup {time.perf_counter() - t_start:.0f} s", flush=True)
@@ -907,6 +981,8 @@ def main():
         "pyav_decode_efficiency": by[("pyav", "train")]["decode_efficiency"],
         "dali_over_pyav_eval": by[("dali", "eval")]["clips_per_s"] / by[("pyav", "eval")]["clips_per_s"],
         "dali_decode_step_share": by[("dali", "train")]["clips_per_s"] / by[("dali-decode", "train")]["clips_per_s"],
+        "dali_trim_over_pyav": by[("dali-trim", "train")]["clips_per_s"] / by[("pyav", "train")]["clips_per_s"],
+        "dali_trim_decode_efficiency": by[("dali-trim", "train")]["decode_efficiency"],
         "raw_decode_fps": rates["pyav decode"],
         "raw_decode_rgb_fps": rates["pyav decode+rgb"],
         "dali_decode_all_fps": rates["dali decode+rgb"],

@@ -3,6 +3,7 @@
 Two CPU processes with the gloo backend, each with *different* data: symmetric data would hide
 the classic bugs (a gather whose backward drops the other ranks' gradient, or double counts it).
 """
+import datetime
 import os
 import socket
 import tempfile
@@ -45,7 +46,8 @@ def _worker(rank, port, reduction, backend, out_dir):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     if backend == "triton":
         os.environ["TRITON_INTERPRET"] = "1"
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    # a bounded wait: a rank stuck in a collective fails the test instead of hanging CI
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD, timeout=datetime.timedelta(seconds=120))
     try:
         x, model = _data()
         ddp = DDP(model)
