@@ -75,7 +75,7 @@ import torch
 
 from timeclr import nt_xent
 from timeclr.config import load_config
-from timeclr.models import TimeCLRModel
+from timeclr.models import build_model
 from timeclr.pipelines.video import VideoLoader, read_videos
 from timeclr.train import build_optimizer, prepare_synthetic
 
@@ -377,7 +377,7 @@ def main():
     loader = VideoLoader(cfg.data, videos, shard_id=0, num_shards=1)
     batches = endless(loader)
     torch.manual_seed(cfg.train.seed)
-    model = TimeCLRModel(cfg.model.backbone, cfg.model.proj_hidden, cfg.model.proj_dim).to(device).train()
+    model = build_model(cfg.model).to(device).train()
     optimizer = build_optimizer(model, cfg.train)
     for group in optimizer.param_groups:
         group["lr"] = cfg.train.lr
