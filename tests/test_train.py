@@ -155,3 +155,16 @@ def test_ddp_two_cpu_ranks_equal_one_process_with_the_doubled_batch(manifest, tm
     for key, value in want.items():
         err = (got[key].double() - value.double()).abs().max().item()
         assert err <= 1e-5, f"{key}: DDP and one-process parameters differ by {err:.2e}"
+
+
+def test_evaluate_accepts_checkpoints_written_before_a_model_key_existed(manifest, tmp_path):
+    out = tmp_path / "old"
+    train_main(["pipelines/debug.yaml", *overrides(manifest, out, "train.epochs=1")])
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=False)
+    del ckpt["config"]["model"]["norm"]  # as saved before model.norm was added
+    torch.save(ckpt, out / "checkpoint.pt")
+    assert evaluate_main(["pipelines/debug.yaml", *overrides(manifest, tmp_path / "ev", f"eval.test_manifest={manifest}",
+                                                               "eval.knn_k=3", f"checkpoint={out}/checkpoint.pt")]) == 0
+    with pytest.raises(SystemExit, match="holds model"):  # a real architecture mismatch is still an error
+        evaluate_main(["pipelines/debug.yaml", *overrides(manifest, tmp_path / "ev2", f"eval.test_manifest={manifest}",
+                                                            "model.proj_dim=16", f"checkpoint={out}/checkpoint.pt")])

@@ -15,7 +15,7 @@ import sys
 import torch
 from omegaconf import OmegaConf
 
-from timeclr.config import ConfigError, load_config
+from timeclr.config import ConfigError, ModelConfig, load_config
 from timeclr.metrics import evaluate_features
 from timeclr.models import build_model
 from timeclr.pipelines.video import VideoLoader, read_videos
@@ -84,7 +84,9 @@ def load_encoder(cfg, device):
     if not os.path.exists(cfg.checkpoint):
         raise ConfigError(f"checkpoint: {cfg.checkpoint} does not exist")
     ckpt = torch.load(cfg.checkpoint, map_location=device, weights_only=False)
+    # keys added to ModelConfig after a checkpoint was written take their defaults
     saved = ckpt.get("config", {}).get("model", {})
+    saved = {**OmegaConf.to_container(OmegaConf.structured(ModelConfig)), **saved} if saved else saved
     wanted = OmegaConf.to_container(cfg.model)
     if saved and saved != wanted:
         raise ConfigError(f"checkpoint {cfg.checkpoint} holds model {saved}, but the config asks for {wanted}")
