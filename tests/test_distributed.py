@@ -4,6 +4,7 @@ Two CPU processes with the gloo backend, each with *different* data: symmetric d
 the classic bugs (a gather whose backward drops the other ranks' gradient, or double counts it).
 """
 import datetime
+import gc
 import os
 import socket
 import tempfile
@@ -11,10 +12,10 @@ import tempfile
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from reference import nt_xent_rows_f64
+from spawn import spawn_with_deadline
 from timeclr import nt_xent
 
 WORLD, V, N, D_IN, D = 2, 3, 5, 12, 8
@@ -42,25 +43,34 @@ def _one_process_step(reduction, backend):
     return loss.item(), [p.detach().clone() for p in model.parameters()]
 
 
+def _step(rank, reduction, backend):
+    """One DDP step on this rank's items; returns what the parent checks."""
+    x, model = _data()
+    ddp = DDP(model)
+    x_local = x[:, rank * N:(rank + 1) * N]  # (V, N, D_IN): this rank's items, all views
+    z = ddp(x_local)
+    loss = nt_xent(z, temperature=TAU, reduction=reduction, backend=backend, gather_distributed=True)
+    rows = nt_xent(z.detach(), temperature=TAU, reduction="none", backend=backend, gather_distributed=True)
+    loss.backward()  # DDP averages the gradients over ranks here
+    with torch.no_grad():
+        for p in model.parameters():
+            p -= LR * p.grad
+    return {"loss": loss.item(), "rows": rows, "params": [p.detach().clone() for p in model.parameters()]}
+
+
 def _worker(rank, port, reduction, backend, out_dir):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     if backend == "triton":
         os.environ["TRITON_INTERPRET"] = "1"
-    # a bounded wait: a rank stuck in a collective fails the test instead of hanging CI
     dist.init_process_group("gloo", rank=rank, world_size=WORLD, timeout=datetime.timedelta(seconds=120))
     try:
-        x, model = _data()
-        ddp = DDP(model)
-        x_local = x[:, rank * N:(rank + 1) * N]  # (V, N, D_IN): this rank's items, all views
-        z = ddp(x_local)
-        loss = nt_xent(z, temperature=TAU, reduction=reduction, backend=backend, gather_distributed=True)
-        rows = nt_xent(z.detach(), temperature=TAU, reduction="none", backend=backend, gather_distributed=True)
-        loss.backward()  # DDP averages the gradients over ranks here
-        with torch.no_grad():
-            for p in model.parameters():
-                p -= LR * p.grad
-        torch.save({"loss": loss.item(), "rows": rows, "params": [p.detach() for p in model.parameters()]},
-                   os.path.join(out_dir, f"rank{rank}.pt"))
+        # The DDP wrapper lives and dies inside _step: its Reducer must not hold the last
+        # reference to the process group, or freeing it joins gloo's threads while holding the
+        # GIL that a finishing gloo thread waits for (a torch deadlock seen here at exit).
+        result = _step(rank, reduction, backend)
+        gc.collect()
+        torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
@@ -80,7 +90,7 @@ def test_ddp_step_equals_one_process_on_global_batch(reduction, backend):
     want_rows = nt_xent_rows_f64(model(x).detach(), TAU)  # (V, W·N)
 
     with tempfile.TemporaryDirectory() as out_dir:
-        mp.spawn(_worker, args=(_free_port(), reduction, backend, out_dir), nprocs=WORLD, join=True)
+        spawn_with_deadline(_worker, (_free_port(), reduction, backend, out_dir), WORLD)
         results = [torch.load(os.path.join(out_dir, f"rank{r}.pt")) for r in range(WORLD)]
 
     for rank, res in enumerate(results):

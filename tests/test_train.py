@@ -138,7 +138,7 @@ def test_ddp_two_cpu_ranks_equal_one_process_with_the_doubled_batch(manifest, tm
     SyncBatchNorm does not run on CPU.)"""
     import socket
 
-    import torch.multiprocessing as mp
+    from spawn import spawn_with_deadline
 
     one = tmp_path / "one"
     train_main(["pipelines/debug.yaml", *overrides(manifest, one, "train.epochs=2", "data.batch_size=4",
@@ -147,7 +147,7 @@ def test_ddp_two_cpu_ranks_equal_one_process_with_the_doubled_batch(manifest, tm
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     two = tmp_path / "two"
-    mp.spawn(_ddp_worker, args=(port, manifest, str(two)), nprocs=2, join=True)
+    spawn_with_deadline(_ddp_worker, (port, manifest, str(two)), 2)
 
     assert losses(two) == pytest.approx(losses(one), rel=1e-4), (losses(two), losses(one))
     want = torch.load(one / "checkpoint.pt", weights_only=False)["model"]

@@ -6,6 +6,7 @@ the run directory's last checkpoint. Multi-GPU / multi-node through torchrun (DD
 nccl on GPU): each rank reads its shard and the loss takes negatives from every rank.
 """
 import argparse
+import gc
 import json
 import math
 import os
@@ -277,6 +278,9 @@ def main(argv=None):
         raise SystemExit(f"timeclr.train: {e}") from None
     finally:
         if dist.is_initialized():
+            # Free the DDP wrapper (kept alive by a traceback, say) while the group is still
+            # referenced: a Reducer dropping the last reference deadlocks in torch's gloo teardown.
+            gc.collect()
             dist.destroy_process_group()
     return 0
 
