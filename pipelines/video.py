@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from timeclr.pipelines import augment
+from timeclr.pipelines import augment, gop
 from timeclr.pipelines.frame_selection import view_indices
 
 
@@ -43,6 +43,7 @@ class Video:
     width: int | None = None  # frame size; probed with PyAV when not given
     height: int | None = None
     bytes: int | None = None  # file size when indexed; a different size now means the file was damaged
+    codec: str | None = None  # FFmpeg's codec name; None: not known (then trimming probes it)
 
     def size(self):
         if self.width is None or self.height is None:
@@ -73,10 +74,12 @@ class ClipSource:
     """
 
     def __init__(self, videos, views, train, seed, batch_size, shard_id=0, num_shards=1, drop_last=False,
-                 start=0, skip=None, on_skip=None):
+                 start=0, skip=None, on_skip=None, trim_gops=True):
         if not videos:
             raise ValueError("no videos to read: the manifest is empty")
         self.videos, self.views, self.train, self.seed = videos, views, train, seed
+        self.trim_gops = trim_gops
+        self.layouts = gop.LayoutCache()
         self.shard_id, self.num_shards, self.start = shard_id, num_shards, start
         n = len(videos)
         self.shard_len = len(range(shard_id, n, num_shards))
@@ -150,8 +153,13 @@ class ClipSource:
         # Decode each needed frame once, in file order (the decoder then never seeks back), and
         # let DALI put them back in the views' order.
         decode, where = np.unique(frames, return_inverse=True)
+        decode = decode.astype(np.int32)
+        if self.trim_gops and video.codec in (None, *gop.TRIMMABLE):
+            trimmed = gop.trim_to_gops(data, decode, video.num_frames, self.layouts(video.path, data))
+            if trimmed is not None:  # only the GOPs the views need, frames renumbered to match
+                data, decode = trimmed
         params = self.params(index, epoch) if self.train else np.tile(augment.IDENTITY, (len(self.views), 1))
-        return (data, frames, decode.astype(np.int32), where.astype(np.int32).reshape(-1), params,
+        return (data, frames, decode, where.astype(np.int32).reshape(-1), params,
                 np.int64(video.label), np.int64(-1 if padding else index))
 
 
@@ -161,7 +169,7 @@ def read_videos(manifest) -> list[Video]:
 
     rows, _ = read_manifest(manifest)
     return [Video(r["abs_path"], int(r["label"]), int(r["num_frames"]), int(r["width"]), int(r["height"]),
-                  r.get("bytes")) for r in rows]
+                  r.get("bytes"), r.get("codec") or None) for r in rows]
 
 
 def _view_graph(frames, params, view, data, random_aug, uint8):
@@ -272,7 +280,8 @@ class VideoLoader:
     def _make_source(self, start, skip=None):
         d = self.data
         return ClipSource(self.videos, list(d.views), d.train, d.seed, d.batch_size, self.shard_id, self.num_shards,
-                          d.drop_last, start=start, skip=skip, on_skip=self._log_skip)
+                          d.drop_last, start=start, skip=skip, on_skip=self._log_skip,
+                          trim_gops=d.trim_gops and d.device == "cpu")
 
     def _log_skip(self, index, reason):
         path = self.videos[index].path
