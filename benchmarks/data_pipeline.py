@@ -864,7 +864,7 @@ def plot(rows, rates, meta, path, gpu):
     for (name, fps), (color, ls) in zip(rates.items(), [("0.2", "--"), ("0.5", ":"), ("C2", "-.")]):
         ax2.axhline(fps, color=color, ls=ls, label=f"raw {name}, every frame ({fps:.0f}/s)")
     ax1.set(title=f"clips/s (2 views x 8 frames, batch {BATCH_SIZE})", ylabel="clips/s",
-            ylim=(0, 1.3 * max(r["clips_per_s"] for r in rows)))
+            ylim=(0, 1.5 * max(r["clips_per_s"] for r in rows)))
     ax2.set(title="frames/s", ylabel="frames/s", ylim=(0, 1.45 * max(rates.values())))
     for ax in (ax1, ax2):
         ax.set_xticks(x, CONFIGS)
