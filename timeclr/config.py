@@ -35,6 +35,7 @@ class ViewConfig:
 class DataConfig:
     manifest: str = "???"  # CSV written by `python -m timeclr.data index`
     root: str = "data"  # where the dataset lives (or is generated)
+    dataset: str = ""  # a real dataset of pipelines/datasets.py: a missing manifest then says how to set it up
     device: str = "cpu"  # 'cpu' or 'gpu' (DALI's mixed backend: NVDEC decode, GPU augmentation)
     augment: bool = True  # false: no random spatial or colour augmentation, deterministic resize + centre crop
     batch_size: int = 8
@@ -144,6 +145,9 @@ def load_config(path: str | None = None, overrides: list[str] = (), schema=Confi
             raise ConfigError(f"data.views[{i}].kind must be 'segment' or 'interval', got {view.kind!r}")
     choices = {"data.device": ("cpu", "gpu"), "train.optimizer": ("adamw", "sgd", "lars"),
                "train.loss_backend": ("auto", "triton", "torch"), "model.backbone": ("small", "r3d_18", "r2plus1d_18"), "model.norm": ("batch", "group")}
+    from timeclr.pipelines.datasets import DATASETS
+
+    choices["data.dataset"] = ("", *DATASETS)
     for key, allowed in choices.items():
         if OmegaConf.select(cfg, key) not in allowed:
             raise ConfigError(f"{key} must be one of {allowed}, got {OmegaConf.select(cfg, key)!r}")

@@ -66,9 +66,9 @@ def run_preview(args) -> int:
 
     try:
         cfg = load_config(args.config, args.overrides)
-        if not os.path.exists(cfg.data.manifest):
-            raise ConfigError(f"data.manifest: {cfg.data.manifest} does not exist; make one with "
-                              "python -m timeclr.data index ROOT -o MANIFEST")
+        from timeclr.pipelines.datasets import require_manifest
+
+        require_manifest(cfg.data.manifest, cfg.data)
     except (ConfigError, OSError) as e:
         raise SystemExit(f"timeclr.data preview: error: {e}") from None
     result = write_preview(cfg, args.out)

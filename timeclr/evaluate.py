@@ -110,6 +110,11 @@ def main(argv=None):
             prepare_synthetic(cfg, rank=0)
         if not cfg.eval.test_manifest:
             raise ConfigError("eval.test_manifest is empty: which split should the features be scored on?")
+        from timeclr.pipelines.datasets import require_manifest
+
+        require_manifest(cfg.eval.train_manifest or cfg.data.manifest, cfg.data,
+                         "eval.train_manifest" if cfg.eval.train_manifest else "data.manifest")
+        require_manifest(cfg.eval.test_manifest, cfg.data, "eval.test_manifest")
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         metrics = evaluate_model(cfg, load_encoder(cfg, device), device)
     except (ConfigError, OSError) as e:

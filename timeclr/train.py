@@ -21,6 +21,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from timeclr import nt_xent
 from timeclr.config import ConfigError, load_config
 from timeclr.models import build_model
+from timeclr.pipelines.datasets import require_manifest
 from timeclr.pipelines.video import VideoLoader, read_videos
 
 CHECKPOINT = "checkpoint.pt"
@@ -145,6 +146,8 @@ def prepare_synthetic(cfg, rank):
 
 def train(cfg) -> dict:
     """Pretrain (or resume) according to ``cfg``; returns the evaluation results, if any."""
+    if not cfg.synthetic.enabled:  # a dataset not set up yet is the likeliest first error: say how
+        require_manifest(cfg.data.manifest, cfg.data)
     # -- distributed set-up: torchrun sets WORLD_SIZE / RANK / LOCAL_RANK
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
@@ -163,9 +166,6 @@ def train(cfg) -> dict:
     # -- data
     if cfg.synthetic.enabled:
         prepare_synthetic(cfg, rank)
-    if not os.path.exists(cfg.data.manifest):
-        raise ConfigError(f"data.manifest: {cfg.data.manifest} does not exist; make one with "
-                          "python -m timeclr.data index ROOT -o MANIFEST")
     loader = VideoLoader(cfg.data, read_videos(cfg.data.manifest))
 
     # -- run directory: the resolved config is saved beside the run
@@ -173,7 +173,7 @@ def train(cfg) -> dict:
     ckpt_path = os.path.join(cfg.out_dir, CHECKPOINT)
     metrics_path = os.path.join(cfg.out_dir, "metrics.jsonl")
     if rank == 0:
-        OmegaConf.save(cfg, os.path.join(cfg.out_dir, "config.yaml"))
+        OmegaConf.save(cfg, os.path.join(cfg.out_dir, "config.yaml"), resolve=True)
 
     # -- model and optimizer
     torch.manual_seed(cfg.train.seed)
