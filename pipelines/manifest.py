@@ -15,6 +15,12 @@ Input tree
     folders that hold candidates, whether or not their videos are accepted, so labels do not
     depend on which files a device can decode.
 
+    That is ``layout="folder"``. The other layouts (``kinetics``, ``ucf101``, ``hmdb51``, ``ssv2``:
+    ``timeclr.pipelines.layouts``) take the classes, labels and the videos of one split from the
+    dataset's annotation files instead: a candidate is in the manifest or the rejects if an
+    entry of the split names it, and left out otherwise; an entry that names no file is rejected
+    as ``missing`` (its path: the entry's key, the path without extension the annotations give).
+
 Outputs, for ``-o NAME.csv``
     ``NAME.csv``          the manifest: one row per usable video (columns ``COLUMNS``).
     ``NAME.classes.txt``  the class names, one a line, line i = label i.
@@ -45,7 +51,9 @@ Reject reasons: each starts with a stable keyword, then ``: details``
     its GPU "mixed" backend ``DALI_CODECS['gpu']``), ``unreadable`` (a decode error, or any
     other failure of the probe), ``truncated`` (the decoded frames end before
     ``TRUNCATED_FRACTION`` of the container's stated duration, or an MP4's boxes run past the end
-    of the file, as interrupted downloads do), ``variable frame rate``, ``no class folder``.
+    of the file, as interrupted downloads do), ``variable frame rate``, ``no class folder``;
+    with annotations, ``missing`` (listed, but no file under ROOT) and ``duplicate`` (several
+    files match one listed video).
     The first failed check wins: a truncated H.264 file probed for the CPU is rejected for its
     codec, since that is checked before decoding.
 
@@ -351,27 +359,44 @@ def probe_all(paths, device: str, workers: int, progress: bool = True) -> dict:
 
 
 def index_tree(root, manifest_path, device: str = "auto", workers: int | None = None,
-               allow_vfr: bool = False, progress: bool = True) -> tuple[int, int]:
-    """Index the folder-per-class tree at ``root`` into ``manifest_path`` and its sidecars.
+               allow_vfr: bool = False, progress: bool = True, layout: str = "folder",
+               annotations=None, split=None, subset=None) -> tuple[int, int]:
+    """Index the videos at ``root`` into ``manifest_path`` and its sidecars.
 
     Writes the manifest, the class list and the rejects (see the module docstring), prints the
     counts, the files' locations and warnings, and returns ``(n_accepted, n_rejected)``.
     ``device``: 'cpu', 'gpu' or 'auto'; ``workers``: probe processes (default min(8, CPUs));
     ``allow_vfr``: keep variable-frame-rate videos (``vfr=1``) instead of rejecting them.
-    Raises ManifestError if ``root`` is missing or holds no candidate video.
+    ``layout``: 'folder' (a folder-per-class tree) or a dataset layout read from ``annotations``
+    for ``split`` and ``subset`` (``timeclr.pipelines.layouts``).
+    Raises ManifestError if ``root`` is missing or holds no candidate video, if the layout's
+    options or annotations are wrong, or if no listed video is under ``root``.
     """
+    from timeclr.pipelines.layouts import read_annotations  # layouts imports this module
+
     root, manifest_path = Path(root), Path(manifest_path)
+    listed = read_annotations(layout, annotations, split, subset)  # first: quick to fail
     device = resolve_device(device)
     workers = workers or min(8, os.cpu_count() or 1)
     paths = find_videos(root)
-    classes = sorted({class_of(root, p) for p in paths} - {None})
+    rejects, kept_vfr = [], []
+    if listed is None:
+        classes = sorted({class_of(root, p) for p in paths} - {None})
+        assigned = {}  # path -> class name
+        for path in paths:
+            if class_of(root, path) is None:
+                rejects.append({"path": _rel(root, path), "reason": "no class folder: videos go in ROOT/<class>/"})
+            else:
+                assigned[path] = class_of(root, path)
+        summary = None
+    else:
+        classes = listed.classes
+        assigned, unmatched, summary = match_annotations(root, paths, listed)
+        rejects += unmatched
     labels = {name: i for i, name in enumerate(classes)}
 
-    rows, rejects, kept_vfr = [], [], []
-    classless = [p for p in paths if class_of(root, p) is None]
-    for path in classless:
-        rejects.append({"path": _rel(root, path), "reason": "no class folder: videos go in ROOT/<class>/"})
-    outcomes = probe_all([p for p in paths if p not in classless], device, workers, progress)
+    rows = []
+    outcomes = probe_all(list(assigned), device, workers, progress)
     for path, (status, result) in sorted(outcomes.items()):
         rel = _rel(root, path)
         if status == "rejected":
@@ -380,7 +405,7 @@ def index_tree(root, manifest_path, device: str = "auto", workers: int | None = 
             rejects.append({"path": rel, "reason": f"variable frame rate: {result['vfr_detail']}; "
                                                    f"{PREPARE_HINT} (or index with --allow-vfr)"})
         else:
-            class_name = class_of(root, path)
+            class_name = assigned[path]
             rows.append({**result, "path": rel, "label": labels[class_name], "class_name": class_name,
                          "fps": round(result["fps"], 6), "duration": round(result["duration"], 6),
                          "vfr": int(result["vfr"])})
@@ -388,8 +413,60 @@ def index_tree(root, manifest_path, device: str = "auto", workers: int | None = 
                 kept_vfr.append(rel)
 
     _write_outputs(root, manifest_path, classes, rows, sorted(rejects, key=lambda r: r["path"]))
-    _report(root, manifest_path, device, classes, rows, rejects, kept_vfr)
+    _report(root, manifest_path, device, classes, rows, rejects, kept_vfr, summary)
     return len(rows), len(rejects)
+
+
+def match_annotations(root, paths, listed) -> tuple[dict, list, str]:
+    """Match the entries of ``listed`` (a ``layouts.Annotations``) to the candidate ``paths``.
+
+    An entry's key matches a file whose path relative to ``root``, without its extension, is the
+    key or ends with ``/`` + key; failing that, with ``listed.ignore_case``, the one such file
+    that agrees with the key but for case (and that no other entry names exactly). Returns
+    ``({path: class name}, rejects, summary)``: the matched files, a ``missing`` reject per
+    entry without a file and a ``duplicate`` reject per file of an entry with several, and a
+    line for the printed report. Files no entry names are in neither. Raises ManifestError if
+    no entry matches a file: ROOT or the annotations are surely the wrong ones.
+    """
+    root = Path(root)
+    keys = {entry.key for entry in listed.entries}
+    by_key = {}  # every trailing part of each file's path without extension that some key could be
+    for depth in sorted({key.count("/") + 1 for key in keys}):
+        for path in paths:
+            parts = path.relative_to(root).with_suffix("").parts
+            if len(parts) >= depth:
+                by_key.setdefault("/".join(parts[-depth:]), []).append(path)
+    by_folded = {}
+    if listed.ignore_case:
+        for key, found in by_key.items():
+            if key not in keys:  # a file some entry names exactly is not another's case-variant
+                by_folded.setdefault(key.casefold(), []).extend(found)
+
+    assigned, rejects, used, missing = {}, [], set(), 0
+    for entry in listed.entries:
+        found = by_key.get(entry.key) or by_folded.get(entry.key.casefold(), [])
+        if not found:
+            missing += 1
+            rejects.append({"path": entry.key, "reason": f"missing: {entry.where} lists it (class "
+                                                         f"{entry.class_name}), no file under ROOT matches"})
+        elif len(found) > 1:
+            names = ", ".join(_rel(root, p) for p in sorted(found))
+            for path in found:
+                rejects.append({"path": _rel(root, path), "reason": f"duplicate: {len(found)} files match "
+                                f"{entry.key}, listed in {entry.where}: {names}; keep one"})
+        else:
+            assigned[found[0]] = entry.class_name
+        used.update(found)
+    if missing == len(listed.entries):
+        example = listed.entries[0]
+        raise ManifestError(f"{root}: none of the {missing} videos of {listed.source} is under it "
+                            f"(e.g. {example.key}, listed in {example.where}, would match "
+                            f"ROOT/.../{example.key}.<ext>; ROOT holds e.g. {_rel(root, paths[0])}): "
+                            "is ROOT the dataset's video folder, and are these its annotations?")
+    others = len(set(paths) - used)
+    summary = (f"  annotations: {listed.source}: {len(listed.entries)} videos listed, {missing} missing "
+               f"under ROOT; {others} other files under ROOT are not in this split")
+    return assigned, rejects, summary
 
 
 def _rel(root: Path, path: Path) -> str:
@@ -412,10 +489,12 @@ def _write_outputs(root: Path, manifest_path: Path, classes, rows, rejects):
     classes_path.write_text("".join(f"{c}\n" for c in classes), encoding="utf-8")
 
 
-def _report(root, manifest_path, device, classes, rows, rejects, kept_vfr):
+def _report(root, manifest_path, device, classes, rows, rejects, kept_vfr, summary=None):
     classes_path, rejects_path = sidecar_paths(manifest_path)
     print(f"indexed {root} for DALI on {device}: {len(rows)} accepted, {len(rejects)} rejected, "
           f"{len(classes)} classes")
+    if summary:
+        print(summary)
     print(f"  manifest: {manifest_path} (classes: {classes_path})")
     print(f"  rejects:  {rejects_path}")
     by_reason = {}

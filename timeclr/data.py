@@ -1,9 +1,11 @@
 """Dataset command line: ``python -m timeclr.data <command> ...``.
 
 Commands
-    index ROOT -o MANIFEST.csv [--device auto|cpu|gpu] [--workers N] [--allow-vfr]
-        Probe every video of the folder-per-class tree ROOT with PyAV and write the manifest,
-        its class list and its rejects (formats: ``timeclr.pipelines.manifest``).
+    index ROOT -o MANIFEST.csv [--layout folder|kinetics|ucf101|hmdb51|ssv2] [--annotations PATH]
+          [--split 1|2|3] [--subset train|val|test] [--device auto|cpu|gpu] [--workers N] [--allow-vfr]
+        Probe every video of the folder-per-class tree ROOT (or of one split of a dataset whose
+        annotation files give classes and splits) with PyAV and write the manifest, its class
+        list and its rejects (formats: ``timeclr.pipelines.manifest``, ``timeclr.pipelines.layouts``).
     preview CONFIG [key=value ...] --out DIR
         Run one batch of the config's pipeline and write DIR/preview.png (contact sheet),
         DIR/preview.npz (uint8 frames) and DIR/preview.json (the frames each view shows).
@@ -20,12 +22,28 @@ from timeclr.pipelines import manifest
 
 def add_index_parser(subparsers):
     """The ``index`` command's arguments."""
+    from timeclr.pipelines.layouts import LAYOUTS, SPLITS, SUBSETS
+
     p = subparsers.add_parser(
-        "index", help="scan a folder-per-class tree and write a manifest CSV",
-        description="Decode every video under ROOT (class = its folder) and write MANIFEST with "
-                    "its .classes.txt and .rejects.csv beside it. Paths in them are relative to ROOT.")
-    p.add_argument("root", metavar="ROOT", help="folder with one sub-folder of videos per class")
+        "index", help="scan a folder-per-class tree or an annotated dataset and write a manifest CSV",
+        description="Decode every video under ROOT (class = its folder, or with --layout, the videos of "
+                    "one split of a dataset's annotations) and write MANIFEST with its .classes.txt and "
+                    ".rejects.csv beside it. Paths in them are relative to ROOT. The layouts and their "
+                    "annotation files: the timeclr.pipelines.layouts module docstring.")
+    p.add_argument("root", metavar="ROOT", help="folder with one sub-folder of videos per class, or the "
+                                                "dataset's videos (any depth) for an annotated layout")
     p.add_argument("-o", "--output", metavar="MANIFEST", required=True, help="manifest to write (NAME.csv)")
+    p.add_argument("--layout", choices=LAYOUTS, default="folder",
+                   help="folder: class = parent folder (default); kinetics, ucf101, hmdb51, ssv2: classes "
+                        "and splits from --annotations")
+    p.add_argument("--annotations", metavar="PATH",
+                   help="the dataset's annotation folder (kinetics: or one CSV file): kinetics train.csv, "
+                        "validate.csv, test.csv; ucf101 the ucfTrainTestlist folder; hmdb51 the "
+                        "<class>_test_split<N>.txt files; ssv2 labels.json, train.json, validation.json")
+    p.add_argument("--split", type=int, choices=SPLITS, help="official split (ucf101, hmdb51)")
+    p.add_argument("--subset", choices=SUBSETS,
+                   help="which videos of the split: train, val or test (kinetics: train, val, test; "
+                        "ucf101, hmdb51: train, test; ssv2: train, val)")
     p.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto",
                    help="where DALI will decode: rejects codecs it cannot decode there "
                         "(auto: gpu if torch sees CUDA, else cpu)")
@@ -40,7 +58,8 @@ def run_index(args) -> int:
     """Index ``args.root`` into ``args.output``."""
     try:
         manifest.index_tree(args.root, args.output, device=args.device, workers=args.workers,
-                            allow_vfr=args.allow_vfr)
+                            allow_vfr=args.allow_vfr, layout=args.layout, annotations=args.annotations,
+                            split=args.split, subset=args.subset)
     except manifest.ManifestError as e:
         raise SystemExit(f"timeclr.data index: error: {e}") from None
     return 0
