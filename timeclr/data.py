@@ -1,6 +1,9 @@
 """Dataset command line: ``python -m timeclr.data <command> ...``.
 
 Commands
+    prepare SRC DST [--codec h264|vp9] [--short-side N] [--gop N] [--fps F] [--crf Q] [--workers N]
+        Re-encode every video under SRC into DST: constant frame rate, a closed keyframe every
+        N frames, no B-frames, no audio (``timeclr.pipelines.prepare``). Resumable.
     index ROOT -o MANIFEST.csv [--layout folder|kinetics|ucf101|hmdb51|ssv2] [--annotations PATH]
           [--split 1|2|3] [--subset train|val|test] [--device auto|cpu|gpu] [--workers N] [--allow-vfr]
         Probe every video of the folder-per-class tree ROOT (or of one split of a dataset whose
@@ -65,6 +68,45 @@ def run_index(args) -> int:
     return 0
 
 
+def add_prepare_parser(subparsers):
+    """The ``prepare`` command's arguments."""
+    from timeclr.pipelines.prepare import DEFAULT_GOP
+
+    p = subparsers.add_parser(
+        "prepare", help="re-encode a video tree for exact, fast frame selection",
+        description="Re-encode every video under SRC into DST (same relative paths): constant frame "
+                    "rate (frame k shows the source at time k/fps), a closed keyframe every GOP frames, "
+                    "no B-frames, short side resized, audio dropped. Resumable: finished outputs are "
+                    "skipped. Failures go to DST/prepare.failures.csv. Then index DST.")
+    p.add_argument("src", metavar="SRC", help="folder of videos as downloaded (any depth)")
+    p.add_argument("dst", metavar="DST", help="folder to write the prepared videos to (not inside SRC)")
+    p.add_argument("--codec", choices=["h264", "vp9"], default="h264",
+                   help="h264 (.mp4) for GPU decoding; vp9 (.webm) for DALI's CPU backend (default h264)")
+    p.add_argument("--short-side", type=_positive_int, default=None, metavar="N",
+                   help="resize so the short side is N pixels (default: keep the size)")
+    p.add_argument("--gop", type=_positive_int, default=DEFAULT_GOP, metavar="N",
+                   help=f"keyframe interval in frames (default {DEFAULT_GOP})")
+    p.add_argument("--fps", type=float, default=None, metavar="F",
+                   help="output frame rate (default: each source's nominal rate)")
+    p.add_argument("--crf", type=int, default=None, help="quality (default: h264 20, vp9 32)")
+    p.add_argument("--workers", type=_positive_int, default=min(8, os.cpu_count() or 1),
+                   help="encoding processes (default: min(8, CPU count))")
+    p.set_defaults(run=run_prepare)
+
+
+def run_prepare(args) -> int:
+    """Prepare ``args.src`` into ``args.dst``. Failed sources are listed, not fatal: exit status 0,
+    so that ``prepare && index`` goes on (real datasets always hold a few broken files)."""
+    from timeclr.pipelines.prepare import prepare_tree
+
+    try:
+        prepare_tree(args.src, args.dst, codec=args.codec, short_side=args.short_side, gop=args.gop,
+                              fps=args.fps, workers=args.workers, crf=args.crf)
+    except ValueError as e:
+        raise SystemExit(f"timeclr.data prepare: error: {e}") from None
+    return 0
+
+
 def add_preview_parser(subparsers):
     """The ``preview`` command's arguments."""
     p = subparsers.add_parser(
@@ -100,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``timeclr.data`` parser with one sub-parser per command."""
     parser = argparse.ArgumentParser(prog="python -m timeclr.data", description=__doc__.split("\n")[0])
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_prepare_parser(subparsers)
     add_index_parser(subparsers)
     add_preview_parser(subparsers)
     return parser
