@@ -64,16 +64,13 @@ seeds, dots: the seeds), and prints both tables.
 """
 import argparse
 import copy
-import csv
 import datetime
 import gc
 import json
 import os
-import re
 import shlex
 import signal
 import statistics
-import subprocess
 import sys
 import textwrap
 import time
@@ -83,6 +80,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
+from runinfo import device_name, git_rev, print_table, wait_for_quiet, write_csv
 from timeclr.config import Config, ViewConfig, load_config
 from timeclr.evaluate import evaluate_model, random_model
 from timeclr.models import build_model
@@ -348,47 +346,12 @@ def summarise(rows):
 # ---------------------------------------------------------------------------------------------
 
 
-def wait_for_quiet(max_load, max_wait):
-    """Wait (60 s at a time, at most ``max_wait`` s) for the 1-min load average to drop below
-    ``max_load``; returns (load at the first check, load when going on, seconds waited)."""
-    first = load = os.getloadavg()[0]
-    waited = 0
-    while load > max_load and waited < max_wait:
-        print(f"load average (1 min) {load:.2f} > {max_load}: waiting 60 s ({waited} s so far, "
-              f"at most {max_wait})", flush=True)
-        time.sleep(60)
-        waited += 60
-        load = os.getloadavg()[0]
-    if load > max_load:
-        print(f"load average still {load:.2f} after {waited} s: going on (timings will suffer)", flush=True)
-    return first, load, waited
-
-
-def git_rev():
-    def git(*a):
-        return subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True).stdout.strip()
-
-    try:
-        rev = git("rev-parse", "--short", "HEAD") or "unknown"
-        return rev + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
-    except OSError:
-        return "unknown"
-
-
-def device_name():
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name()
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.M)
-    return f"{model.group(1) if model else 'unknown CPU'} ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
-
-
 def metadata(args, base, epochs, load):
     import nvidia.dali
 
     ev = eval_view(base, args.eval_view)
     return {
-        "device": device_name(),
+        "device": device_name(torch.cuda.is_available()),
         "torch": torch.__version__,
         "DALI": nvidia.dali.__version__,
         "git": git_rev(),
@@ -415,16 +378,6 @@ COLUMNS = ["kind", "variant", "seed", "epochs", "n", "status"] + \
      "load_start", "load_end", "out_dir"]
 
 
-def _csv(v):
-    return "" if v is None else f"{v:.6g}" if isinstance(v, float) else v
-
-
-def print_table(header, cells):
-    widths = [max(len(x) for x in col) for col in zip(header, *cells)]
-    for line in [header, ["-" * w for w in widths], *cells]:
-        print("  ".join(x.rjust(w) for x, w in zip(line, widths)))
-
-
 def _f(v, fmt="{:.1f}"):
     return "-" if v is None else fmt.format(v)
 
@@ -448,13 +401,7 @@ def report(rows, summary, meta, args):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = out / ("ablation" + (f"_{args.tag}" if args.tag else ""))
-    with open(f"{stem}.csv", "w", newline="") as f:
-        for k, v in meta.items():
-            f.write(f"# {k}: {v}\n")
-        writer = csv.writer(f)
-        writer.writerow(COLUMNS)
-        for r in rows + summary:
-            writer.writerow([_csv(r.get(c)) for c in COLUMNS])
+    write_csv(f"{stem}.csv", meta, COLUMNS, rows + summary)
     plot(rows, summary, meta, f"{stem}.png")
     print(f"\nwrote {stem}.csv and {stem}.png")
 

@@ -104,14 +104,11 @@ import copy
 import csv
 import datetime
 import gc
-import io
 import json
 import math
 import multiprocessing
 import os
-import re
 import shlex
-import subprocess
 import sys
 import textwrap
 import time
@@ -126,6 +123,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from runinfo import device_name, git_rev, print_table
 from timeclr.config import load_config
 from timeclr.pipelines.video import ClipSource, Video, VideoLoader
 
@@ -770,12 +768,6 @@ COLUMNS = [  # field, header, format
 ]
 
 
-def print_table(header, cells):
-    widths = [max(len(x) for x in col) for col in zip(header, *cells)]
-    for line in [header, ["-" * w for w in widths], *cells]:
-        print("  ".join(x.rjust(w) for x, w in zip(line, widths)))
-
-
 def report(rows, rates, rates_per_round, probe, meta, summary, args):
     print()
     for k, v in meta.items():
@@ -886,21 +878,8 @@ def plot(rows, rates, meta, path, gpu):
 def metadata(args, paths, keyframes) -> dict:
     import nvidia.dali
 
-    if args.device == "gpu":
-        device = torch.cuda.get_device_name()
-    else:
-        cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-        model = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.M)
-        device = f"{model.group(1) if model else 'unknown CPU'} ({os.cpu_count()} cores)"
-
-    def git(*a):
-        return subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True).stdout.strip()
-
-    try:
-        rev = (git("rev-parse", "--short", "HEAD") or "unknown") + \
-              ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
-    except OSError:
-        rev = "unknown"
+    device = device_name(args.device == "gpu")
+    rev = git_rev()
     sizes = [p.stat().st_size for p in paths]
     gops = sorted({b - a for kf in keyframes for a, b in zip(kf.index, kf.index[1:])})
     kbits = 8 * sum(sizes) / len(sizes) / (NUM_FRAMES / FPS) / 1e3

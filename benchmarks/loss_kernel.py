@@ -83,6 +83,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from runinfo import csv_value, device_name, git_rev, print_table
 from timeclr import nt_xent
 from timeclr.kernels import nt_xent_chunked
 
@@ -375,10 +376,6 @@ COLUMNS = [  # (CSV field, table header, format)
 ]
 
 
-def _csv(v):
-    return "" if v is None else f"{v:.6g}" if isinstance(v, float) else v
-
-
 def _cell(r, field, fmt):
     v = r.get(field)
     if v is None:
@@ -388,12 +385,6 @@ def _cell(r, field, fmt):
     if field == "frac_mm":
         return f"{100 * v:.0f}%"
     return fmt.format(v)
-
-
-def print_table(header, cells):
-    widths = [max(len(x) for x in col) for col in zip(header, *cells)]
-    for line in [header, ["-" * w for w in widths], *cells]:
-        print("  ".join(x.rjust(w) for x, w in zip(line, widths)))
 
 
 def report(rows, mm, correctness, meta, args):
@@ -425,12 +416,12 @@ def report(rows, mm, correctness, meta, args):
         writer = csv.writer(f)
         writer.writerow([f for f, _, _ in COLUMNS] + ["note"])
         for r in rows:
-            writer.writerow([_csv(r.get(c)) for c, _, _ in COLUMNS] + [r.get("note") or ""])
+            writer.writerow([csv_value(r.get(c)) for c, _, _ in COLUMNS] + [r.get("note") or ""])
         for (n2, d, dt), res in mm.items():  # the matmul reference, as rows of its own
             r = dict(method="mm", n2=n2, d=d, dtype=dt, **res)
             if res["status"] == "ok":
                 r["mm_tflops"] = 2 * n2 * n2 * d / (res["time_ms"] * 1e-3) / 1e12
-            writer.writerow([_csv(r.get(c)) for c, _, _ in COLUMNS] + [r.get("note") or ""])
+            writer.writerow([csv_value(r.get(c)) for c, _, _ in COLUMNS] + [r.get("note") or ""])
     plot(rows, mm, meta, f"{stem}.png")
     print(f"\nwrote {stem}.csv and {stem}.png")
 
@@ -492,29 +483,14 @@ def plot(rows, mm, meta, path):
 
 
 def metadata(args) -> dict:
-    if args.device == "cuda":
-        device = torch.cuda.get_device_name()
-    else:
-        cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-        model = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.M)
-        device = f"{model.group(1) if model else 'unknown CPU'} ({os.cpu_count()} cores, " \
-                 f"{torch.get_num_threads()} torch threads)"
+    device = device_name(args.device == "cuda")
     try:
         import triton
 
         triton_version = triton.__version__
     except ImportError:
         triton_version = "not installed"
-    repo = Path(__file__).resolve().parent
-
-    def git(*a):
-        return subprocess.run(["git", *a], cwd=repo, capture_output=True, text=True).stdout.strip()
-
-    try:
-        rev = git("rev-parse", "--short", "HEAD") or "unknown"
-        rev += "-dirty" if git("status", "--porcelain", "--untracked-files=no") else ""
-    except OSError:
-        rev = "unknown"
+    rev = git_rev()
     return {
         "device": device,
         "torch": torch.__version__,

@@ -13,7 +13,6 @@ output size. Prints a table, writes benchmarks/results/prepare_speed.csv and .pn
     python benchmarks/prepare_speed.py --workers 1 --sets generated
 """
 import argparse
-import csv
 import os
 import resource
 import shlex
@@ -23,11 +22,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from runinfo import REPO, device_name, git_rev, write_csv
 from timeclr.pipelines.prepare import prepare_tree
 
-REPO = Path(__file__).resolve().parent.parent
 REAL_CLIPS = REPO.parent / "shared" / "data" / "real-clips"
-sys.path.insert(0, str(REPO / "benchmarks"))
 
 
 def source_sets(names, workers):
@@ -80,20 +78,11 @@ def main():
                       f"CPU {r['cpu_s_per_video']:.2f} s/video, {r['kb_per_video']:.0f} kB/video "
                       f"(load {r['load_at_start']:.2f})", flush=True)
 
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")),
-                 "unknown CPU")
-    meta = {"device": f"{model} ({os.cpu_count()} cores)", "workers": args.workers,
+    meta = {"device": device_name(cuda=False), "workers": args.workers, "git": git_rev(),
             "command": "python " + shlex.join(sys.argv)}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    fields = list(rows[0])
-    with open(out / "prepare_speed.csv", "w", newline="") as f:
-        for k, v in meta.items():
-            f.write(f"# {k}: {v}\n")
-        writer = csv.DictWriter(f, fields)
-        writer.writeheader()
-        writer.writerows({k: f"{v:.4g}" if isinstance(v, float) else v for k, v in r.items()} for r in rows)
+    write_csv(out / "prepare_speed.csv", meta, list(rows[0]), rows)
 
     import matplotlib
 

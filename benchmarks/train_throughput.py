@@ -58,14 +58,11 @@ Writes ``benchmarks/results/train_throughput_<device>[_<tag>].csv`` (metadata as
 row per (mode, round), then one summary row per mode) and ``.png``, and prints the same numbers.
 """
 import argparse
-import csv
 import datetime
 import itertools
 import os
-import re
 import shlex
 import statistics
-import subprocess
 import sys
 import textwrap
 import time
@@ -73,6 +70,7 @@ from pathlib import Path
 
 import torch
 
+from runinfo import device_name, git_rev, print_table, wait_for_quiet, write_csv
 from timeclr import nt_xent
 from timeclr.config import load_config
 from timeclr.models import build_model
@@ -182,40 +180,11 @@ def window(next_views, step, steps, warmup, batch_size, device):
 # ---------------------------------------------------------------------------------------------
 
 
-def wait_for_quiet(max_load, max_wait):
-    """Wait (60 s at a time, at most ``max_wait`` s) for the 1-min load average to drop below
-    ``max_load``; returns (load at the first check, load when going on, seconds waited)."""
-    first = load = os.getloadavg()[0]
-    waited = 0
-    while load > max_load and waited < max_wait:
-        print(f"load average (1 min) {load:.2f} > {max_load}: waiting 60 s ({waited} s so far, "
-              f"at most {max_wait})", flush=True)
-        time.sleep(60)
-        waited += 60
-        load = os.getloadavg()[0]
-    if load > max_load:
-        print(f"load average still {load:.2f} after {waited} s: going on (timings will suffer)", flush=True)
-    return first, load, waited
-
-
 def metadata(args, cfg, model, load, n_videos):
     import nvidia.dali
 
-    if args.device == "cuda":
-        device = torch.cuda.get_device_name()
-    else:
-        cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-        name = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.M)
-        device = f"{name.group(1) if name else 'unknown CPU'} ({os.cpu_count()} cores)"
-
-    def git(*a):
-        return subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True).stdout.strip()
-
-    try:
-        rev = (git("rev-parse", "--short", "HEAD") or "unknown") + \
-              ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
-    except OSError:
-        rev = "unknown"
+    device = device_name(args.device == "cuda")
+    rev = git_rev()
     views = " + ".join(f"{v.kind} {v.frames}x{v.crop_size}²" for v in cfg.data.views)
     params = sum(p.numel() for p in model.parameters())
     return {
@@ -264,16 +233,6 @@ def summarise(rows):
     return out
 
 
-def _csv(v):
-    return "" if v is None else f"{v:.6g}" if isinstance(v, float) else v
-
-
-def print_table(header, cells):
-    widths = [max(len(x) for x in col) for col in zip(header, *cells)]
-    for line in [header, ["-" * w for w in widths], *cells]:
-        print("  ".join(x.rjust(w) for x, w in zip(line, widths)))
-
-
 def report(rows, summary, meta, args):
     print()
     for k, v in meta.items():
@@ -294,13 +253,7 @@ def report(rows, summary, meta, args):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = out / (f"train_throughput_{args.device}" + (f"_{args.tag}" if args.tag else ""))
-    with open(f"{stem}.csv", "w", newline="") as f:
-        for k, v in meta.items():
-            f.write(f"# {k}: {v}\n")
-        writer = csv.writer(f)
-        writer.writerow(COLUMNS)
-        for r in rows + summary:
-            writer.writerow([_csv(r.get(c)) for c in COLUMNS])
+    write_csv(f"{stem}.csv", meta, COLUMNS, rows + summary)
     plot(rows, summary, meta, f"{stem}.png")
     print(f"\nwrote {stem}.csv and {stem}.png")
 

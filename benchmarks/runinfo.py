@@ -1,0 +1,78 @@
+"""What every benchmark records about its run, and how it prints its table.
+
+Shared by the benchmark scripts in this folder (run as ``python benchmarks/<name>.py``, so this
+module imports as ``runinfo``): the machine's name, the git revision the numbers come from, a
+wait for a quiet machine, and the plain right-aligned table they all print.
+"""
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def device_name(cuda: bool) -> str:
+    """The GPU's name, or the CPU model with the core and torch thread counts."""
+    import torch
+
+    if cuda:
+        return torch.cuda.get_device_name()
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.M)
+    return f"{model.group(1) if model else 'unknown CPU'} ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
+
+
+def git_rev() -> str:
+    """Short hash of HEAD, with '-dirty' when tracked files differ from it."""
+    def git(*a):
+        return subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True).stdout.strip()
+
+    try:
+        rev = git("rev-parse", "--short", "HEAD") or "unknown"
+        return rev + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    except OSError:
+        return "unknown"
+
+
+def wait_for_quiet(max_load: float, max_wait: int):
+    """Wait (60 s at a time, at most ``max_wait`` s) for the 1-min load average to drop below
+    ``max_load``; returns (load at the first check, load when going on, seconds waited)."""
+    first = load = os.getloadavg()[0]
+    waited = 0
+    while load > max_load and waited < max_wait:
+        print(f"load average (1 min) {load:.2f} > {max_load}: waiting 60 s ({waited} s so far, "
+              f"at most {max_wait})", flush=True)
+        time.sleep(60)
+        waited += 60
+        load = os.getloadavg()[0]
+    if load > max_load:
+        print(f"load average still {load:.2f} after {waited} s: going on (timings will suffer)", flush=True)
+    return first, load, waited
+
+
+def csv_value(v):
+    """A CSV cell: '' for None, 6 significant digits for floats."""
+    return "" if v is None else f"{v:.6g}" if isinstance(v, float) else v
+
+
+def print_table(header, cells):
+    """Print rows of strings under ``header``, right-aligned."""
+    widths = [max(len(x) for x in col) for col in zip(header, *cells)]
+    for line in [header, ["-" * w for w in widths], *cells]:
+        print("  ".join(x.rjust(w) for x, w in zip(line, widths)))
+
+
+def write_csv(path, meta: dict, columns: list, rows: list):
+    """``meta`` as '# key: value' lines, then a header and one line per row dict (missing keys
+    blank): how every benchmark's CSV starts, so the numbers always carry their machine and command."""
+    import csv
+
+    with open(path, "w", newline="") as f:
+        for k, v in meta.items():
+            f.write(f"# {k}: {v}\n")
+        writer = csv.writer(f)
+        writer.writerow(columns)
+        for r in rows:
+            writer.writerow([csv_value(r.get(c)) for c in columns])
