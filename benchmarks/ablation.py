@@ -212,9 +212,8 @@ def device():
 
 
 def load_trained(cfg, path):
-    """The trained model of a run's checkpoint. Not ``timeclr.evaluate.load_encoder``: that one
-    rejects checkpoints saved before ``model.norm`` existed (their saved model config lacks the
-    key); ``check_same_run`` has already compared the run's config with the one asked for."""
+    """The trained model of a run's checkpoint, loaded directly: ``check_same_run`` has already
+    compared the run's config with the one asked for."""
     ckpt = torch.load(path, map_location=device(), weights_only=False)
     model = build_model(cfg.model).to(device())
     model.load_state_dict(ckpt["model"])
