@@ -16,6 +16,13 @@ Interval selection (sequence structure)
     uniformly from every start that fits; in eval mode s is the first configured stride and the
     interval is centred.
 
+Clip k of C (eval mode, multi-view testing)
+    Testing averages C deterministic clips spread uniformly over the video. Clip k uses the
+    fraction u = (k + 1/2)/C where eval mode otherwise uses 1/2: the frame of segment k is
+    ``b_k + floor(u·(b_{k+1} − b_k))`` and the interval starts at ``floor(u·free)``, with
+    ``free = n − span`` the spare frames (computed in integers: ``(2k+1)·L // (2C)``). C = 1 is
+    the centre selection above, unchanged; train mode ignores k and C.
+
 Short videos (stated policy, never an error)
     - segment: with num_frames < K some segments are empty and take the frame at their start,
       so frames repeat (still in order): n=3, K=6 gives [0, 0, 1, 1, 2, 2].
@@ -36,18 +43,29 @@ def _check(num_frames: int, count: int, what: str):
         raise ValueError(f"{what} must be >= 1, got {count}")
 
 
-def segment_indices(num_frames: int, num_segments: int, train: bool, rng: np.random.Generator | None = None):
-    """One frame from each of ``num_segments`` equal segments of the video (see module docstring)."""
+def _check_clip(clip: int, clips: int):
+    if clips < 1 or not 0 <= clip < clips:
+        raise ValueError(f"clip must be in [0, clips) with clips >= 1, got clip={clip}, clips={clips}")
+
+
+def segment_indices(num_frames: int, num_segments: int, train: bool, rng: np.random.Generator | None = None,
+                    clip: int = 0, clips: int = 1):
+    """One frame from each of ``num_segments`` equal segments of the video (see module docstring);
+    in eval mode, clip ``clip`` of ``clips`` (the default 0 of 1: segment centres)."""
     _check(num_frames, num_segments, "num_segments")
     bounds = np.arange(num_segments + 1, dtype=np.int64) * num_frames // num_segments  # b_0 .. b_K
-    u = rng.random(num_segments) if train else np.full(num_segments, 0.5)
-    idx = bounds[:-1] + np.floor(u * np.diff(bounds)).astype(np.int64)
+    if train:
+        idx = bounds[:-1] + np.floor(rng.random(num_segments) * np.diff(bounds)).astype(np.int64)
+    else:
+        _check_clip(clip, clips)
+        idx = bounds[:-1] + (2 * clip + 1) * np.diff(bounds) // (2 * clips)  # floor(u·L), u = (k + 1/2)/C
     return np.minimum(idx, num_frames - 1)
 
 
 def interval_indices(num_frames: int, num_frames_out: int, strides, train: bool,
-                     rng: np.random.Generator | None = None):
-    """``num_frames_out`` frames at a fixed stride from a random (train) or centred (eval) start."""
+                     rng: np.random.Generator | None = None, clip: int = 0, clips: int = 1):
+    """``num_frames_out`` frames at a fixed stride from a random (train) or centred (eval) start;
+    in eval mode, clip ``clip`` of ``clips`` starts are spread uniformly (0 of 1: centred)."""
     _check(num_frames, num_frames_out, "num_frames_out")
     strides = [int(s) for s in np.atleast_1d(strides)]
     if not strides or min(strides) < 1:
@@ -57,16 +75,22 @@ def interval_indices(num_frames: int, num_frames_out: int, strides, train: bool,
         stride = max(1, min(stride, (num_frames - 1) // (num_frames_out - 1)))
     span = (num_frames_out - 1) * stride + 1
     free = max(0, num_frames - span)  # number of extra start positions
-    start = int(rng.integers(free + 1)) if train else free // 2
+    if train:
+        start = int(rng.integers(free + 1))
+    else:
+        _check_clip(clip, clips)
+        start = (2 * clip + 1) * free // (2 * clips)  # floor(u·free), u = (k + 1/2)/C; C = 1: free // 2
     idx = start + stride * np.arange(num_frames_out, dtype=np.int64)
     return np.minimum(idx, num_frames - 1)
 
 
 def view_indices(view, num_frames: int, train: bool, rng: np.random.Generator | None = None):
     """Indices for one view described by a config node/dict with ``kind`` 'segment' or 'interval',
-    ``frames`` (K or T) and, for intervals, ``strides``."""
+    ``frames`` (K or T), for intervals ``strides``, and optionally ``clip`` / ``clips`` (eval mode:
+    clip k of C; absent: 0 of 1)."""
+    clip = {"clip": view.get("clip", 0), "clips": view.get("clips", 1)}
     if view["kind"] == "segment":
-        return segment_indices(num_frames, view["frames"], train, rng)
+        return segment_indices(num_frames, view["frames"], train, rng, **clip)
     if view["kind"] == "interval":
-        return interval_indices(num_frames, view["frames"], view["strides"], train, rng)
+        return interval_indices(num_frames, view["frames"], view["strides"], train, rng, **clip)
     raise ValueError(f"view kind must be 'segment' or 'interval', got {view['kind']!r}")

@@ -16,6 +16,15 @@ seek, so without this a frame near the end costs the whole video). The DALI grap
 
 and ``VideoLoader`` hands the batches over as torch tensors on the pipeline's device.
 
+Eval mode (``data.train=false``) is deterministic: each view shows its centred clip, the short side
+resized to ``data.short_side`` and the centre cropped. Multi-view testing asks for more views of
+the same video: a view's ``clip``/``clips`` pick clip k of C (``frame_selection``) and its
+``crop``/``crops`` (crops > 1) a square crop along the frame's long side, left/top first. The source
+computes that crop as a box relative to the frame (``eval_crop_box``: it knows each video's
+orientation) and hands it over in the view's parameter slots [0:4], where training puts its random
+crop; the graph resizes the box to the crop size, the same op as training's random resized crop.
+All views of a video still come from one decode of the union of their frames.
+
 One decode call per video matters: each call demuxes and indexes the file, and two views' frames
 often share keyframes (measured while planning: 7.7 clips/s with one call per view, 11.5 with one
 call on the union, 2 threads, VP9).
@@ -75,7 +84,7 @@ class ClipSource:
     """
 
     def __init__(self, videos, views, train, seed, batch_size, shard_id=0, num_shards=1, drop_last=False,
-                 start=0, skip=None, on_skip=None, trim_gops=True):
+                 start=0, skip=None, on_skip=None, trim_gops=True, short_side=None):
         if not videos:
             raise ValueError("no videos to read: the manifest is empty")
         from omegaconf import OmegaConf
@@ -83,7 +92,7 @@ class ClipSource:
         # plain dicts: omegaconf's item access cost more than the rest of a call here (0.7 -> 0.4 ms)
         views = [OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v for v in views]
         self.videos, self.views, self.train, self.seed = videos, views, train, seed
-        self.trim_gops = trim_gops
+        self.trim_gops, self.short_side = trim_gops, short_side  # short_side: for test crops (eval mode)
         self.layouts = gop.LayoutCache()
         self.shard_id, self.num_shards, self.start = shard_id, num_shards, start
         n = len(videos)
@@ -120,6 +129,17 @@ class ClipSource:
         height, width = self.videos[index].size()
         rng = np.random.default_rng([self.seed, epoch, index, 1])  # independent of the frame draws
         return np.stack([augment.view_params(v, height, width, rng) for v in self.views])
+
+    def eval_params(self, index: int) -> np.ndarray:
+        """(V, augment.PARAMS) parameters in eval mode: identity, except the crop box of a view
+        with test crops (``crops`` > 1), which ``eval_crop_box`` places along the long side."""
+        params = np.tile(augment.IDENTITY, (len(self.views), 1))
+        for v, view in enumerate(self.views):
+            if view.get("crops", 1) > 1:
+                height, width = self.videos[index].size()
+                params[v, 0:4] = eval_crop_box(height, width, self.short_side, view["crop_size"], view["crop"],
+                                               view["crops"])
+        return params
 
     def mark_bad(self, index: int, reason: str):
         if index not in self.skip:
@@ -163,9 +183,27 @@ class ClipSource:
             trimmed = gop.trim_to_gops(data, decode, video.num_frames, self.layouts(video.path, data))
             if trimmed is not None:  # only the GOPs the views need, frames renumbered to match
                 data, decode = trimmed
-        params = self.params(index, epoch) if self.train else np.tile(augment.IDENTITY, (len(self.views), 1))
+        params = self.params(index, epoch) if self.train else self.eval_params(index)
         return (data, frames, decode, where.astype(np.int32).reshape(-1), params,
                 np.int64(video.label), np.int64(-1 if padding else index))
+
+
+def eval_crop_box(height: int, width: int, short_side: int, crop_size: int, crop: int, crops: int) -> np.ndarray:
+    """(y0, x0, y1, x1) relative to a ``height`` x ``width`` frame: the square that crop ``crop`` of
+    ``crops`` covers when the short side is resized to ``short_side`` and ``crop_size`` squares are
+    taken along the long side (landscape or square: left to right; portrait: top to bottom),
+    evenly spaced from one end to the other, centred across. ``crops`` = 1 is the centre crop."""
+    if not 0 <= crop < crops:
+        raise ValueError(f"crop must be in [0, crops), got crop={crop}, crops={crops}")
+    if crop_size > short_side:
+        raise ValueError(f"test crops need crop_size <= short_side, got {crop_size} > {short_side}")
+    side = crop_size * min(height, width) / short_side  # the crop's side in frame pixels
+    along = crop / (crops - 1) if crops > 1 else 0.5  # 0: left/top, 1: right/bottom
+    if width >= height:
+        y0, x0 = (height - side) / 2, along * (width - side)
+    else:
+        y0, x0 = along * (height - side), (width - side) / 2
+    return np.array([y0 / height, x0 / width, (y0 + side) / height, (x0 + side) / width], np.float32)
 
 
 def read_videos(manifest) -> list[Video]:
@@ -193,6 +231,9 @@ def _view_graph(frames, params, view, data, random_aug, uint8):
                                     hue=params[8])
         if view.blur_prob > 0:  # sigma 1e-3 makes a 1-pixel window: no blur when params[9] is 0
             frames = fn.gaussian_blur(frames, sigma=fn.cast(params[9], dtype=types.FLOAT) + 1e-3)
+        crop = None
+    elif not data.train and view.get("crops", 1) > 1:  # a test crop: the box ClipSource placed, resized
+        frames = fn.resize(frames, size=[size, size], roi_start=params[0:2], roi_end=params[2:4], roi_relative=True)
         crop = None
     else:
         frames = fn.resize(frames, resize_shorter=data.short_side)
@@ -264,7 +305,8 @@ class VideoLoader:
     Each batch is a dict: ``views`` (list of V tensors, (B, C, T, H, W) float, or (B, T, H, W, C)
     uint8 with ``uint8=True``), ``label`` (B,), ``index`` (B,) rows of the manifest and ``frames``
     (list of V (B, T) int tensors: the frame indices each view shows) and ``params`` ((B, V, P):
-    each view's augmentation parameters, layout in ``augment``; identity when not augmenting).
+    each view's augmentation parameters, layout in ``augment``; identity when not augmenting, but
+    for a test crop's box in eval mode).
 
     ``state_dict()`` / ``load_state_dict()`` give the reader's position, for resuming a run.
     """
@@ -287,7 +329,7 @@ class VideoLoader:
         d = self.data
         return ClipSource(self.videos, list(d.views), d.train, d.seed, d.batch_size, self.shard_id, self.num_shards,
                           d.drop_last, start=start, skip=skip, on_skip=self._log_skip,
-                          trim_gops=d.trim_gops and d.device == "cpu")
+                          trim_gops=d.trim_gops and d.device == "cpu", short_side=d.short_side)
 
     def _log_skip(self, index, reason):
         path = self.videos[index].path

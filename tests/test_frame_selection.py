@@ -1,4 +1,6 @@
 """Segment and interval selection: the documented semantics, checked on many random videos."""
+import math
+
 import numpy as np
 import pytest
 
@@ -74,3 +76,52 @@ def test_view_indices_and_bad_arguments():
         segment_indices(0, 4, False)
     with pytest.raises(ValueError, match="strides"):
         interval_indices(10, 4, [0], False)
+
+
+def test_clip_k_of_c_against_the_closed_form():
+    """Eval clip k of C: fraction u = (k + 1/2)/C where eval otherwise takes 1/2, i.e. segment k's
+    frame b_k + floor(u·L_k) and the interval start floor(u·free), computed here in exact rationals."""
+    from fractions import Fraction
+
+    rng = np.random.default_rng(5)
+    for _ in range(2000):
+        n, k_seg, t = int(rng.integers(1, 400)), int(rng.integers(1, 17)), int(rng.integers(1, 17))
+        clips = int(rng.integers(1, 12))
+        stride = int(rng.integers(1, 5))
+        bounds = [s * n // k_seg for s in range(k_seg + 1)]
+        stride_fit = max(1, min(stride, (n - 1) // (t - 1))) if t > 1 else stride
+        free = max(0, n - ((t - 1) * stride_fit + 1))
+        starts = []
+        for clip in range(clips):
+            u = Fraction(2 * clip + 1, 2 * clips)
+            want = [min(b + math.floor(u * (e - b)), n - 1) for b, e in zip(bounds[:-1], bounds[1:])]
+            got = segment_indices(n, k_seg, False, clip=clip, clips=clips).tolist()
+            assert got == want, f"n={n} K={k_seg} clip {clip}/{clips}: {got}, closed form {want}"
+            idx = interval_indices(n, t, [stride], False, clip=clip, clips=clips)
+            start = math.floor(u * free)
+            want = [min(start + j * stride_fit, n - 1) for j in range(t)]
+            assert idx.tolist() == want, f"n={n} T={t} s={stride} clip {clip}/{clips}: {idx.tolist()}, closed form {want}"
+            starts.append(start)
+        assert starts == sorted(starts) and starts[-1] <= free, f"n={n} T={t}: starts {starts} not spread in [0, {free}]"
+
+
+def test_one_clip_is_the_default_eval_selection_and_train_ignores_clips():
+    rng = np.random.default_rng(6)
+    for _ in range(500):
+        n, k = int(rng.integers(1, 300)), int(rng.integers(1, 17))
+        assert segment_indices(n, k, False, clip=0, clips=1).tolist() == segment_indices(n, k, False).tolist()
+        assert interval_indices(n, k, [3, 1], False, clip=0, clips=1).tolist() == \
+            interval_indices(n, k, [3, 1], False).tolist()
+    # spread over the video: 4 clips of a 16-frame interval in 100 frames (free = 84) start at 10, 31, 52, 73
+    view = {"kind": "interval", "frames": 16, "strides": [1], "clips": 4}
+    assert [int(view_indices({**view, "clip": c}, 100, False)[0]) for c in range(4)] == [10, 31, 52, 73]
+    # segments of 4 frames, 4 clips: offsets 0, 1, 2, 3 within each segment
+    assert [segment_indices(32, 8, False, clip=c, clips=4).tolist()[:2] for c in range(4)] == \
+        [[0, 4], [1, 5], [2, 6], [3, 7]]
+    a = view_indices({"kind": "segment", "frames": 8, "clip": 3, "clips": 4}, 50, True, np.random.default_rng(7))
+    b = view_indices({"kind": "segment", "frames": 8}, 50, True, np.random.default_rng(7))
+    assert a.tolist() == b.tolist(), "train mode must ignore the clip index"
+    with pytest.raises(ValueError, match="clip"):
+        segment_indices(50, 8, False, clip=4, clips=4)
+    with pytest.raises(ValueError, match="clip"):
+        interval_indices(50, 8, [1], False, clip=0, clips=0)

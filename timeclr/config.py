@@ -29,6 +29,13 @@ class ViewConfig:
     grayscale_prob: float = 0.2
     blur_prob: float = 0.0  # Gaussian blur with this probability (0 leaves the op out)
     blur_sigma: list[float] = field(default_factory=lambda: [0.1, 2.0])
+    # Multi-view testing (eval mode only; timeclr.finetune sets these): the view is temporal clip
+    # `clip` of `clips` spread uniformly over the video (pipelines/frame_selection.py) and spatial
+    # crop `crop` of `crops` along the long side, first = left/top. 0 of 1: the centred clip and crop.
+    clip: int = 0
+    clips: int = 1
+    crop: int = 0
+    crops: int = 1
 
 
 @dataclass
@@ -93,6 +100,27 @@ class EvalConfig:
 
 
 @dataclass
+class FinetuneConfig:
+    """Supervised fine-tuning (``python -m timeclr.finetune``): the backbone plus a linear classifier,
+    trained on one labelled view of each video. The schedule and optimizer are ``train``'s keys
+    (epochs, optimizer, lr, warmup_steps, ...), the test split is ``eval.test_manifest``."""
+
+    view: int = 0  # which of data.views the training clips follow, and the test clips in eval mode
+    num_classes: int = 0  # 0: the length of the train manifest's class list (NAME.classes.txt)
+    # learning rates: the classifier gets train.lr, the backbone train.lr * backbone_lr; with
+    # layer_decay < 1 stage i of the backbone's S stages (input side first) gets a further
+    # layer_decay ** (S - i), so the stem moves least
+    backbone_lr: float = 1.0
+    layer_decay: float = 1.0
+    label_smoothing: float = 0.0
+    dropout: float = 0.0  # on the pooled features, before the classifier
+    # testing: test_clips clips uniformly over each video x test_crops crops along its long side,
+    # softmax averaged over the views (1 x 1: the centred clip and crop)
+    test_clips: int = 10
+    test_crops: int = 3
+
+
+@dataclass
 class SyntheticConfig:
     """The embedded motion dataset (timeclr.synthetic), generated under data.root if absent."""
 
@@ -106,11 +134,12 @@ class SyntheticConfig:
 @dataclass
 class Config:
     out_dir: str = "runs/debug"
-    checkpoint: str = ""  # timeclr.evaluate: a checkpoint path, or 'random' for an untrained encoder
+    checkpoint: str = ""  # timeclr.evaluate / finetune: a checkpoint path, or 'random' for an untrained encoder
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
 

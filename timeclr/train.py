@@ -69,12 +69,15 @@ class LARS(torch.optim.Optimizer):
                 p.add_(buf, alpha=-group["lr"])
 
 
-def build_optimizer(model, cfg):
+def build_optimizer(model, cfg, params=None):
+    """``cfg.optimizer`` over ``model``'s parameters, or over ``params`` (param groups with their own
+    lr, as fine-tuning's per-layer learning rates) when given."""
+    params = model.parameters() if params is None else params
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    return LARS(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return LARS(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -98,7 +101,7 @@ def load_checkpoint(path, map_location="cpu"):
 # ---------------------------------------------------------------------------------------------
 
 
-def plot_loss(metrics_path, png_path):
+def plot_loss(metrics_path, png_path, ylabel="NT-Xent loss"):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -116,7 +119,7 @@ def plot_loss(metrics_path, png_path):
         ax.plot(steps, smooth, lw=1.5, label=f"mean of {w} steps")
     ax.legend()
     ax.set_xlabel("step")
-    ax.set_ylabel("NT-Xent loss")
+    ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(png_path, dpi=100)
@@ -140,15 +143,13 @@ def prepare_synthetic(cfg, rank):
 
 
 # ---------------------------------------------------------------------------------------------
-# the training run
+# run set-up and resume, shared with timeclr.finetune
 # ---------------------------------------------------------------------------------------------
 
 
-def train(cfg) -> dict:
-    """Pretrain (or resume) according to ``cfg``; returns the evaluation results, if any."""
-    if not cfg.synthetic.enabled:  # a dataset not set up yet is the likeliest first error: say how
-        require_manifest(cfg.data.manifest, cfg.data)
-    # -- distributed set-up: torchrun sets WORLD_SIZE / RANK / LOCAL_RANK
+def setup_distributed(cfg):
+    """(world size, rank, device): joins the process group under torchrun (which sets WORLD_SIZE /
+    RANK / LOCAL_RANK) and makes every rank's batches full and equal, or the collectives hang."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
@@ -161,7 +162,44 @@ def train(cfg) -> dict:
     if cfg.data.device == "gpu" and device.type != "cuda":
         raise ConfigError("data.device=gpu but torch sees no CUDA device; use data.device=cpu")
     if world > 1:
-        cfg.data.drop_last = True  # equal full batches on every rank, or the collectives hang
+        cfg.data.drop_last = True
+    return world, rank, device
+
+
+def resume(cfg, model, optimizer, loader, device, rank, total_steps) -> int:
+    """The step to go on from: the run directory's checkpoint restores model, optimizer and the
+    reader's position (0 without one). ``metrics.jsonl`` is made to match: removed for a fresh run,
+    cut back to the checkpoint's step for a resumed one."""
+    ckpt_path = os.path.join(cfg.out_dir, CHECKPOINT)
+    metrics_path = os.path.join(cfg.out_dir, "metrics.jsonl")
+    step = 0
+    if os.path.exists(ckpt_path):
+        ckpt = load_checkpoint(ckpt_path, map_location=device)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        loader.load_state_dict(ckpt["loader"])
+        step = ckpt["step"]
+        if rank == 0:
+            print(f"resuming {cfg.out_dir} at step {step}/{total_steps}")
+    if rank == 0 and step == 0 and os.path.exists(metrics_path):
+        os.remove(metrics_path)  # a fresh run: no stale metrics from an older one
+    if rank == 0 and step > 0:  # drop log lines written after the checkpoint we resume from
+        kept = [line for line in open(metrics_path) if json.loads(line)["step"] <= step]
+        open(metrics_path, "w").writelines(kept)
+    return step
+
+
+# ---------------------------------------------------------------------------------------------
+# the training run
+# ---------------------------------------------------------------------------------------------
+
+
+def train(cfg) -> dict:
+    """Pretrain (or resume) according to ``cfg``; returns the evaluation results, if any."""
+    if not cfg.synthetic.enabled:  # a dataset not set up yet is the likeliest first error: say how
+        require_manifest(cfg.data.manifest, cfg.data)
+    # -- distributed set-up: torchrun sets WORLD_SIZE / RANK / LOCAL_RANK
+    world, rank, device = setup_distributed(cfg)
 
     # -- data
     if cfg.synthetic.enabled:
@@ -185,20 +223,7 @@ def train(cfg) -> dict:
     total_steps = cfg.train.epochs * len(loader)
 
     # -- resume: the same command continues from the last checkpoint
-    step = 0
-    if os.path.exists(ckpt_path):
-        ckpt = load_checkpoint(ckpt_path, map_location=device)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        loader.load_state_dict(ckpt["loader"])
-        step = ckpt["step"]
-        if rank == 0:
-            print(f"resuming {cfg.out_dir} at step {step}/{total_steps}")
-    if rank == 0 and step == 0 and os.path.exists(metrics_path):
-        os.remove(metrics_path)  # a fresh run: no stale metrics from an older one
-    if rank == 0 and step > 0:  # drop log lines written after the checkpoint we resume from
-        kept = [line for line in open(metrics_path) if json.loads(line)["step"] <= step]
-        open(metrics_path, "w").writelines(kept)
+    step = resume(cfg, model, optimizer, loader, device, rank, total_steps)
     net = DDP(model) if world > 1 else model
 
     # -- loop

@@ -1,0 +1,350 @@
+"""Synthetic check of fine-tuning: does a TimeCLR-pretrained encoder fine-tune to a better classifier
+than the same network from random initialisation, with the same budget?
+
+What runs
+---------
+1. Pretraining: the checkpoint of ``python -m timeclr.train pipelines/synthetic.yaml`` (the
+   README's main command, ``runs/synthetic/checkpoint.pt``). A finished run there, made with that
+   config's model / train / views, is reused; otherwise it is trained (or resumed) there, with the
+   evaluation the command always does (about 3-4 minutes on 2 idle cores).
+2. Fine-tuning, ``pipelines/synthetic_finetune.yaml`` (``timeclr.finetune``), from that checkpoint
+   and from random initialisation, for each budget of ``--epochs`` (default: half the config's
+   epochs and the config's: whether pretraining helps depends on how long the classifier trains),
+   ``--seeds`` seeds each: seed k sets ``train.seed`` and
+   ``data.seed`` (classifier initialisation, shuffling, frame positions, crops, dropout masks; for
+   random init also the backbone, ``train.seed + 1`` as in ``timeclr.evaluate.random_model``).
+   Everything else, budget included, is the config's. One pretraining run serves every seed, so
+   the spread over seeds is the fine-tuning's, not the pretraining's.
+3. Testing: each run's multi-view test on the synthetic test split (``finetune.test_clips`` clips x
+   ``finetune.test_crops`` crops, softmax averaged): top-1, top-5, mean per-class accuracy, and the
+   mean top-1 of a single view.
+
+Runs live in ``runs/finetune_synthetic/<init>-seed<k>`` (``-e<N>`` with ``--epochs``). A run whose
+``finetune.json`` exists and whose saved config matches is reused; an interrupted one resumes
+(``timeclr.finetune`` does that), so the script can be stopped and rerun.
+
+How to run
+----------
+    python benchmarks/finetune_synthetic.py               # 2 inits x 2 budgets x 3 seeds: 3 min 48 s on 2 cores
+                                                          # (+ ~3 min of pretraining when runs/synthetic has none)
+    python benchmarks/finetune_synthetic.py --seeds 1 --epochs 3 --tag smoke    # a smoke run
+
+Writes ``benchmarks/results/finetune_synthetic[_<tag>].csv`` (metadata as '#' lines: machine,
+command, git revision, versions, load; one row per run, then mean and sample std per init) and
+``.png`` (bars: mean ± std, dots: the seeds), and prints both tables.
+"""
+import argparse
+import csv
+import datetime
+import gc
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from timeclr.config import Config, load_config
+from timeclr.finetune import RESULTS, finetune
+from timeclr.pipelines.video import VideoLoader, read_videos
+from timeclr.train import CHECKPOINT, load_checkpoint, prepare_synthetic, train
+
+REPO = Path(__file__).resolve().parent.parent
+INITS = {"pretrained": "TimeCLR-pretrained (synthetic.yaml)", "random": "random init (same network)"}
+METRICS = [("top1", "top-1"), ("top5", "top-5"), ("mean_class_accuracy", "mean class"),
+           ("single_view_top1", "1-view top-1")]
+
+
+# ---------------------------------------------------------------------------------------------
+# configs and the comparison of a saved run with the one asked for
+# ---------------------------------------------------------------------------------------------
+
+
+def absolute(cfg):
+    """Paths relative to the repository made absolute, so the script runs from any folder."""
+    for key in ("out_dir", "data.root"):
+        value = OmegaConf.select(cfg, key)
+        if value and not os.path.isabs(value):
+            OmegaConf.update(cfg, key, str(REPO / value))
+    return cfg
+
+
+def comparable(cfg, keys):
+    """The values of ``keys`` in ``cfg`` (a config or a saved dict), after filling in the schema's
+    defaults, so a run saved before a key existed still compares equal."""
+    plain = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else cfg
+    cfg = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.create(plain))
+    out = {}
+    for key in keys:
+        value = OmegaConf.select(cfg, key)
+        out[key] = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+    return out
+
+
+PRETRAIN_KEYS = ("model", "train", "data.views", "data.batch_size", "data.seed", "data.short_side", "synthetic")
+FINETUNE_KEYS = ("model", "train", "finetune", "data.views", "data.batch_size", "data.seed", "data.short_side",
+                 "eval.batch_size", "synthetic")
+
+
+def differences(saved, wanted, keys) -> list[str]:
+    a, b = comparable(saved, keys), comparable(wanted, keys)
+    return [f"{k}:\n  saved: {a[k]}\n  asked: {b[k]}" for k in keys if a[k] != b[k]]
+
+
+# ---------------------------------------------------------------------------------------------
+# runs
+# ---------------------------------------------------------------------------------------------
+
+
+def pretrained_checkpoint(args) -> Path:
+    """The pretraining checkpoint: reused when finished with the config's recipe, else trained."""
+    cfg = absolute(load_config(args.pretrain_config, [f"out_dir={args.pretrain_dir}"]))
+    path = Path(cfg.out_dir) / CHECKPOINT
+    if path.exists():
+        ckpt = load_checkpoint(path)
+        diff = differences(ckpt["config"], cfg, PRETRAIN_KEYS)
+        if diff:
+            raise SystemExit(f"finetune_synthetic: {path} was pretrained with another config than "
+                             f"{args.pretrain_config}:\n" + "\n".join(diff) + "\nuse --pretrain-dir elsewhere")
+        prepare_synthetic(cfg, rank=0)
+        total = cfg.train.epochs * len(VideoLoader(cfg.data, read_videos(cfg.data.manifest)))
+        if ckpt["step"] == total:
+            print(f"pretraining: reusing {path} (step {total}/{total})", flush=True)
+            return path
+        print(f"pretraining: {path} stopped at step {ckpt['step']}/{total}: resuming", flush=True)
+    t0 = time.perf_counter()
+    print(f"pretraining: python -m timeclr.train {args.pretrain_config} out_dir={cfg.out_dir}", flush=True)
+    train(cfg)
+    print(f"pretraining took {time.perf_counter() - t0:.0f} s", flush=True)
+    gc.collect()
+    return path
+
+
+def run_dir(args, init, seed, epochs, default_epochs):
+    return Path(args.out_root) / (f"{init}-seed{seed}" + ("" if epochs == default_epochs else f"-e{epochs}"))
+
+
+def run_one(args, init, seed, epochs, checkpoint, default_epochs):
+    """Fine-tune (or reuse / resume) one run and test it; returns its row."""
+    out_dir = run_dir(args, init, seed, epochs, default_epochs)
+    cfg = absolute(load_config(args.config, [f"out_dir={out_dir}", f"train.seed={seed}", f"data.seed={seed}",
+                                             f"train.epochs={epochs}",
+                                             f"checkpoint={checkpoint if init == 'pretrained' else 'random'}"]))
+    row = dict(kind="run", init=init, seed=seed, epochs=epochs, out_dir=os.path.relpath(out_dir, REPO))
+    saved = out_dir / "config.yaml"
+    if saved.exists():
+        diff = differences(OmegaConf.load(saved), cfg, FINETUNE_KEYS)
+        if diff:
+            raise SystemExit(f"finetune_synthetic: {out_dir} holds a run with another config:\n" + "\n".join(diff) +
+                             "\ndelete the folder (or use --out-root) to start it afresh")
+        if (out_dir / RESULTS).exists():
+            done = json.loads((out_dir / RESULTS).read_text())
+            print(f"[{init} seed {seed}] done before: {out_dir / RESULTS}", flush=True)
+            return finish(row, done, out_dir, status="reused")
+    resumed = (out_dir / CHECKPOINT).exists()
+    load_start = os.getloadavg()[0]
+    print(f"\n[{init} seed {seed}] fine-tuning {epochs} epochs in {out_dir} (load {load_start:.2f})", flush=True)
+    t0 = time.perf_counter()
+    results = finetune(cfg)
+    results["seconds"] = round(time.perf_counter() - t0, 1)  # training and test, this invocation
+    results["load_start"], results["load_end"] = round(load_start, 2), round(os.getloadavg()[0], 2)
+    results["resumed"] = resumed
+    (out_dir / RESULTS).write_text(json.dumps(results, indent=2))
+    gc.collect()  # the run's DALI pipelines and their threads
+    return finish(row, results, out_dir, status="resumed" if resumed else "ok")
+
+
+def finish(row, done, out_dir, status):
+    metrics = [json.loads(line) for line in open(out_dir / "metrics.jsonl")]
+    last_epoch = [m["loss"] for m in metrics if m["epoch"] == metrics[-1]["epoch"]]
+    row.update({k: done[k] for k, _ in METRICS})
+    row.update(status=status + ("+resumed" if status == "reused" and done.get("resumed") else ""),
+               seconds=done.get("seconds"), test_seconds=done.get("test_seconds"),
+               clips_per_s=statistics.median(m["clips_per_s"] for m in metrics),
+               final_loss=statistics.fmean(last_epoch), load_start=done.get("load_start"),
+               load_end=done.get("load_end"))
+    return row
+
+
+def summarise(rows):
+    """Mean and sample std over the seeds, one row per (budget, init)."""
+    out = []
+    for epochs in dict.fromkeys(r["epochs"] for r in rows):
+        for init in INITS:
+            runs = [r for r in rows if r["init"] == init and r["epochs"] == epochs]
+            if not runs:
+                continue
+            s = dict(kind="summary", init=init, seed="", epochs=epochs, n=len(runs), status="")
+            for key in [k for k, _ in METRICS] + ["seconds", "clips_per_s", "final_loss"]:
+                values = [r[key] for r in runs if r.get(key) is not None]
+                if values:
+                    s[key] = statistics.fmean(values)
+                    s[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+            out.append(s)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# metadata, report
+# ---------------------------------------------------------------------------------------------
+
+
+def git_rev():
+    def git(*a):
+        return subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True).stdout.strip()
+
+    try:
+        rev = git("rev-parse", "--short", "HEAD") or "unknown"
+        return rev + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    except OSError:
+        return "unknown"
+
+
+def machine():
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    model = "unknown CPU"
+    if os.path.exists("/proc/cpuinfo"):
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return f"{model} ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
+
+
+def metadata(args, cfg, checkpoint, load_start, wall):
+    import nvidia.dali
+
+    view = cfg.data.views[cfg.finetune.view]
+    ft = cfg.finetune
+    return {
+        "machine": machine(),
+        "command": "python " + shlex.join(sys.argv),
+        "git": git_rev(),
+        "torch": torch.__version__,
+        "DALI": nvidia.dali.__version__,
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "config": args.config,
+        "pretrained checkpoint": os.path.relpath(checkpoint, REPO),
+        "budget": f"{' or '.join(map(str, args.epochs))} epochs x {cfg.data.batch_size} clips/batch, "
+                  f"{cfg.model.backbone} backbone, {cfg.train.optimizer} lr {cfg.train.lr:g} "
+                  f"(backbone x{ft.backbone_lr:g}, layer decay {ft.layer_decay:g}), dropout {ft.dropout:g}, "
+                  f"label smoothing {ft.label_smoothing:g}",
+        "train view": f"{view.kind} {view.frames} frames, random resized crop {view.crop_size} scale "
+                      f"{list(view.scale)}, flip {view.flip_prob:g}",
+        "test": f"{ft.test_clips} clips x {ft.test_crops} crops, softmax averaged, synthetic test split",
+        "seeds": ", ".join(map(str, range(args.seeds))),
+        "load avg (1 min) at start": f"{load_start:.2f}",
+        "wall time (s)": f"{wall:.0f}",
+    }
+
+
+COLUMNS = ["kind", "init", "seed", "epochs", "n", "status"] + \
+    [c for k, _ in METRICS for c in (k, f"{k}_std")] + \
+    ["seconds", "seconds_std", "clips_per_s", "clips_per_s_std", "final_loss", "final_loss_std", "test_seconds",
+     "load_start", "load_end", "out_dir"]
+
+
+def _csv(v):
+    return "" if v is None else f"{v:.6g}" if isinstance(v, float) else v
+
+
+def print_table(header, cells):
+    widths = [max(len(x) for x in col) for col in zip(header, *cells)]
+    for line in [header, ["-" * w for w in widths], *cells]:
+        print("  ".join(x.rjust(w) for x, w in zip(line, widths)))
+
+
+def report(rows, summary, meta, args):
+    print()
+    for k, v in meta.items():
+        print(f"# {k}: {v}")
+    print("\nruns:")
+    print_table(["init", "seed", "epochs", "status", *[h for _, h in METRICS], "s", "clips/s", "last loss"],
+                [[r["init"], str(r["seed"]), str(r["epochs"]), r["status"], *[f"{r[k]:.1f}" for k, _ in METRICS],
+                  "-" if r.get("seconds") is None else f"{r['seconds']:.0f}", f"{r['clips_per_s']:.0f}",
+                  f"{r['final_loss']:.3f}"] for r in rows])
+    print("\nmean ± std over seeds (%, synthetic test split):")
+    print_table(["init", "epochs", "n", *[h for _, h in METRICS], "s per run"],
+                [[s["init"], str(s["epochs"]), str(s["n"]), *[f"{s[k]:.1f} ± {s[f'{k}_std']:.1f}" for k, _ in METRICS],
+                  "-" if s.get("seconds") is None else f"{s['seconds']:.0f}"] for s in summary])
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / ("finetune_synthetic" + (f"_{args.tag}" if args.tag else ""))
+    with open(f"{stem}.csv", "w", newline="") as f:
+        for k, v in meta.items():
+            f.write(f"# {k}: {v}\n")
+        writer = csv.writer(f)
+        writer.writerow(COLUMNS)
+        for r in rows + summary:
+            writer.writerow([_csv(r.get(c)) for c in COLUMNS])
+    plot(rows, summary, meta, f"{stem}.png")
+    print(f"\nwrote {stem}.csv and {stem}.png")
+
+
+def plot(rows, summary, meta, path):
+    """Grouped bars, one group per metric, one bar per init: mean ± std, the seeds as dots."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    budgets = list(dict.fromkeys(s["epochs"] for s in summary))
+    shades = {"pretrained": ["#f4a582", "#d6604d", "#b2182b"], "random": ["#d9d9d9", "#a6a6a6", "#737373"]}
+    width = 0.8 / max(1, len(summary))
+    fig, ax = plt.subplots(figsize=(9, 4.8))
+    for i, s in enumerate(summary):
+        xs = [g + (i - (len(summary) - 1) / 2) * width for g in range(len(METRICS))]
+        shade = shades[s["init"]][min(budgets.index(s["epochs"]) + 3 - len(budgets), 2)]
+        ax.bar(xs, [s[k] for k, _ in METRICS], width * 0.9, yerr=[s[f"{k}_std"] for k, _ in METRICS], capsize=3,
+               color=shade, label=f"{INITS[s['init']]}, {s['epochs']} epochs, n={s['n']}")
+        for x, (k, _) in zip(xs, METRICS):
+            pts = [r[k] for r in rows if r["init"] == s["init"] and r["epochs"] == s["epochs"]]
+            ax.plot([x] * len(pts), pts, "k.", ms=4)
+            ax.text(x, s[k] + s[f"{k}_std"] + 0.8, f"{s[k]:.1f}", ha="center", fontsize=7)
+    ax.set_xticks(range(len(METRICS)), [h for _, h in METRICS])
+    ax.set_ylabel("% (synthetic test split, 8 classes)")
+    ax.set_ylim(0, 118)
+    ax.set_yticks(range(0, 101, 20))
+    ax.axhline(100 / 8, color="0.5", lw=0.8, ls=":")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7, loc="upper center", ncol=2)
+    info = "Fine-tuning on the synthetic motion set | " + " | ".join(
+        f"{k}: {v}" for k, v in meta.items() if k not in ("command",))
+    fig.suptitle("\n".join(textwrap.wrap(info, width=int(17 * fig.get_figwidth()))), fontsize=6.5)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config", default="pipelines/synthetic_finetune.yaml", help="the fine-tuning config")
+    parser.add_argument("--pretrain-config", default="pipelines/synthetic.yaml")
+    parser.add_argument("--pretrain-dir", default="runs/synthetic", help="where the pretraining run is (or goes)")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds 0 .. N-1 for each init")
+    parser.add_argument("--epochs", type=int, nargs="+", default=None,
+                        help="fine-tuning budgets in epochs (default: half the config's, and the config's)")
+    parser.add_argument("--out-root", default="runs/finetune_synthetic")
+    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
+    parser.add_argument("--tag", default="", help="suffix of the result files")
+    args = parser.parse_args(argv)
+    t0, load_start = time.perf_counter(), os.getloadavg()[0]
+    cfg = load_config(args.config)
+    args.epochs = args.epochs or [cfg.train.epochs // 2, cfg.train.epochs]
+    checkpoint = pretrained_checkpoint(args)
+    rows = [run_one(args, init, seed, epochs, checkpoint, cfg.train.epochs)
+            for epochs in args.epochs for seed in range(args.seeds) for init in INITS]
+    summary = summarise(rows)
+    report(rows, summary, metadata(args, cfg, checkpoint, load_start, time.perf_counter() - t0), args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
