@@ -168,3 +168,25 @@ def test_evaluate_accepts_checkpoints_written_before_a_model_key_existed(manifes
     with pytest.raises(SystemExit, match="holds model"):  # a real architecture mismatch is still an error
         evaluate_main(["pipelines/debug.yaml", *overrides(manifest, tmp_path / "ev2", f"eval.test_manifest={manifest}",
                                                             "model.proj_dim=16", f"checkpoint={out}/checkpoint.pt")])
+
+
+def test_non_finite_loss_stops_naming_the_step_and_the_videos():
+    from types import SimpleNamespace
+
+    from timeclr.pipelines.video import Video
+    from timeclr.train import NonFiniteLoss, stop_if_not_finite
+
+    loader = SimpleNamespace(videos=[Video("a/first.webm", 0, 10), Video("b/second.webm", 1, 10), Video("c/third.webm", 0, 10)])
+    batch = {"index": torch.tensor([2, 0])}
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(NonFiniteLoss, match=r"at step 7 .*c/third.webm.*a/first.webm"):
+            stop_if_not_finite(torch.tensor(bad), 7, 0.1, loader, batch)
+    stop_if_not_finite(torch.tensor(2.5), 7, 0.1, loader, batch)  # finite: no error
+
+
+def test_train_command_turns_a_non_finite_loss_into_an_exit_message(manifest, tmp_path, monkeypatch):
+    import timeclr.train as train_module
+
+    monkeypatch.setattr(train_module, "nt_xent", lambda z, **kw: z.sum() * float("nan"))
+    with pytest.raises(SystemExit, match=r"non-finite loss nan at step 0 .*the batch's videos: \["):
+        train_main(["pipelines/debug.yaml", *overrides(manifest, tmp_path / "nan", "train.epochs=1")])

@@ -45,8 +45,8 @@ from timeclr.evaluate import load_encoder
 from timeclr.pipelines.datasets import require_manifest
 from timeclr.pipelines.manifest import read_manifest
 from timeclr.pipelines.video import VideoLoader, read_videos
-from timeclr.train import (CHECKPOINT, NonFiniteLoss, build_optimizer, lr_at, plot_loss, prepare_synthetic, resume,
-                           save_checkpoint, setup_distributed)
+from timeclr.train import (CHECKPOINT, NonFiniteLoss, backward_and_step, build_optimizer, lr_at, plot_loss,
+                           prepare_synthetic, resume, save_checkpoint, setup_distributed, stop_if_not_finite)
 
 RESULTS = "finetune.json"
 
@@ -390,16 +390,8 @@ def finetune(cfg) -> dict:
             with autocast:
                 logits = net(clips)
             loss = F.cross_entropy(logits.float(), labels, label_smoothing=cfg.finetune.label_smoothing)
-            # the one deliberate host sync per step: a NaN must stop the run at the step it appears
-            if not torch.isfinite(loss).item():
-                paths = [loader.videos[i].path for i in batch["index"].tolist()]
-                raise NonFiniteLoss(f"non-finite loss {loss.item()} at step {step} (lr {lr:.3g}); "
-                                    f"the batch's videos: {paths}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.train.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.train.grad_clip)
-            optimizer.step()
+            stop_if_not_finite(loss, step, lr, loader, batch)
+            backward_and_step(net, optimizer, loss, cfg.train.grad_clip)
             step += 1
             t_last = time.perf_counter()
             busy += t_last - t_data
@@ -451,7 +443,7 @@ def main(argv=None):
     try:
         cfg = load_config(args.config, args.overrides)
         finetune(cfg)
-    except (ConfigError, OSError) as e:
+    except (ConfigError, OSError, NonFiniteLoss) as e:
         raise SystemExit(f"timeclr.finetune: {e}") from None
     finally:
         if dist.is_initialized():

@@ -194,6 +194,24 @@ def resume(cfg, model, optimizer, loader, device, rank, total_steps) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
+def stop_if_not_finite(loss, step, lr, loader, batch):
+    """Raise ``NonFiniteLoss`` naming the step and the batch's videos if ``loss`` is NaN or inf.
+    The one deliberate host sync per step: a NaN must stop the run at the step it appears."""
+    if not torch.isfinite(loss).item():
+        paths = [loader.videos[i].path for i in batch["index"].tolist()]
+        raise NonFiniteLoss(f"non-finite loss {loss.item()} at step {step} (lr {lr:.3g}); "
+                            f"the batch's videos: {paths}")
+
+
+def backward_and_step(net, optimizer, loss, grad_clip: float):
+    """Backward, clip the gradient norm to ``grad_clip`` (0: no clipping), optimizer step."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(net.parameters(), grad_clip)
+    optimizer.step()
+
+
 def train(cfg) -> dict:
     """Pretrain (or resume) according to ``cfg``; returns the evaluation results, if any."""
     if not cfg.synthetic.enabled:  # a dataset not set up yet is the likeliest first error: say how
@@ -244,16 +262,8 @@ def train(cfg) -> dict:
                 z = torch.stack([net(v) for v in views])  # (V, B, proj_dim)
             loss = nt_xent(z.float(), temperature=cfg.train.temperature, backend=cfg.train.loss_backend,
                            gather_distributed=world > 1)
-            # the one deliberate host sync per step: a NaN must stop the run at the step it appears
-            if not torch.isfinite(loss).item():
-                paths = [loader.videos[i].path for i in batch["index"].tolist()]
-                raise NonFiniteLoss(f"non-finite loss {loss.item()} at step {step} (lr {lr:.3g}); "
-                                    f"the batch's videos: {paths}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.train.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.train.grad_clip)
-            optimizer.step()
+            stop_if_not_finite(loss, step, lr, loader, batch)
+            backward_and_step(net, optimizer, loss, cfg.train.grad_clip)
             step += 1
             t_last = time.perf_counter()
             busy += t_last - t_data
@@ -299,7 +309,7 @@ def main(argv=None):
         raise SystemExit(f"timeclr.train: {e}") from None
     try:
         train(cfg)
-    except ConfigError as e:
+    except (ConfigError, NonFiniteLoss) as e:  # the last checkpoint stays: lower train.lr and rerun to resume
         raise SystemExit(f"timeclr.train: {e}") from None
     finally:
         if dist.is_initialized():
