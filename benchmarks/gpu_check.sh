@@ -8,11 +8,14 @@
 #    packs DALI into .dali/ (five parts of <= 48 MiB, with unpack_dali.sh and SHA256SUMS) and
 #    downloads the wheels the GPU machine lacks (omegaconf, PyAV, tqdm, matplotlib, pytest) for
 #    Python 3.12 into .wheels/.
-# 2. On the device, five calls back to back (the machine goes back after 30 idle seconds), call k
-#    carrying .dali/<part k> and copying it to /tmp/dali-parts/ with SHA256SUMS; the last one runs
+#    Measured here: .dali 230 MB in five parts of 48 MiB or less, .wheels ~60 MB (PyAV is 35 MB of
+#    it), so each needs calls of its own under the 64 MiB a call carries.
+# 2. On the device, calls back to back (the machine goes back after 30 idle seconds): five that
+#    each carry one .dali/part-0k (plus SHA256SUMS and unpack_dali.sh) and copy it to /tmp/dali-parts/,
+#    one that carries .wheels and copies it to /tmp/wheels/, then
 #      .dali/unpack_dali.sh /tmp/dali-parts /tmp/dali && bash benchmarks/gpu_check.sh "$OUT" /tmp/dali loss
-#    with .wheels in its carry; then, on the same warm machine, the sections `data` and `train`
-#    (one 10-minute call cannot hold all three: loss ~5 min, data ~3, training ~2, estimated).
+#    and, on the same warm machine, the sections `data` and `train` (one 10-minute call cannot hold
+#    all three: loss ~5 min, data ~3, training ~2, estimated).
 #
 #   bash benchmarks/gpu_check.sh RESULTS_DIR [DALI_DIR] [loss|data|train|all]
 # Writes logs, CSV, JSON and PNG to RESULTS_DIR and prints a summary table last.
@@ -23,10 +26,12 @@ if [ "${1:-}" = "--prepare" ]; then
   set -e
   bash "$repo/../shared/tools/pack_dali.sh" "$repo/.dali" 3.12
   cp "$repo/../shared/tools/unpack_dali.sh" "$repo/.dali/"
-  python3 -m pip download -q --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 \
+  # --no-deps and no numpy: the device's numpy (torch's) must stay the one imported
+  rm -rf "$repo/.wheels"
+  python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 \
       --platform manylinux_2_28_x86_64 --implementation cp -d "$repo/.wheels" \
       omegaconf antlr4-python3-runtime PyYAML av tqdm matplotlib contourpy cycler fonttools kiwisolver \
-      pyparsing python-dateutil six pillow pytest pytest-timeout iniconfig pluggy packaging
+      pyparsing python-dateutil six pillow pytest pytest-timeout iniconfig pluggy packaging pygments
   grep -qx '/.dali/' "$repo/.git/info/exclude" 2>/dev/null || echo '/.dali/' >> "$repo/.git/info/exclude"
   du -sh "$repo/.dali" "$repo/.wheels"
   exit 0
@@ -44,9 +49,12 @@ mkdir -p "$site/timeclr"
 ln -s "$repo"/timeclr/* "$site/timeclr/"
 ln -s "$repo/kernels" "$site/timeclr/kernels"
 ln -s "$repo/pipelines" "$site/timeclr/pipelines"
-if ls "$repo"/.wheels/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --target "$site" "$repo"/.wheels/*.whl
-fi
+for wheels in "$repo/.wheels" /tmp/wheels; do  # carried in the repo, or copied to /tmp by an earlier call
+  if ls "$wheels"/*.whl >/dev/null 2>&1; then
+    python3 -m pip install -q --no-index --no-deps --target "$site" "$wheels"/*.whl
+    break
+  fi
+done
 export PYTHONPATH="$site:$dali:${PYTHONPATH:-}" PYTHONUNBUFFERED=1
 
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/gpu.txt"
