@@ -80,7 +80,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from runinfo import device_name, git_rev, print_table, wait_for_quiet, write_csv
+from runinfo import device_name, git_rev, mean_std, print_table, wait_for_quiet, write_csv
 from timeclr.config import Config, ViewConfig, load_config
 from timeclr.evaluate import evaluate_model, random_model
 from timeclr.models import build_model
@@ -330,13 +330,8 @@ def summarise(rows):
         runs = [r for r in rows if r["variant"] == variant and r.get("knn_top1") is not None]
         if not runs:
             continue
-        s = dict(kind="summary", variant=variant, seed="", epochs=runs[0]["epochs"], n=len(runs), status="")
-        for key in METRICS + ["train_s", "clips_per_s", "final_loss"]:
-            values = [r[key] for r in runs if r.get(key) is not None]
-            if values:
-                s[key] = statistics.fmean(values)
-                s[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
-        out.append(s)
+        out.append(dict(kind="summary", variant=variant, seed="", epochs=runs[0]["epochs"], n=len(runs), status="",
+                        **mean_std(runs, METRICS + ["train_s", "clips_per_s", "final_loss"])))
     return out
 
 

@@ -34,14 +34,12 @@ command, git revision, versions, load; one row per run, then mean and sample std
 ``.png`` (bars: mean ± std, dots: the seeds), and prints both tables.
 """
 import argparse
-import csv
 import datetime
 import gc
 import json
 import os
 import shlex
 import statistics
-import subprocess
 import sys
 import textwrap
 import time
@@ -50,6 +48,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
+from runinfo import device_name, git_rev, mean_std, print_table, write_csv
 from timeclr.config import Config, load_config
 from timeclr.finetune import RESULTS, finetune
 from timeclr.pipelines.video import VideoLoader, read_videos
@@ -180,13 +179,8 @@ def summarise(rows):
             runs = [r for r in rows if r["init"] == init and r["epochs"] == epochs]
             if not runs:
                 continue
-            s = dict(kind="summary", init=init, seed="", epochs=epochs, n=len(runs), status="")
-            for key in [k for k, _ in METRICS] + ["seconds", "clips_per_s", "final_loss"]:
-                values = [r[key] for r in runs if r.get(key) is not None]
-                if values:
-                    s[key] = statistics.fmean(values)
-                    s[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
-            out.append(s)
+            out.append(dict(kind="summary", init=init, seed="", epochs=epochs, n=len(runs), status="",
+                            **mean_std(runs, [k for k, _ in METRICS] + ["seconds", "clips_per_s", "final_loss"])))
     return out
 
 
@@ -195,36 +189,13 @@ def summarise(rows):
 # ---------------------------------------------------------------------------------------------
 
 
-def git_rev():
-    def git(*a):
-        return subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True).stdout.strip()
-
-    try:
-        rev = git("rev-parse", "--short", "HEAD") or "unknown"
-        return rev + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
-    except OSError:
-        return "unknown"
-
-
-def machine():
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name()
-    model = "unknown CPU"
-    if os.path.exists("/proc/cpuinfo"):
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return f"{model} ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
-
-
 def metadata(args, cfg, checkpoint, load_start, wall):
     import nvidia.dali
 
     view = cfg.data.views[cfg.finetune.view]
     ft = cfg.finetune
     return {
-        "machine": machine(),
+        "machine": device_name(torch.cuda.is_available()),
         "command": "python " + shlex.join(sys.argv),
         "git": git_rev(),
         "torch": torch.__version__,
@@ -251,16 +222,6 @@ COLUMNS = ["kind", "init", "seed", "epochs", "n", "status"] + \
      "load_start", "load_end", "out_dir"]
 
 
-def _csv(v):
-    return "" if v is None else f"{v:.6g}" if isinstance(v, float) else v
-
-
-def print_table(header, cells):
-    widths = [max(len(x) for x in col) for col in zip(header, *cells)]
-    for line in [header, ["-" * w for w in widths], *cells]:
-        print("  ".join(x.rjust(w) for x, w in zip(line, widths)))
-
-
 def report(rows, summary, meta, args):
     print()
     for k, v in meta.items():
@@ -277,13 +238,7 @@ def report(rows, summary, meta, args):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = out / ("finetune_synthetic" + (f"_{args.tag}" if args.tag else ""))
-    with open(f"{stem}.csv", "w", newline="") as f:
-        for k, v in meta.items():
-            f.write(f"# {k}: {v}\n")
-        writer = csv.writer(f)
-        writer.writerow(COLUMNS)
-        for r in rows + summary:
-            writer.writerow([_csv(r.get(c)) for c in COLUMNS])
+    write_csv(f"{stem}.csv", meta, COLUMNS, rows + summary)
     plot(rows, summary, meta, f"{stem}.png")
     print(f"\nwrote {stem}.csv and {stem}.png")
 

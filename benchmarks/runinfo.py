@@ -52,6 +52,19 @@ def wait_for_quiet(max_load: float, max_wait: int):
     return first, load, waited
 
 
+def mean_std(runs: list, keys) -> dict:
+    """``{key: mean, key_std: sample std}`` over the runs that have ``key`` (std 0 for one run)."""
+    import statistics
+
+    out = {}
+    for key in keys:
+        values = [r[key] for r in runs if r.get(key) is not None]
+        if values:
+            out[key] = statistics.fmean(values)
+            out[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+    return out
+
+
 def csv_value(v):
     """A CSV cell: '' for None, 6 significant digits for floats."""
     return "" if v is None else f"{v:.6g}" if isinstance(v, float) else v
