@@ -324,38 +324,43 @@ def _probe_outcome(path: Path, device: str) -> tuple[str, object]:
         return "rejected", f"unreadable: the probe failed ({_describe(e)})"
 
 
-def _probe_isolated(path: Path, device: str) -> tuple[str, object]:
-    """Probe one file in a fresh process, so a decoder crash names the file that caused it."""
-    try:
-        with ProcessPoolExecutor(1) as pool:
-            return pool.submit(_probe_outcome, path, device).result()
-    except BrokenProcessPool:
-        return "rejected", "unreadable: the decoder crashed the probe process"
+def run_per_file(task, jobs: dict, workers: int, desc: str, on_crash, progress: bool = True) -> dict:
+    """``{key: task(*args)}`` for every ``key: args`` of ``jobs``, in ``workers`` processes (in
+    this process for workers <= 1), with a tqdm bar. ``task`` must not raise: it returns an outcome.
+
+    A worker that dies (a decoder crash) breaks the whole pool and every unfinished job with it;
+    those are rerun one by one in a fresh process each, so only the file that caused the crash
+    gets ``on_crash(key)`` as its outcome and the others get their own.
+    """
+    outcomes, crashed = {}, []
+    with tqdm(total=len(jobs), desc=desc, unit="video", disable=not progress) as bar:
+        if workers <= 1:
+            for key, args in jobs.items():
+                outcomes[key] = task(*args)
+                bar.update()
+        elif jobs:
+            with ProcessPoolExecutor(workers) as pool:
+                futures = {pool.submit(task, *args): key for key, args in jobs.items()}
+                for future in as_completed(futures):
+                    try:
+                        outcomes[futures[future]] = future.result()
+                    except BrokenProcessPool:
+                        crashed.append(futures[future])
+                    bar.update()
+    for key in sorted(crashed):
+        try:
+            with ProcessPoolExecutor(1) as pool:
+                outcomes[key] = pool.submit(task, *jobs[key]).result()
+        except BrokenProcessPool:
+            outcomes[key] = on_crash(key)
+    return outcomes
 
 
 def probe_all(paths, device: str, workers: int, progress: bool = True) -> dict:
     """{path: ('ok', info) | ('rejected', reason)} for every path, probed by ``workers``
     processes (in this process for workers <= 1), with a tqdm progress bar."""
-    outcomes, crashed = {}, []
-    bar = tqdm(total=len(paths), desc="probing videos", unit="video", disable=not progress)
-    with bar:
-        if workers <= 1:
-            for path in paths:
-                outcomes[path] = _probe_outcome(path, device)
-                bar.update()
-        else:
-            with ProcessPoolExecutor(workers) as pool:
-                futures = {pool.submit(_probe_outcome, path, device): path for path in paths}
-                for future in as_completed(futures):
-                    try:
-                        outcomes[futures[future]] = future.result()
-                    except BrokenProcessPool:
-                        # A worker died (a decoder crash); every unfinished file lands here.
-                        crashed.append(futures[future])
-                    bar.update()
-    for path in sorted(crashed):
-        outcomes[path] = _probe_isolated(path, device)
-    return outcomes
+    return run_per_file(_probe_outcome, {path: (path, device) for path in paths}, workers, "probing videos",
+                        lambda path: ("rejected", "unreadable: the decoder crashed the probe process"), progress)
 
 
 def index_tree(root, manifest_path, device: str = "auto", workers: int | None = None,

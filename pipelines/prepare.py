@@ -73,16 +73,13 @@ import os
 import re
 import sys
 from collections import deque
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
 import av
-from tqdm import tqdm
 
-from .manifest import ManifestError, find_videos
+from .manifest import ManifestError, _describe, find_videos, run_per_file
 
 CODECS = {  # codec name -> (FFmpeg encoder, output extension, container format)
     "h264": ("libx264", ".mp4", "mp4"),
@@ -381,10 +378,6 @@ class _Writer:
                     raise PrepareError(f"encode failed: closing the output ({_describe(e)})") from None
 
 
-def _describe(e: Exception) -> str:
-    return f"{type(e).__name__}: {e}"
-
-
 # ----------------------------------------------------------------------------------------------
 # A tree
 
@@ -398,16 +391,6 @@ def _prepare_outcome(src: Path, dst: Path, settings: dict, threads: int) -> tupl
         return "failed", e.reason
     except Exception as e:
         return "failed", f"unreadable: preparing failed ({_describe(e)})"
-
-
-def _prepare_isolated(src: Path, dst: Path, settings: dict, threads: int) -> tuple[str, object]:
-    """Prepare one file in a fresh process, so a decoder crash names the file that caused it."""
-    try:
-        with ProcessPoolExecutor(1) as pool:
-            return pool.submit(_prepare_outcome, src, dst, settings, threads).result()
-    except BrokenProcessPool:
-        part_path(dst).unlink(missing_ok=True)
-        return "failed", "unreadable: the decoder or encoder crashed the worker process"
 
 
 def prepare_tree(src, dst, codec: str = "h264", short_side: int | None = None, gop: int = DEFAULT_GOP,
@@ -474,27 +457,12 @@ def prepare_tree(src, dst, codec: str = "h264", short_side: int | None = None, g
 
 
 def _run_all(todo: dict, settings: dict, workers: int, threads: int, progress: bool) -> dict:
-    outcomes, crashed = {}, []
-    bar = tqdm(total=len(todo), desc="preparing videos", unit="video", disable=not progress)
-    with bar:
-        if workers <= 1:
-            for path, out in todo.items():
-                outcomes[path] = _prepare_outcome(path, out, settings, threads)
-                bar.update()
-        elif todo:
-            with ProcessPoolExecutor(workers) as pool:
-                futures = {pool.submit(_prepare_outcome, path, out, settings, threads): path
-                           for path, out in todo.items()}
-                for future in as_completed(futures):
-                    try:
-                        outcomes[futures[future]] = future.result()
-                    except BrokenProcessPool:
-                        # A worker died (a decoder crash); every unfinished file lands here.
-                        crashed.append(futures[future])
-                    bar.update()
-    for path in sorted(crashed):
-        outcomes[path] = _prepare_isolated(path, todo[path], settings, threads)
-    return outcomes
+    def crashed(src):  # the crash may have left a half-written part file
+        part_path(todo[src]).unlink(missing_ok=True)
+        return "failed", "unreadable: the decoder or encoder crashed the worker process"
+
+    jobs = {src: (src, out, settings, threads) for src, out in todo.items()}
+    return run_per_file(_prepare_outcome, jobs, workers, "preparing videos", crashed, progress)
 
 
 def _settings_record(settings: dict) -> dict:
