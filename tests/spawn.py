@@ -1,4 +1,6 @@
 """Start worker processes with a deadline, so a stuck rank fails its test instead of hanging CI."""
+import os
+import socket
 import time
 
 import pytest
@@ -21,3 +23,16 @@ def spawn_with_deadline(fn, args, nprocs, deadline_s=300):
         for p in ctx.processes:
             if p.is_alive():
                 p.kill()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now (for MASTER_PORT)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun_env(rank: int, world: int, port: int):
+    """Set the environment torchrun gives rank ``rank`` of ``world`` on this machine."""
+    os.environ.update(WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))

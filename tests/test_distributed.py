@@ -6,7 +6,6 @@ the classic bugs (a gather whose backward drops the other ranks' gradient, or do
 import datetime
 import gc
 import os
-import socket
 import tempfile
 
 import pytest
@@ -15,7 +14,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from reference import nt_xent_rows_f64
-from spawn import spawn_with_deadline
+from spawn import free_port, spawn_with_deadline
 from timeclr import nt_xent
 
 WORLD, V, N, D_IN, D = 2, 3, 5, 12, 8
@@ -75,12 +74,6 @@ def _worker(rank, port, reduction, backend, out_dir):
         dist.destroy_process_group()
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=pytest.mark.skipif(
     os.environ.get("TRITON_INTERPRET", "0") in ("", "0"), reason="gloo runs on CPU tensors: needs Triton's interpreter"))])
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
@@ -90,7 +83,7 @@ def test_ddp_step_equals_one_process_on_global_batch(reduction, backend):
     want_rows = nt_xent_rows_f64(model(x).detach(), TAU)  # (V, W·N)
 
     with tempfile.TemporaryDirectory() as out_dir:
-        spawn_with_deadline(_worker, (_free_port(), reduction, backend, out_dir), WORLD)
+        spawn_with_deadline(_worker, (free_port(), reduction, backend, out_dir), WORLD)
         results = [torch.load(os.path.join(out_dir, f"rank{r}.pt")) for r in range(WORLD)]
 
     for rank, res in enumerate(results):

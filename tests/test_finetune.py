@@ -9,35 +9,19 @@ import torch
 
 from timeclr import finetune as finetune_module
 from timeclr.config import load_config
-from timeclr.data import main as data_main
 from timeclr.finetune import (average_views, build_classifier, confusion_matrix, main as finetune_main,
                               multiview_data_config, param_groups, summarise, topk_accuracy)
 from timeclr.pipelines.frame_selection import segment_indices
 from timeclr.pipelines.video import Video, VideoLoader
 from timeclr.train import main as train_main
+from runs import assert_same_parameters, die_after_checkpoint, losses, moving_bars_manifest
 from videos import make_video
 
-SIZE = 48
 
 
 @pytest.fixture(scope="module")
 def manifest(tmp_path_factory):
-    """8 short videos of 2 classes: a bright bar moving right, or moving left."""
-    root = tmp_path_factory.mktemp("tiny")
-    xx = np.arange(SIZE)[None, :, None]
-    for name in ["left", "right"]:
-        (root / "tree" / name).mkdir(parents=True)
-        for i in range(4):
-            frames = []
-            for t in range(24):
-                x0 = (5 + 2 * t + 3 * i) % SIZE if name == "right" else (SIZE - 5 - 2 * t - 3 * i) % SIZE
-                img = np.full((SIZE, SIZE, 3), 30 + 20 * i, np.uint8)
-                img[:, :, :] += ((np.abs(xx - x0) < 4) * 180).astype(np.uint8)
-                frames.append(img)
-            make_video(root / "tree" / name / f"{name}{i}.webm", 24, SIZE, SIZE, frames=frames)
-    path = root / "m.csv"
-    assert data_main(["index", str(root / "tree"), "-o", str(path), "--device", "cpu", "--workers", "1"]) == 0
-    return str(path)
+    return moving_bars_manifest(tmp_path_factory.mktemp("tiny"))
 
 
 def overrides(manifest, out_dir, *extra):
@@ -54,10 +38,6 @@ def pretrained(manifest, tmp_path_factory):
     out = tmp_path_factory.mktemp("pretrain")
     train_main(["pipelines/debug.yaml", *overrides(manifest, out, "train.epochs=1", "train.evaluate=false")])
     return str(out / "checkpoint.pt")
-
-
-def losses(out_dir):
-    return [json.loads(line)["loss"] for line in open(out_dir / "metrics.jsonl")]
 
 
 def test_classifier_holds_the_checkpoints_encoder_without_its_head(manifest, pretrained):
@@ -196,18 +176,11 @@ def test_resume_reproduces_the_uninterrupted_losses(manifest, pretrained, tmp_pa
     finetune_main(["pipelines/debug.yaml", *overrides(manifest, whole, *args)])
 
     cut = tmp_path / "cut"
-    real_save = finetune_module.save_checkpoint
-
-    def save_then_die(path, model, optimizer, step, loader, cfg):  # a kill right after step 4's checkpoint
-        real_save(path, model, optimizer, step, loader, cfg)
-        if step == 4:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(finetune_module, "save_checkpoint", save_then_die)
+    restore = die_after_checkpoint(finetune_module, monkeypatch, step=4)
     with pytest.raises(KeyboardInterrupt):
         finetune_main(["pipelines/debug.yaml", *overrides(manifest, cut, *args)])
     assert len(losses(cut)) == 4
-    monkeypatch.setattr(finetune_module, "save_checkpoint", real_save)
+    restore()
     finetune_main(["pipelines/debug.yaml", *overrides(manifest, cut, *args)])  # the same command resumes
     assert losses(cut) == pytest.approx(losses(whole), rel=1e-5), (losses(cut), losses(whole))
     # the run directory belongs to that encoder: another one is refused, not resumed
@@ -216,10 +189,9 @@ def test_resume_reproduces_the_uninterrupted_losses(manifest, pretrained, tmp_pa
 
 
 def _ddp_worker(rank, port, manifest, out_dir):
-    import os
+    from spawn import torchrun_env
 
-    os.environ.update(WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port))
+    torchrun_env(rank, 2, port)
     finetune_main(["pipelines/debug.yaml", *_ddp_args(manifest, out_dir, batch_size=2)])
 
 
@@ -232,23 +204,14 @@ def _ddp_args(manifest, out_dir, batch_size):
 def test_ddp_two_cpu_ranks_equal_one_process_and_the_test_gathers_every_video(manifest, tmp_path):
     """2 gloo ranks with batch B each fine-tune to the parameters and logged (global) losses of one
     process with batch 2B, and the sharded test scores every video once."""
-    import socket
-
-    from spawn import spawn_with_deadline
+    from spawn import free_port, spawn_with_deadline
 
     one = tmp_path / "one"
     finetune_main(["pipelines/debug.yaml", *_ddp_args(manifest, one, batch_size=4)])
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     two = tmp_path / "two"
-    spawn_with_deadline(_ddp_worker, (port, manifest, str(two)), 2)
+    spawn_with_deadline(_ddp_worker, (free_port(), manifest, str(two)), 2)
 
     assert losses(two) == pytest.approx(losses(one), rel=1e-4), (losses(two), losses(one))
-    want = torch.load(one / "checkpoint.pt", weights_only=False)["model"]
-    got = torch.load(two / "checkpoint.pt", weights_only=False)["model"]
-    for key, value in want.items():
-        err = (got[key].double() - value.double()).abs().max().item()
-        assert err <= 1e-5, f"{key}: DDP and one-process parameters differ by {err:.2e}"
+    assert_same_parameters(one, two, tol=1e-5)
     a, b = (json.loads((d / "finetune.json").read_text()) for d in (one, two))
     assert b["protocol"]["videos"] == 8 and b["confusion"] == a["confusion"], (a["confusion"], b["confusion"])

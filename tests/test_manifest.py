@@ -13,7 +13,7 @@ import pytest
 from timeclr import data
 from timeclr.pipelines import manifest
 from timeclr.pipelines.manifest import RejectedVideo, index_tree, probe_video, read_manifest
-from videos import frame_index_image, make_video
+from videos import frame_index_image, make_audio_only, make_video
 
 REAL_CLIPS = Path(__file__).resolve().parents[2] / "shared/data/real-clips"
 needs_real_clips = pytest.mark.skipif(not REAL_CLIPS.is_dir(), reason=f"real clips not found at {REAL_CLIPS}")
@@ -148,18 +148,7 @@ def test_h264_is_rejected_on_cpu_and_accepted_on_gpu(tmp_path):
 
 
 def test_probe_rejects_a_file_without_video(tmp_path):
-    path = tmp_path / "sound.mp4"
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("aac", rate=16000)
-        for i in range(4):
-            frame = av.AudioFrame(format="fltp", layout="mono", samples=1024)
-            frame.sample_rate, frame.pts = 16000, i * 1024
-            for plane in frame.planes:
-                plane.update(bytes(plane.buffer_size))
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
+    path = make_audio_only(tmp_path / "sound.mp4")
     with pytest.raises(RejectedVideo, match="^no video stream: audio streams only"):
         probe_video(path, "cpu")
 

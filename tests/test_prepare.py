@@ -16,7 +16,7 @@ import pytest
 from timeclr.pipelines import gop, manifest, prepare
 from timeclr.pipelines.prepare import (PrepareError, check_settings, output_path, output_size, part_path,
                                        prepare_tree, prepare_video)
-from videos import frame_index_image, make_video, read_frame_index
+from videos import frame_index_image, make_audio_only, make_video, read_frame_index
 
 REAL_CLIPS = Path(__file__).resolve().parents[2] / "shared/data/real-clips"
 needs_real_clips = pytest.mark.skipif(not REAL_CLIPS.is_dir(), reason=f"real clips not found at {REAL_CLIPS}")
@@ -241,26 +241,12 @@ def test_a_crashing_worker_fails_only_its_file_and_leaves_no_part(tmp_path, monk
     assert not (dst / "a/crash.mp4").exists() and parts_under(dst) == [], sorted(dst.rglob("*"))
 
 
-def write_audio_only(path):
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("aac", rate=16000)
-        for i in range(4):
-            frame = av.AudioFrame(format="fltp", layout="mono", samples=1024)
-            frame.sample_rate, frame.pts = 16000, i * 1024
-            for plane in frame.planes:
-                plane.update(bytes(plane.buffer_size))
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-
-
 def test_unusable_sources_are_reported_and_the_rest_prepared(tmp_path, capsys):
     src, dst = small_tree(tmp_path / "src", ("good/ok.webm", "clash/x.webm")), tmp_path / "dst"
     (src / "bad").mkdir()
     (src / "bad" / "empty.mp4").touch()
     (src / "bad" / "text.mp4").write_text("hello, I am a text file\n" * 20)
-    write_audio_only(src / "bad" / "sound.mp4")
+    make_audio_only(src / "bad" / "sound.mp4")
     make_video(src / "clash" / "x.mp4", 12, codec="libx264")  # x.webm and x.mp4 both become x.mp4
 
     report = run(src, dst)

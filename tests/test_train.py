@@ -7,32 +7,15 @@ import torch
 
 from timeclr import train as train_module
 from timeclr.config import load_config
-from timeclr.data import main as data_main
 from timeclr.evaluate import main as evaluate_main
 from timeclr.train import lr_at, main as train_main
-from videos import make_video
+from runs import assert_same_parameters, die_after_checkpoint, losses, moving_bars_manifest
 
-SIZE = 48
 
 
 @pytest.fixture(scope="module")
 def manifest(tmp_path_factory):
-    """8 short videos of 2 classes: a bright bar moving right, or moving left."""
-    root = tmp_path_factory.mktemp("tiny")
-    xx = np.arange(SIZE)[None, :, None]
-    for c, name in enumerate(["left", "right"]):
-        (root / "tree" / name).mkdir(parents=True)
-        for i in range(4):
-            frames = []
-            for t in range(24):
-                x0 = (5 + 2 * t + 3 * i) % SIZE if name == "right" else (SIZE - 5 - 2 * t - 3 * i) % SIZE
-                img = np.full((SIZE, SIZE, 3), 30 + 20 * i, np.uint8)
-                img[:, :, :] += ((np.abs(xx - x0) < 4) * 180).astype(np.uint8)
-                frames.append(img)
-            make_video(root / "tree" / name / f"{name}{i}.webm", 24, SIZE, SIZE, frames=frames)
-    path = root / "m.csv"
-    assert data_main(["index", str(root / "tree"), "-o", str(path), "--device", "cpu", "--workers", "1"]) == 0
-    return str(path)
+    return moving_bars_manifest(tmp_path_factory.mktemp("tiny"))
 
 
 def overrides(manifest, out_dir, *extra):
@@ -40,10 +23,6 @@ def overrides(manifest, out_dir, *extra):
             "data.views.0.crop_size=32", "data.views.1.crop_size=32", "data.short_side=32",
             "model.proj_hidden=64", "model.proj_dim=32", "train.warmup_steps=2", "train.lr=0.003",
             "train.evaluate=false", *extra]
-
-
-def losses(out_dir):
-    return [json.loads(line)["loss"] for line in open(out_dir / "metrics.jsonl")]
 
 
 def test_config_errors_name_the_key(tmp_path):
@@ -94,18 +73,11 @@ def test_resume_reproduces_the_uninterrupted_losses(manifest, tmp_path, monkeypa
     train_main(["pipelines/debug.yaml", *overrides(manifest, whole, *args)])
 
     cut = tmp_path / "cut"
-    real_save = train_module.save_checkpoint
-
-    def save_then_die(path, model, optimizer, step, loader, cfg):  # a kill right after step 4's checkpoint
-        real_save(path, model, optimizer, step, loader, cfg)
-        if step == 4:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(train_module, "save_checkpoint", save_then_die)
+    restore = die_after_checkpoint(train_module, monkeypatch, step=4)
     with pytest.raises(KeyboardInterrupt):
         train_main(["pipelines/debug.yaml", *overrides(manifest, cut, *args)])
     assert len(losses(cut)) == 4
-    monkeypatch.setattr(train_module, "save_checkpoint", real_save)
+    restore()
     train_main(["pipelines/debug.yaml", *overrides(manifest, cut, *args)])  # the same command resumes
     assert losses(cut) == pytest.approx(losses(whole), rel=1e-5), (losses(cut), losses(whole))
 
@@ -122,10 +94,9 @@ def test_evaluate_command_writes_eval_json(manifest, tmp_path):
 
 
 def _ddp_worker(rank, port, manifest, out_dir):
-    import os
+    from spawn import torchrun_env
 
-    os.environ.update(WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port))
+    torchrun_env(rank, 2, port)
     # 2 ranks x 2 videos per step = the one-process run's 4 videos per step (SGD: Adam would amplify float noise)
     train_main(["pipelines/debug.yaml", *overrides(manifest, out_dir, "train.epochs=2", "data.batch_size=2",
                                                      "model.norm=group", "train.loss_backend=torch", "train.optimizer=sgd", "train.lr=0.05")])
@@ -136,25 +107,16 @@ def test_ddp_two_cpu_ranks_equal_one_process_with_the_doubled_batch(manifest, tm
     gradient averaging; the parameters after training equal one process with batch 2B.
     (GroupNorm: per-rank BatchNorm statistics would differ from the global batch's, and torch's
     SyncBatchNorm does not run on CPU.)"""
-    import socket
-
-    from spawn import spawn_with_deadline
+    from spawn import free_port, spawn_with_deadline
 
     one = tmp_path / "one"
     train_main(["pipelines/debug.yaml", *overrides(manifest, one, "train.epochs=2", "data.batch_size=4",
                                                      "model.norm=group", "train.loss_backend=torch", "train.optimizer=sgd", "train.lr=0.05")])
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     two = tmp_path / "two"
-    spawn_with_deadline(_ddp_worker, (port, manifest, str(two)), 2)
+    spawn_with_deadline(_ddp_worker, (free_port(), manifest, str(two)), 2)
 
     assert losses(two) == pytest.approx(losses(one), rel=1e-4), (losses(two), losses(one))
-    want = torch.load(one / "checkpoint.pt", weights_only=False)["model"]
-    got = torch.load(two / "checkpoint.pt", weights_only=False)["model"]
-    for key, value in want.items():
-        err = (got[key].double() - value.double()).abs().max().item()
-        assert err <= 1e-5, f"{key}: DDP and one-process parameters differ by {err:.2e}"
+    assert_same_parameters(one, two, tol=1e-5)
 
 
 def test_evaluate_accepts_checkpoints_written_before_a_model_key_existed(manifest, tmp_path):

@@ -58,6 +58,23 @@ def make_video(path, num_frames: int, width: int = 80, height: int = 48, fps: in
     return path
 
 
+def make_audio_only(path) -> str:
+    """Write an .mp4 with one short AAC audio stream and no video; returns path."""
+    path = str(path)
+    with av.open(path, "w") as out:
+        stream = out.add_stream("aac", rate=16000)
+        for i in range(4):
+            frame = av.AudioFrame(format="fltp", layout="mono", samples=1024)
+            frame.sample_rate, frame.pts = 16000, i * 1024
+            for plane in frame.planes:
+                plane.update(bytes(plane.buffer_size))
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
 def decode_all(path) -> np.ndarray:
     """Every frame of ``path`` as (F, H, W, 3) uint8 RGB, decoded by PyAV."""
     with av.open(str(path)) as c:

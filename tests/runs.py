@@ -1,0 +1,58 @@
+"""What the tests of the run commands (timeclr.train, timeclr.finetune) share: a tiny labelled
+video set, the losses a run logged, and a kill right after a checkpoint."""
+import json
+
+import numpy as np
+import torch
+
+from timeclr.data import main as data_main
+from videos import make_video
+
+SIZE = 48  # frame side of the tiny set
+
+
+def moving_bars_manifest(root) -> str:
+    """8 short videos of 2 classes under ``root``: a bright bar moving right, or moving left;
+    indexed into a manifest, whose path is returned."""
+    xx = np.arange(SIZE)[None, :, None]
+    for name in ["left", "right"]:
+        (root / "tree" / name).mkdir(parents=True)
+        for i in range(4):
+            frames = []
+            for t in range(24):
+                x0 = (5 + 2 * t + 3 * i) % SIZE if name == "right" else (SIZE - 5 - 2 * t - 3 * i) % SIZE
+                img = np.full((SIZE, SIZE, 3), 30 + 20 * i, np.uint8)
+                img[:, :, :] += ((np.abs(xx - x0) < 4) * 180).astype(np.uint8)
+                frames.append(img)
+            make_video(root / "tree" / name / f"{name}{i}.webm", 24, SIZE, SIZE, frames=frames)
+    path = root / "m.csv"
+    assert data_main(["index", str(root / "tree"), "-o", str(path), "--device", "cpu", "--workers", "1"]) == 0
+    return str(path)
+
+
+def losses(out_dir):
+    """The losses a run logged in its metrics.jsonl, in order."""
+    return [json.loads(line)["loss"] for line in open(out_dir / "metrics.jsonl")]
+
+
+def die_after_checkpoint(module, monkeypatch, step: int):
+    """Make ``module.save_checkpoint`` raise KeyboardInterrupt right after writing step ``step``'s
+    checkpoint, as a kill there would; returns a function that restores it."""
+    real_save = module.save_checkpoint
+
+    def save_then_die(path, model, optimizer, at_step, loader, cfg):
+        real_save(path, model, optimizer, at_step, loader, cfg)
+        if at_step == step:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(module, "save_checkpoint", save_then_die)
+    return lambda: monkeypatch.setattr(module, "save_checkpoint", real_save)
+
+
+def assert_same_parameters(one_dir, two_dir, tol: float = 1e-5):
+    """The final checkpoints of two runs hold the same parameters, to ``tol``."""
+    want = torch.load(one_dir / "checkpoint.pt", weights_only=False)["model"]
+    got = torch.load(two_dir / "checkpoint.pt", weights_only=False)["model"]
+    for key, value in want.items():
+        err = (got[key].double() - value.double()).abs().max().item()
+        assert err <= tol, f"{key}: the two runs' parameters differ by {err:.2e}"
