@@ -16,6 +16,8 @@ says what to download, where to put it and which commands to run, instead of a t
 import os
 from dataclasses import dataclass
 
+from timeclr.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class Dataset:
@@ -94,8 +96,6 @@ def missing_message(name: str, manifest: str, root: str, device: str) -> str:
 def require_manifest(manifest: str, data, key: str = "data.manifest"):
     """Raise ``ConfigError`` with what to do when ``manifest`` (config key ``key``) does not exist:
     the set-up steps of ``data.dataset`` if the config names one, else the ``index`` command."""
-    from timeclr.config import ConfigError
-
     if os.path.exists(manifest):
         return
     if data.dataset:

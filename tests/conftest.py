@@ -1,9 +1,17 @@
 """Test set-up. Without an NVIDIA GPU, Triton kernels run in Triton's CPU interpreter, which must
 be switched on before triton is first imported, so it happens here, before any test module loads."""
 import os
-import sys
 
 if not os.path.exists("/dev/nvidiactl"):
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-sys.path.insert(0, os.path.dirname(__file__))  # tests/reference.py, also for spawned workers
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(autouse=True)
+def _in_repo_root(monkeypatch):
+    """Tests name configs as users type them (``pipelines/debug.yaml``), from the repository root;
+    so the suite runs from whatever folder pytest is started in."""
+    monkeypatch.chdir(REPO)

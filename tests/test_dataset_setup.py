@@ -11,7 +11,7 @@ from timeclr import data
 from timeclr.config import load_config
 from timeclr.pipelines.manifest import read_manifest
 from timeclr.pipelines.video import VideoLoader, read_videos
-from videos import frame_index_image, read_frame_index
+from tests.helpers.videos import frame_index_image, read_frame_index
 
 CLASSES = ["ApplyEyeMakeup", "Biking", "HandstandPushups"]  # classInd order = label order
 TRAIN = ["ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01", "Biking/v_Biking_g08_c01", "HandstandPushups/v_HandStandPushups_g08_c01"]

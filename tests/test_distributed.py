@@ -13,8 +13,8 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from reference import nt_xent_rows_f64
-from spawn import free_port, spawn_with_deadline
+from tests.helpers.reference import nt_xent_rows_f64
+from tests.helpers.spawn import free_port, spawn_with_deadline
 from timeclr import nt_xent
 
 WORLD, V, N, D_IN, D = 2, 3, 5, 12, 8

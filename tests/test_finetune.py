@@ -14,8 +14,8 @@ from timeclr.finetune import (average_views, build_classifier, confusion_matrix,
 from timeclr.pipelines.frame_selection import segment_indices
 from timeclr.pipelines.video import Video, VideoLoader
 from timeclr.train import main as train_main
-from runs import assert_same_parameters, die_after_checkpoint, losses, moving_bars_manifest
-from videos import make_video
+from tests.helpers.runs import assert_same_parameters, die_after_checkpoint, losses, moving_bars_manifest
+from tests.helpers.videos import make_video
 
 
 

@@ -10,7 +10,7 @@ import torch
 from timeclr.config import load_config
 from timeclr.pipelines.gop import trim_to_gops
 from timeclr.pipelines.video import Video, VideoLoader
-from videos import decode_all, make_video, read_frame_index
+from tests.helpers.videos import decode_all, make_video, read_frame_index
 
 N, GOP = 70, 12
 

@@ -19,7 +19,7 @@ def test_kernels_compile_for_sm80_and_sm90(tmp_path):
     # A fresh process: the interpreter, once on, cannot be switched off in this one.
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env.update(TRITON_CACHE_DIR=str(tmp_path), TRITON_DEFAULT_FP_FUSION="1")
-    script = os.path.join(os.path.dirname(__file__), "aot_compile.py")
+    script = os.path.join(os.path.dirname(__file__), "helpers", "aot_compile.py")
     r = subprocess.run([sys.executable, script], env=env, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, f"GPU compile failed:\n{r.stdout[-6000:]}\n{r.stderr[-6000:]}"
     assert "0 failed" in r.stdout, r.stdout[-2000:]

@@ -14,7 +14,7 @@ import pytest
 from timeclr import data
 from timeclr.pipelines import layouts, manifest
 from timeclr.pipelines.manifest import ManifestError, index_tree, read_manifest
-from videos import make_video
+from tests.helpers.videos import make_video
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from reference import closed_form_aligned, nt_xent_rows_f64, simclr_f64
+from tests.helpers.reference import closed_form_aligned, nt_xent_rows_f64, simclr_f64
 from timeclr import NTXentLoss, nt_xent
 from timeclr.kernels import nt_xent_chunked
 

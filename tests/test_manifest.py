@@ -13,7 +13,7 @@ import pytest
 from timeclr import data
 from timeclr.pipelines import manifest
 from timeclr.pipelines.manifest import RejectedVideo, index_tree, probe_video, read_manifest
-from videos import frame_index_image, make_audio_only, make_video
+from tests.helpers.videos import frame_index_image, make_audio_only, make_video
 
 REAL_CLIPS = Path(__file__).resolve().parents[2] / "shared/data/real-clips"
 needs_real_clips = pytest.mark.skipif(not REAL_CLIPS.is_dir(), reason=f"real clips not found at {REAL_CLIPS}")

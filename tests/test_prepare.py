@@ -16,7 +16,7 @@ import pytest
 from timeclr.pipelines import gop, manifest, prepare
 from timeclr.pipelines.prepare import (PrepareError, check_settings, output_path, output_size, part_path,
                                        prepare_tree, prepare_video)
-from videos import frame_index_image, make_audio_only, make_video, read_frame_index
+from tests.helpers.videos import frame_index_image, make_audio_only, make_video, read_frame_index
 
 REAL_CLIPS = Path(__file__).resolve().parents[2] / "shared/data/real-clips"
 needs_real_clips = pytest.mark.skipif(not REAL_CLIPS.is_dir(), reason=f"real clips not found at {REAL_CLIPS}")

@@ -9,7 +9,7 @@ from timeclr import train as train_module
 from timeclr.config import load_config
 from timeclr.evaluate import main as evaluate_main
 from timeclr.train import lr_at, main as train_main
-from runs import assert_same_parameters, die_after_checkpoint, losses, moving_bars_manifest
+from tests.helpers.runs import assert_same_parameters, die_after_checkpoint, losses, moving_bars_manifest
 
 
 

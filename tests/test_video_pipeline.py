@@ -12,7 +12,7 @@ import torch
 from timeclr.config import load_config
 from timeclr.pipelines.frame_selection import view_indices
 from timeclr.pipelines.video import Video, VideoLoader
-from videos import decode_all, make_video, read_frame_index
+from tests.helpers.videos import decode_all, make_video, read_frame_index
 
 W, H = 80, 80  # frame size of the generated videos: square, so a full-height centre crop keeps every index stripe
 

@@ -8,6 +8,9 @@ from dataclasses import dataclass, field
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from timeclr.errors import ConfigError
+from timeclr.pipelines.datasets import DATASETS
+
 
 @dataclass
 class ViewConfig:
@@ -143,10 +146,6 @@ class Config:
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
 
-class ConfigError(ValueError):
-    """A config file or override that does not fit the schema; the message names the key."""
-
-
 @contextmanager
 def _named_errors(where):
     try:
@@ -174,8 +173,6 @@ def load_config(path: str | None = None, overrides: list[str] = (), schema=Confi
             raise ConfigError(f"data.views[{i}].kind must be 'segment' or 'interval', got {view.kind!r}")
     choices = {"data.device": ("cpu", "gpu"), "train.optimizer": ("adamw", "sgd", "lars"),
                "train.loss_backend": ("auto", "triton", "torch"), "model.backbone": ("small", "r3d_18", "r2plus1d_18"), "model.norm": ("batch", "group")}
-    from timeclr.pipelines.datasets import DATASETS
-
     choices["data.dataset"] = ("", *DATASETS)
     for key, allowed in choices.items():
         if OmegaConf.select(cfg, key) not in allowed:

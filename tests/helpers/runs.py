@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from timeclr.data import main as data_main
-from videos import make_video
+from tests.helpers.videos import make_video
 
 SIZE = 48  # frame side of the tiny set
 

@@ -1,0 +1,55 @@
+"""Files that appear whole or not at all.
+
+A run can be killed at any moment (a pre-empted node, ``kill -9``, a full disk); a reader must never
+find half a checkpoint, half a results file or half a manifest. So every output is written to a
+temporary name beside its destination and moved into place by ``os.replace``, which is atomic on
+one file system: the destination holds either the old complete file or the new complete one.
+"""
+import json
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def temp_path(path) -> Path:
+    """The hidden temporary name used while ``path`` is being written: ``dir/.STEM.tmp-PID.SUFFIX``.
+    The suffix stays last because writers such as PyAV pick the file format from it; the process id
+    keeps two writers of one file (two ranks, two jobs) off each other's temporary file."""
+    path = Path(path)
+    return path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+
+
+@contextmanager
+def atomic_path(path):
+    """Yield a temporary path to write; on success it replaces ``path``, on error it is removed.
+
+    For writers that take a path (``torch.save``, ``fig.savefig``, an encoder)::
+
+        with atomic_path("checkpoint.pt") as tmp:
+            torch.save(state, tmp)
+    """
+    tmp = temp_path(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+@contextmanager
+def atomic_open(path, mode: str = "w", **kwargs):
+    """``open(path, mode)`` whose file appears at ``path`` only once the ``with`` block ends
+    without an error. Text modes default to UTF-8."""
+    if "b" not in mode:
+        kwargs.setdefault("encoding", "utf-8")
+    with atomic_path(path) as tmp:
+        with open(tmp, mode, **kwargs) as f:
+            yield f
+
+
+def write_json(path, obj, indent: int = 2):
+    """``obj`` as JSON at ``path``, atomically, ending in a newline."""
+    with atomic_open(path) as f:
+        json.dump(obj, f, indent=indent)
+        f.write("\n")
