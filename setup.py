@@ -25,7 +25,7 @@ setup(
         "timeclr.kernels": "kernels",
         "timeclr.pipelines": "pipelines",
     },
-    package_data={"timeclr.pipelines": ["*.yaml"]},
+    package_data={"timeclr.pipelines": ["*.yaml", "recipes/*.yaml"]},
     install_requires=[
         # The GPU benchmark machine ships torch 2.11 + triton 3.6; this machine uses torch 2.13 + triton 3.9.
         "torch>=2.4",

@@ -2,11 +2,13 @@
 
 What is measured
 ----------------
-One training step is what ``timeclr.train`` does per batch: move the 2 views to the device,
-forward both through the TimeCLR model (backbone + projection head; bf16 autocast on CUDA), the
-NT-Xent loss over the 2 views (``timeclr.nt_xent``, the config's backend: fused Triton on CUDA,
-chunked PyTorch on CPU), the finiteness check (one host sync), backward, gradient clipping and the
-optimizer step (the config's: AdamW for synthetic.yaml; fixed learning rate). It is timed in
+One training step is the one ``timeclr.train`` runs, called the same way: ``timeclr.run.train_step``
+with ``timeclr.objectives.contrastive`` (move the 2 views to the device, forward both through the
+TimeCLR model, backbone + projection head, bf16 autocast on CUDA; the NT-Xent loss over the 2
+views, ``timeclr.nt_xent`` with the config's backend: fused Triton on CUDA, chunked PyTorch on
+CPU; backward, gradient clipping, the optimizer step, the config's: AdamW for synthetic.yaml, at a
+fixed learning rate), and the non-finite check of ``timeclr.run.FiniteCheck`` every
+``train.log_every`` steps, as training does. It is timed in
 three modes, on the same model and optimizer:
 
     in-memory   the step on batches already in memory (on the step's device): 4 real batches from
@@ -23,8 +25,9 @@ Each mode runs a fixed number of steps after its own warm-up steps (untimed: the
 batches DALI prefetched while another mode ran), in alternating rounds (in-memory, dali,
 pipeline; ``--rounds`` times), so a change in the machine's load hits every mode alike; the
 summary is the median over rounds. clips/s = steps x batch / wall time of the timed window
-(CUDA: synchronised at both ends; every step syncs once anyway, as in training). Also reported:
-the median step time (the step alone, data excluded) and the fraction of the window spent
+(CUDA: synchronised at both ends; in between the host syncs only at the non-finite checks, as in
+training). Also reported: the median step time (the step alone, data excluded; host time, which
+on CUDA is the launch time unless a check syncs) and the fraction of the window spent
 waiting for the next batch.
 
 Presets
@@ -71,11 +74,12 @@ from pathlib import Path
 import torch
 
 from runinfo import device_name, git_rev, print_table, wait_for_quiet, write_csv
-from timeclr import nt_xent
+from timeclr import objectives, run
 from timeclr.config import load_config
 from timeclr.models import build_model
+from timeclr.optim import build_optimizer
 from timeclr.pipelines.video import VideoLoader, read_videos
-from timeclr.train import build_optimizer, prepare_synthetic
+from timeclr.synthetic import prepare_synthetic
 
 REPO = Path(__file__).resolve().parent.parent
 MODES = ("in-memory", "dali", "pipeline")
@@ -129,23 +133,18 @@ def endless(loader):
         yield from loader
 
 
-def make_step(model, optimizer, cfg, device):
-    """One training step on a list of views, as in ``timeclr.train`` (fixed learning rate)."""
+def make_step(model, optimizer, cfg, device, videos):
+    """The training step of ``timeclr.train`` on a batch (fixed learning rate), with its
+    non-finite check every ``train.log_every`` steps."""
     # UNTESTED (no GPU here): bf16 autocast and the Triton loss backend on CUDA
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and cfg.train.bf16)
+    loss_fn = objectives.contrastive(cfg.train, device)
+    finite = run.FiniteCheck(videos)
 
-    def step(views):
-        views = [v.to(device, non_blocking=True) for v in views]
-        with autocast:
-            z = torch.stack([model(v) for v in views])  # (V, B, proj_dim)
-        loss = nt_xent(z.float(), temperature=cfg.train.temperature, backend=cfg.train.loss_backend)
-        if not torch.isfinite(loss).item():  # train.py's one host sync per step
-            raise RuntimeError(f"non-finite loss {loss.item()}")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.train.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-        optimizer.step()
+    def step(batch):
+        loss, _ = run.train_step(model, optimizer, loss_fn, batch, cfg.train.lr, cfg.train.grad_clip)
+        finite.add(len(finite.pending), cfg.train.lr, loss, batch)
+        if len(finite.pending) >= cfg.train.log_every:
+            finite.check()
 
     return step
 
@@ -155,18 +154,18 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def window(next_views, step, steps, warmup, batch_size, device):
+def window(next_batch, step, steps, warmup, batch_size, device):
     """``warmup`` untimed steps, then ``steps`` timed ones: clips/s, median step ms, data-wait share."""
     for _ in range(warmup):
-        step(next_views())
+        step(next_batch())
     sync(device)
     step_times, wait = [], 0.0
     t0 = time.perf_counter()
     for _ in range(steps):
         a = time.perf_counter()
-        views = next_views()
+        batch = next_batch()
         b = time.perf_counter()
-        step(views)
+        step(batch)
         step_times.append(time.perf_counter() - b)
         wait += b - a
     sync(device)
@@ -332,20 +331,19 @@ def main():
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg.model).to(device).train()
     optimizer = build_optimizer(model, cfg.train)
-    for group in optimizer.param_groups:
-        group["lr"] = cfg.train.lr
-    step = make_step(model, optimizer, cfg, device)
+    step = make_step(model, optimizer, cfg, device, videos)
     B = cfg.data.batch_size
 
     # the in-memory batches: real pipeline output, cloned onto the step's device
-    pool = [[v.to(device).clone() for v in next(batches)["views"]] for _ in range(POOL)]
-    shapes = [tuple(v.shape) for v in pool[0]]
-    print(f"views per batch: {shapes} {pool[0][0].dtype} on {pool[0][0].device}", flush=True)
+    pool = [{"views": [v.to(device).clone() for v in b["views"]], "index": b["index"].clone()}
+            for b in itertools.islice(batches, POOL)]
+    shapes = [tuple(v.shape) for v in pool[0]["views"]]
+    print(f"views per batch: {shapes} {pool[0]['views'][0].dtype} on {pool[0]['views'][0].device}", flush=True)
     cycle = itertools.cycle(pool)
     feeds = {
         "in-memory": (lambda: next(cycle), step),
-        "dali": (lambda: next(batches)["views"], step),
-        "pipeline": (lambda: next(batches)["views"], lambda views: None),
+        "dali": (lambda: next(batches), step),
+        "pipeline": (lambda: next(batches), lambda batch: None),
     }
 
     load = wait_for_quiet(args.max_load, args.max_wait)
@@ -355,8 +353,8 @@ def main():
     rows = []
     for r in range(args.rounds):
         for mode in MODES:
-            next_views, fn = feeds[mode]
-            res = window(next_views, fn, args.steps, args.warmup, B, device)
+            next_batch, fn = feeds[mode]
+            res = window(next_batch, fn, args.steps, args.warmup, B, device)
             rows.append(dict(kind="round", mode=mode, round=r, load=os.getloadavg()[0], **res))
             print(f"  round {r} {mode:<10} {res['clips_per_s']:8.1f} clips/s  step {res['step_ms']:7.1f} ms  "
                   f"wait {100 * res['wait_frac']:3.0f}%  (load {rows[-1]['load']:.2f})", flush=True)

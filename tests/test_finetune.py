@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from timeclr import finetune as finetune_module
+from timeclr import run
+from timeclr.classifier import build_classifier, param_groups
 from timeclr.config import load_config
-from timeclr.finetune import (average_views, build_classifier, confusion_matrix, main as finetune_main,
-                              multiview_data_config, param_groups, summarise, topk_accuracy)
+from timeclr.finetune import main as finetune_main, multiview_data_config
+from timeclr.metrics import average_views, confusion_matrix, summarise, topk_accuracy
 from timeclr.pipelines.frame_selection import segment_indices
 from timeclr.pipelines.video import Video, VideoLoader
 from timeclr.train import main as train_main
@@ -176,7 +177,7 @@ def test_resume_reproduces_the_uninterrupted_losses(manifest, pretrained, tmp_pa
     finetune_main(["pipelines/debug.yaml", *overrides(manifest, whole, *args)])
 
     cut = tmp_path / "cut"
-    restore = die_after_checkpoint(finetune_module, monkeypatch, step=4)
+    restore = die_after_checkpoint(run, monkeypatch, step=4)
     with pytest.raises(KeyboardInterrupt):
         finetune_main(["pipelines/debug.yaml", *overrides(manifest, cut, *args)])
     assert len(losses(cut)) == 4
@@ -189,7 +190,7 @@ def test_resume_reproduces_the_uninterrupted_losses(manifest, pretrained, tmp_pa
 
 
 def _ddp_worker(rank, port, manifest, out_dir):
-    from spawn import torchrun_env
+    from tests.helpers.spawn import torchrun_env
 
     torchrun_env(rank, 2, port)
     finetune_main(["pipelines/debug.yaml", *_ddp_args(manifest, out_dir, batch_size=2)])
@@ -204,7 +205,7 @@ def _ddp_args(manifest, out_dir, batch_size):
 def test_ddp_two_cpu_ranks_equal_one_process_and_the_test_gathers_every_video(manifest, tmp_path):
     """2 gloo ranks with batch B each fine-tune to the parameters and logged (global) losses of one
     process with batch 2B, and the sharded test scores every video once."""
-    from spawn import free_port, spawn_with_deadline
+    from tests.helpers.spawn import free_port, spawn_with_deadline
 
     one = tmp_path / "one"
     finetune_main(["pipelines/debug.yaml", *_ddp_args(manifest, one, batch_size=4)])

@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from timeclr import train as train_module
+from timeclr import objectives, run
 from timeclr.config import load_config
 from timeclr.evaluate import main as evaluate_main
-from timeclr.train import lr_at, main as train_main
+from timeclr.optim import lr_at
+from timeclr.train import main as train_main
 from tests.helpers.runs import assert_same_parameters, die_after_checkpoint, losses, moving_bars_manifest
 
 
@@ -73,7 +74,7 @@ def test_resume_reproduces_the_uninterrupted_losses(manifest, tmp_path, monkeypa
     train_main(["pipelines/debug.yaml", *overrides(manifest, whole, *args)])
 
     cut = tmp_path / "cut"
-    restore = die_after_checkpoint(train_module, monkeypatch, step=4)
+    restore = die_after_checkpoint(run, monkeypatch, step=4)
     with pytest.raises(KeyboardInterrupt):
         train_main(["pipelines/debug.yaml", *overrides(manifest, cut, *args)])
     assert len(losses(cut)) == 4
@@ -94,7 +95,7 @@ def test_evaluate_command_writes_eval_json(manifest, tmp_path):
 
 
 def _ddp_worker(rank, port, manifest, out_dir):
-    from spawn import torchrun_env
+    from tests.helpers.spawn import torchrun_env
 
     torchrun_env(rank, 2, port)
     # 2 ranks x 2 videos per step = the one-process run's 4 videos per step (SGD: Adam would amplify float noise)
@@ -107,7 +108,7 @@ def test_ddp_two_cpu_ranks_equal_one_process_with_the_doubled_batch(manifest, tm
     gradient averaging; the parameters after training equal one process with batch 2B.
     (GroupNorm: per-rank BatchNorm statistics would differ from the global batch's, and torch's
     SyncBatchNorm does not run on CPU.)"""
-    from spawn import free_port, spawn_with_deadline
+    from tests.helpers.spawn import free_port, spawn_with_deadline
 
     one = tmp_path / "one"
     train_main(["pipelines/debug.yaml", *overrides(manifest, one, "train.epochs=2", "data.batch_size=4",
@@ -133,22 +134,26 @@ def test_evaluate_accepts_checkpoints_written_before_a_model_key_existed(manifes
 
 
 def test_non_finite_loss_stops_naming_the_step_and_the_videos():
-    from types import SimpleNamespace
-
+    from timeclr.errors import NonFiniteLoss
     from timeclr.pipelines.video import Video
-    from timeclr.train import NonFiniteLoss, stop_if_not_finite
 
-    loader = SimpleNamespace(videos=[Video("a/first.webm", 0, 10), Video("b/second.webm", 1, 10), Video("c/third.webm", 0, 10)])
-    batch = {"index": torch.tensor([2, 0])}
+    videos = [Video("a/first.webm", 0, 10), Video("b/second.webm", 1, 10), Video("c/third.webm", 0, 10)]
     for bad in (float("nan"), float("inf")):
-        with pytest.raises(NonFiniteLoss, match=r"at step 7 .*c/third.webm.*a/first.webm"):
-            stop_if_not_finite(torch.tensor(bad), 7, 0.1, loader, batch)
-    stop_if_not_finite(torch.tensor(2.5), 7, 0.1, loader, batch)  # finite: no error
+        check = run.FiniteCheck(videos)
+        # steps 5 and 6 fine, 7 bad, 8 bad too: the first bad one is named, with its own batch's videos
+        check.add(5, 0.1, torch.tensor(1.0), {"index": torch.tensor([1, 1])})
+        check.add(6, 0.1, torch.tensor(2.0), {"index": torch.tensor([1, 0])})
+        check.add(7, 0.2, torch.tensor(bad), {"index": torch.tensor([2, 0])})
+        check.add(8, 0.3, torch.tensor(bad), {"index": torch.tensor([1, 1])})
+        with pytest.raises(NonFiniteLoss, match=r"at step 7 \(lr 0.2\).*\['c/third.webm', 'a/first.webm'\]$"):
+            check.check()
+    check = run.FiniteCheck(videos)
+    check.add(7, 0.1, torch.tensor(2.5), {"index": torch.tensor([2, 0])})
+    check.check()  # finite: no error
+    assert check.pending == [], "a check must start the next window empty"
 
 
 def test_train_command_turns_a_non_finite_loss_into_an_exit_message(manifest, tmp_path, monkeypatch):
-    import timeclr.train as train_module
-
-    monkeypatch.setattr(train_module, "nt_xent", lambda z, **kw: z.sum() * float("nan"))
+    monkeypatch.setattr(objectives, "nt_xent", lambda z, **kw: z.sum() * float("nan"))
     with pytest.raises(SystemExit, match=r"non-finite loss nan at step 0 .*the batch's videos: \["):
         train_main(["pipelines/debug.yaml", *overrides(manifest, tmp_path / "nan", "train.epochs=1")])

@@ -1,7 +1,14 @@
-"""Typed configuration: defaults (these dataclasses), then the experiment YAML, then ``key=value``
-overrides from the command line. An unknown key or a value of the wrong type is an error that
-names the key. The resolved config is what runs save beside their outputs.
+"""Typed configuration, in layers: defaults (these dataclasses) <- a shared recipe <- the
+experiment YAML <- ``key=value`` overrides from the command line.
+
+An experiment YAML names its recipe with ``base: recipes/NAME.yaml`` (a path relative to the YAML's
+own folder, or a list of them, merged in order; a recipe may have a base of its own), so a
+per-dataset config holds only what is its own: the dataset, its manifests, the schedule's length.
+An unknown key, a value of the wrong type or a name outside its list of allowed values is an error
+that names the key. The resolved config (every layer merged, interpolations filled in) is what
+runs save beside their outputs.
 """
+import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -9,7 +16,23 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from timeclr.errors import ConfigError
+from timeclr.loss import BACKENDS
+from timeclr.models import BACKBONES
+from timeclr.optim import OPTIMIZERS
 from timeclr.pipelines.datasets import DATASETS
+
+BASE_KEY = "base"
+# the one list of allowed values of each key that names a choice: the registries of the modules
+# that implement them
+CHOICES = {
+    "data.device": ("cpu", "gpu"),
+    "data.dataset": ("", *DATASETS),
+    "model.backbone": tuple(BACKBONES),
+    "model.norm": ("batch", "group"),
+    "train.optimizer": tuple(OPTIMIZERS),
+    "train.loss_backend": BACKENDS,
+}
+VIEW_KINDS = ("segment", "interval")
 
 
 @dataclass
@@ -155,12 +178,41 @@ def _named_errors(where):
         raise ConfigError(f"config error {where}: key {key!r}: {str(e).splitlines()[0]}") from None
 
 
+def load_layers(path: str, _seen: tuple = ()) -> DictConfig:
+    """The YAML at ``path`` merged over its ``base`` recipes (paths relative to ``path``'s folder),
+    recursively; the ``base`` key itself is consumed.
+
+    Raises:
+        ConfigError: a missing base file or a cycle of bases, naming the files.
+    """
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file {path} does not exist" +
+                          (f" (the base of {_seen[-1]})" if _seen else ""))
+    if os.path.abspath(path) in map(os.path.abspath, _seen):
+        raise ConfigError(f"config bases form a cycle: {' -> '.join([*_seen, path])}")
+    with _named_errors(f"in {path}"):
+        node = OmegaConf.load(path)
+        bases = node.pop(BASE_KEY, None) if isinstance(node, DictConfig) else None
+    if bases is None:
+        return node
+    bases = [bases] if isinstance(bases, str) else list(bases)
+    layers = [load_layers(os.path.join(os.path.dirname(path), b), (*_seen, path)) for b in bases]
+    with _named_errors(f"in {path}"):
+        return OmegaConf.merge(*layers, node)
+
+
 def load_config(path: str | None = None, overrides: list[str] = (), schema=Config) -> DictConfig:
-    """Defaults ← YAML at ``path`` ← ``key=value`` overrides, checked against ``schema``."""
+    """Defaults <- the YAML at ``path`` over its ``base`` recipes <- ``key=value`` overrides,
+    checked against ``schema`` and ``CHOICES``.
+
+    Raises:
+        ConfigError: the message names the file or key at fault.
+    """
     cfg = OmegaConf.structured(schema)
     if path is not None:
+        layers = load_layers(path)
         with _named_errors(f"in {path}"):
-            cfg = OmegaConf.merge(cfg, OmegaConf.load(path))
+            cfg = OmegaConf.merge(cfg, layers)
     for item in overrides:
         key, eq, value = item.partition("=")
         if not eq or not key:
@@ -169,12 +221,9 @@ def load_config(path: str | None = None, overrides: list[str] = (), schema=Confi
             # parse the value as YAML, like a dotlist; update() also reaches list items (data.views.0.frames)
             OmegaConf.update(cfg, key, OmegaConf.from_dotlist([f"v={value}"]).v, merge=True)
     for i, view in enumerate(cfg.data.views):
-        if view.kind not in ("segment", "interval"):
+        if view.kind not in VIEW_KINDS:
             raise ConfigError(f"data.views[{i}].kind must be 'segment' or 'interval', got {view.kind!r}")
-    choices = {"data.device": ("cpu", "gpu"), "train.optimizer": ("adamw", "sgd", "lars"),
-               "train.loss_backend": ("auto", "triton", "torch"), "model.backbone": ("small", "r3d_18", "r2plus1d_18"), "model.norm": ("batch", "group")}
-    choices["data.dataset"] = ("", *DATASETS)
-    for key, allowed in choices.items():
+    for key, allowed in CHOICES.items():
         if OmegaConf.select(cfg, key) not in allowed:
             raise ConfigError(f"{key} must be one of {allowed}, got {OmegaConf.select(cfg, key)!r}")
     return cfg

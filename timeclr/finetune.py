@@ -3,7 +3,7 @@
 The downstream test of a self-supervised video encoder that the literature reports (UCF101,
 HMDB51): the pretrained backbone plus a linear classifier, all trained with labels, then scored
 with multi-view testing. ``checkpoint=PATH`` takes the encoder of a TimeCLR pretraining
-checkpoint (``timeclr.evaluate.load_encoder``: the config's ``model`` must match the checkpoint's,
+checkpoint (``timeclr.run.load_encoder``: the config's ``model`` must match the checkpoint's,
 else the error names both) and drops its projection head, which only served the contrastive
 loss; ``checkpoint=random`` starts from the same network untrained, the baseline.
 
@@ -12,7 +12,7 @@ temporal position, random resized crop and flip as configured), cross-entropy wi
 smoothing, dropout before the classifier, ``train``'s optimizer and schedule with the learning
 rate scaled per parameter group (classifier 1, backbone ``finetune.backbone_lr``, and with
 ``finetune.layer_decay`` < 1 a further decay towards the input), bf16 autocast on CUDA. The run
-mechanics are ``timeclr.train``'s, through its functions: run directory with the resolved config,
+mechanics are ``timeclr.run``'s, as for pretraining: run directory with the resolved config,
 ``metrics.jsonl``, progress bar, atomic checkpoints every ``train.ckpt_every`` steps, and rerunning
 the same command resumes and reproduces the uninterrupted run's losses (the dropout masks are
 drawn from (seed, step), not from a generator whose state a restart would lose).
@@ -26,8 +26,6 @@ single view (what the averaging adds) and the protocol; ``confusion.png`` the co
 """
 import argparse
 import copy
-import gc
-import json
 import os
 import sys
 import time
@@ -35,84 +33,24 @@ import time
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from omegaconf import OmegaConf
-from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm import tqdm
 
-from timeclr.config import ConfigError, ViewConfig, load_config
-from timeclr.evaluate import load_encoder
+from timeclr import objectives, run
+from timeclr.atomic import write_json
+from timeclr.classifier import build_classifier, param_groups
+from timeclr.config import ViewConfig, load_config
+from timeclr.errors import ConfigError, NonFiniteLoss
+from timeclr.metrics import summarise
+from timeclr.optim import build_optimizer, lr_at
 from timeclr.pipelines.datasets import require_manifest
 from timeclr.pipelines.manifest import read_manifest
 from timeclr.pipelines.video import VideoLoader, read_videos
-from timeclr.train import (CHECKPOINT, NonFiniteLoss, backward_and_step, build_optimizer, lr_at, plot_loss,
-                           prepare_synthetic, resume, save_checkpoint, setup_distributed, stop_if_not_finite)
+from timeclr.plots import plot_confusion, plot_loss
+from timeclr.synthetic import prepare_synthetic
 
 RESULTS = "finetune.json"
-
-
-# ---------------------------------------------------------------------------------------------
-# the classifier and its per-layer learning rates
-# ---------------------------------------------------------------------------------------------
-
-
-class VideoClassifier(nn.Module):
-    """Backbone -> dropout -> linear classifier: (B, C, T, H, W) clips -> (B, num_classes) logits.
-
-    The classifier starts at small random weights (std 0.01) and zero bias, so the first steps'
-    gradients reaching the pretrained backbone are small rather than those of a random projection.
-    """
-
-    def __init__(self, backbone: nn.Module, feature_dim: int, num_classes: int, dropout: float = 0.0):
-        super().__init__()
-        self.backbone = backbone
-        self.dropout = nn.Dropout(dropout)
-        self.fc = nn.Linear(feature_dim, num_classes)
-        nn.init.normal_(self.fc.weight, std=0.01)
-        nn.init.zeros_(self.fc.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.dropout(self.backbone(x)))
-
-
-def backbone_stages(backbone: nn.Module) -> list[list[nn.Parameter]]:
-    """The backbone's parameters in stages, input side first, for layer-wise learning rates: a
-    video ResNet's stem, layer1 .. layer4; the small CNN's conv stages (each conv with the norm
-    after it). Every parameter is in exactly one stage."""
-    names = ("stem", "layer1", "layer2", "layer3", "layer4")
-    if all(hasattr(backbone, n) for n in names):
-        stages = [list(getattr(backbone, n).parameters()) for n in names]
-    else:  # a Sequential of conv, norm, ReLU, ...: a conv starts a stage
-        stages = []
-        for module in backbone.features:
-            if isinstance(module, nn.Conv3d) or not stages:
-                stages.append([])
-            stages[-1] += list(module.parameters())
-    missed = {id(p) for p in backbone.parameters()} - {id(p) for s in stages for p in s}
-    if missed:
-        raise ValueError(f"{type(backbone).__name__}: {len(missed)} parameters belong to no stage")
-    return stages
-
-
-def param_groups(model: VideoClassifier, ft) -> list[dict]:
-    """Optimizer parameter groups, each with its ``lr_scale`` (the step's lr is lr_at(...) x scale):
-    the classifier 1, backbone stage i of S ``ft.backbone_lr * ft.layer_decay ** (S - i)``."""
-    stages = backbone_stages(model.backbone)
-    groups = [{"params": params, "lr_scale": ft.backbone_lr * ft.layer_decay ** (len(stages) - i)}
-              for i, params in enumerate(stages)]
-    return groups + [{"params": list(model.fc.parameters()), "lr_scale": 1.0}]
-
-
-def build_classifier(cfg, num_classes: int, device) -> VideoClassifier:
-    """The encoder of ``cfg.checkpoint`` ('random': untrained) without its projection head, plus a
-    classifier initialised from ``train.seed``."""
-    try:
-        encoder = load_encoder(cfg, device)
-    except RuntimeError as e:  # load_state_dict: keys or shapes that no TimeCLR pretraining model has
-        raise ConfigError(f"checkpoint: {cfg.checkpoint} does not hold a TimeCLR pretraining model of "
-                          f"{OmegaConf.to_container(cfg.model)}: {str(e).splitlines()[0]}") from None
-    torch.manual_seed(cfg.train.seed)
-    return VideoClassifier(encoder.backbone, encoder.feature_dim, num_classes, cfg.finetune.dropout).to(device)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -138,76 +76,6 @@ def multiview_data_config(cfg):
     data.train, data.augment, data.drop_last = False, False, False
     data.batch_size = cfg.eval.batch_size
     return data
-
-
-# ---------------------------------------------------------------------------------------------
-# multi-view scores
-# ---------------------------------------------------------------------------------------------
-
-
-def average_views(logits: torch.Tensor) -> torch.Tensor:
-    """(V, N, K) logits of V views of N videos -> (N, K) class probabilities: the softmax of each
-    view, averaged over the views (averaging probabilities, not logits, keeps one overconfident
-    view from outvoting the others)."""
-    return logits.float().softmax(-1).mean(0)
-
-
-def topk_accuracy(scores: torch.Tensor, labels: torch.Tensor, k: int) -> float:
-    """Percent of rows of ``scores`` (N, K) whose label is among their ``k`` highest (k capped at K)."""
-    top = scores.topk(min(k, scores.shape[1]), dim=1).indices
-    return 100.0 * (top == labels[:, None]).any(1).double().mean().item()
-
-
-def confusion_matrix(pred: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """(K, K) counts: row = true class, column = predicted class."""
-    return torch.bincount(labels * num_classes + pred, minlength=num_classes ** 2).reshape(num_classes, num_classes)
-
-
-def summarise(logits: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> dict:
-    """The results of V views' logits (V, N, K) against ``labels`` (N,): percentages."""
-    probs = average_views(logits)
-    pred = probs.argmax(1)
-    cm = confusion_matrix(pred, labels, len(classes))
-    counts = cm.sum(1)
-    per_class = {name: (100.0 * cm[c, c].item() / counts[c].item() if counts[c] else None)
-                 for c, name in enumerate(classes)}
-    present = [v for v in per_class.values() if v is not None]
-    single = [topk_accuracy(view, labels, 1) for view in logits.float()]
-    return {"top1": topk_accuracy(probs, labels, 1), "top5": topk_accuracy(probs, labels, 5),
-            "mean_class_accuracy": sum(present) / len(present), "single_view_top1": sum(single) / len(single),
-            "per_class": per_class, "confusion": cm.tolist()}
-
-
-def plot_confusion(cm, classes: list[str], path: str, title: str):
-    """The confusion matrix, each row normalised by the class's test videos (so the diagonal is
-    the per-class accuracy); class names on the axes while they stay legible (<= 40 classes)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    cm = np.asarray(cm, dtype=float)
-    rows = cm / np.maximum(cm.sum(1, keepdims=True), 1)
-    k = len(classes)
-    size = min(14.0, max(4.5, 0.28 * k + 2.5))
-    fig, ax = plt.subplots(figsize=(size + 1.2, size))
-    im = ax.imshow(rows, cmap="Blues", vmin=0, vmax=1)
-    if k <= 40:
-        ax.set_xticks(range(k), classes, rotation=90, fontsize=7)
-        ax.set_yticks(range(k), classes, fontsize=7)
-        if k <= 12:
-            for i in range(k):
-                for j in range(k):
-                    if cm[i, j]:
-                        ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7,
-                                color="white" if rows[i, j] > 0.5 else "black")
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
-    ax.set_title(title, fontsize=8)
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of the class's videos")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 @torch.no_grad()
@@ -253,10 +121,7 @@ def multiview_test(cfg, model, device, classes) -> dict:
 
 def write_results(cfg, results: dict):
     """finetune.json (written atomically) and confusion.png in ``out_dir``; prints the summary."""
-    path = os.path.join(cfg.out_dir, RESULTS)
-    with open(f"{path}.tmp", "w") as f:
-        json.dump(results, f, indent=2)
-    os.replace(f"{path}.tmp", path)
+    write_json(os.path.join(cfg.out_dir, RESULTS), results)
     p = results["protocol"]
     title = (f"{os.path.basename(str(cfg.checkpoint))} fine-tuned, {p['clips']} clips x {p['crops']} crops: "
              f"top-1 {results['top1']:.1f}%, top-5 {results['top5']:.1f}%")
@@ -292,7 +157,7 @@ def check_config(cfg):
         raise ConfigError(f"finetune.test_crops={ft.test_crops} takes crops along the long side after the short "
                           f"side is resized to data.short_side={cfg.data.short_side}: data.views[{ft.view}].crop_size "
                           f"({view.crop_size}) must not exceed it")
-    ckpt = os.path.join(cfg.out_dir, CHECKPOINT)
+    ckpt = os.path.join(cfg.out_dir, run.CHECKPOINT)
     if cfg.checkpoint != "random" and os.path.abspath(cfg.checkpoint) == os.path.abspath(ckpt):
         raise ConfigError(f"out_dir={cfg.out_dir} is the pretraining run itself (checkpoint={cfg.checkpoint}); "
                           "fine-tune into another out_dir")
@@ -340,7 +205,7 @@ def finetune(cfg) -> dict:
         require_manifest(cfg.data.manifest, cfg.data)
         if cfg.train.evaluate and cfg.eval.test_manifest:
             require_manifest(cfg.eval.test_manifest, cfg.data, "eval.test_manifest")
-    world, rank, device = setup_distributed(cfg)
+    world, rank, device = run.setup_distributed(cfg)
 
     # -- data: one labelled view per video
     if cfg.synthetic.enabled:
@@ -356,26 +221,22 @@ def finetune(cfg) -> dict:
     optimizer = build_optimizer(model, cfg.train, param_groups(model, cfg.finetune))
 
     # -- run directory: the resolved config is saved beside the run
-    os.makedirs(cfg.out_dir, exist_ok=True)
-    ckpt_path = os.path.join(cfg.out_dir, CHECKPOINT)
-    metrics_path = os.path.join(cfg.out_dir, "metrics.jsonl")
-    if rank == 0:
-        OmegaConf.save(cfg, os.path.join(cfg.out_dir, "config.yaml"), resolve=True)
+    ckpt_path = run.start_run_dir(cfg, rank)
     total_steps = cfg.train.epochs * len(loader)
 
     # -- resume: the same command continues from the last checkpoint
     try:
-        step = resume(cfg, model, optimizer, loader, device, rank, total_steps)
+        step = run.resume(cfg, model, optimizer, loader, device, rank, total_steps)
     except (RuntimeError, ValueError) as e:  # state dicts of another model or optimizer
         raise ConfigError(f"{ckpt_path} is not a fine-tuning checkpoint of this model and config: "
                           f"{str(e).splitlines()[0]}; choose another out_dir") from None
+    log = run.MetricsLog(cfg.out_dir, step, enabled=rank == 0)
     net = DDP(model) if world > 1 else model
+    loss_fn = objectives.classification(cfg.train, device, cfg.finetune.label_smoothing)
+    finite = run.FiniteCheck(loader.videos)
 
-    # -- loop
-    from tqdm import tqdm
-
+    # -- loop: no host sync except at log and checkpoint steps
     bar = tqdm(total=total_steps, initial=step, disable=rank != 0, dynamic_ncols=True)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and cfg.train.bf16)
     t_last, wait, busy = time.perf_counter(), 0.0, 0.0
     net.train()
     while step < total_steps:
@@ -383,45 +244,40 @@ def finetune(cfg) -> dict:
             t_data = time.perf_counter()
             wait += t_data - t_last
             lr = lr_at(step, total_steps, cfg.train)
-            for group in optimizer.param_groups:
-                group["lr"] = lr * group["lr_scale"]
-            clips, labels = batch["views"][0].to(device, non_blocking=True), batch["label"].to(device)
-            torch.manual_seed(step_seed(cfg.train.seed, step, rank))
-            with autocast:
-                logits = net(clips)
-            loss = F.cross_entropy(logits.float(), labels, label_smoothing=cfg.finetune.label_smoothing)
-            stop_if_not_finite(loss, step, lr, loader, batch)
-            backward_and_step(net, optimizer, loss, cfg.train.grad_clip)
+            torch.manual_seed(step_seed(cfg.train.seed, step, rank))  # this step's dropout masks
+            loss, (logits, labels) = run.train_step(net, optimizer, loss_fn, batch, lr, cfg.train.grad_clip)
+            finite.add(step, lr, loss, batch)
             step += 1
             t_last = time.perf_counter()
             busy += t_last - t_data
 
             if step % cfg.train.log_every == 0 or step == total_steps:
+                finite.check()
                 clips_per_s = len(labels) * world * cfg.train.log_every / max(wait + busy, 1e-9)
-                logged = torch.stack([loss.detach(), (logits.argmax(1) == labels).float().mean()])
+                logged = torch.stack([loss, (logits.argmax(1) == labels).float().mean()])
                 if world > 1:  # the global batch's mean (equal shards), as one process would log it
                     dist.all_reduce(logged)
                     logged /= world
                 loss_value, accuracy = logged[0].item(), 100.0 * logged[1].item()
                 row = {"step": step, "epoch": loader.epoch, "loss": loss_value, "train_top1": accuracy, "lr": lr,
                        "clips_per_s": clips_per_s, "data_wait": wait / max(wait + busy, 1e-9)}
-                if rank == 0:
-                    with open(metrics_path, "a") as f:
-                        f.write(json.dumps(row) + "\n")
+                log.log(row)
                 bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{accuracy:.0f}%", lr=f"{lr:.2e}",
                                 clips_s=f"{clips_per_s:.1f}", wait=f"{row['data_wait']:.0%}")
                 wait = busy = 0.0
             bar.update(1)
-            if rank == 0 and (step % cfg.train.ckpt_every == 0 or step == total_steps):
-                save_checkpoint(ckpt_path, model, optimizer, step, loader, cfg)
+            if step % cfg.train.ckpt_every == 0 or step == total_steps:
+                finite.check()  # a checkpoint never holds weights a NaN has reached
+                if rank == 0:
+                    run.save_checkpoint(ckpt_path, model, optimizer, step, loader, cfg)
             if step >= total_steps:
                 break
     bar.close()
 
     # -- outputs: loss curve, multi-view test (sharded over the ranks, written by rank 0)
     results = {}
-    if rank == 0 and os.path.exists(metrics_path):
-        plot_loss(metrics_path, os.path.join(cfg.out_dir, "loss.png"), ylabel="cross-entropy loss")
+    if rank == 0 and os.path.exists(log.path):
+        plot_loss(log.path, os.path.join(cfg.out_dir, "loss.png"), ylabel="cross-entropy loss")
     if cfg.train.evaluate and not cfg.eval.test_manifest and rank == 0:
         print("eval.test_manifest is empty: no test")
     if cfg.train.evaluate and cfg.eval.test_manifest:
@@ -429,8 +285,10 @@ def finetune(cfg) -> dict:
         results["steps"] = total_steps
         if rank == 0:
             write_results(cfg, results)
-    if dist.is_initialized():
-        dist.barrier()
+            log.log_eval({k: results[k] for k in ("top1", "top5", "mean_class_accuracy", "single_view_top1")},
+                         total_steps)
+    log.close()
+    run.barrier()
     return results
 
 
@@ -446,9 +304,7 @@ def main(argv=None):
     except (ConfigError, OSError, NonFiniteLoss) as e:
         raise SystemExit(f"timeclr.finetune: {e}") from None
     finally:
-        if dist.is_initialized():
-            gc.collect()  # see timeclr.train.main: free DDP's reducer while the group is alive
-            dist.destroy_process_group()
+        run.teardown_distributed()
     return 0
 
 

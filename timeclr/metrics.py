@@ -268,3 +268,41 @@ def evaluate_features(train_x, train_y, test_x, test_y, k=20) -> dict:
         "knn_top1": knn_top1(train_x, train_y, test_x, test_y, k=k),
         **{f"retrieval_r{r}": recall[r] for r in RETRIEVAL_KS},
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# classification scores of multi-view testing (timeclr.finetune)
+# ---------------------------------------------------------------------------------------------
+
+
+def average_views(logits: torch.Tensor) -> torch.Tensor:
+    """(V, N, K) logits of V views of N videos -> (N, K) class probabilities: the softmax of each
+    view, averaged over the views (averaging probabilities, not logits, keeps one overconfident
+    view from outvoting the others)."""
+    return logits.float().softmax(-1).mean(0)
+
+
+def topk_accuracy(scores: torch.Tensor, labels: torch.Tensor, k: int) -> float:
+    """Percent of rows of ``scores`` (N, K) whose label is among their ``k`` highest (k capped at K)."""
+    top = scores.topk(min(k, scores.shape[1]), dim=1).indices
+    return 100.0 * (top == labels[:, None]).any(1).double().mean().item()
+
+
+def confusion_matrix(pred: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(K, K) counts: row = true class, column = predicted class."""
+    return torch.bincount(labels * num_classes + pred, minlength=num_classes ** 2).reshape(num_classes, num_classes)
+
+
+def summarise(logits: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> dict:
+    """The results of V views' logits (V, N, K) against ``labels`` (N,): percentages."""
+    probs = average_views(logits)
+    pred = probs.argmax(1)
+    cm = confusion_matrix(pred, labels, len(classes))
+    counts = cm.sum(1)
+    per_class = {name: (100.0 * cm[c, c].item() / counts[c].item() if counts[c] else None)
+                 for c, name in enumerate(classes)}
+    present = [v for v in per_class.values() if v is not None]
+    single = [topk_accuracy(view, labels, 1) for view in logits.float()]
+    return {"top1": topk_accuracy(probs, labels, 1), "top5": topk_accuracy(probs, labels, 5),
+            "mean_class_accuracy": sum(present) / len(present), "single_view_top1": sum(single) / len(single),
+            "per_class": per_class, "confusion": cm.tolist()}

@@ -1,0 +1,40 @@
+"""What a training step minimises: ``loss_fn(net, batch) -> (loss, out)`` for ``run.train_step``.
+
+The forward pass runs under bf16 autocast on CUDA; the loss itself in float32.
+"""
+import torch
+import torch.nn.functional as F
+
+from timeclr.loss import nt_xent
+from timeclr.run import autocast
+
+
+def contrastive(train_cfg, device, world: int = 1):
+    """TimeCLR pretraining: every view of the batch through the model, NT-Xent over the V views
+    (negatives gathered from every rank under DDP). ``out`` is z, (V, B, proj_dim)."""
+    amp = autocast(device, train_cfg.bf16)
+
+    def loss_fn(net, batch):
+        views = [v.to(device, non_blocking=True) for v in batch["views"]]
+        with amp:
+            z = torch.stack([net(v) for v in views])
+        loss = nt_xent(z.float(), temperature=train_cfg.temperature, backend=train_cfg.loss_backend,
+                       gather_distributed=world > 1)
+        return loss, z.detach()
+
+    return loss_fn
+
+
+def classification(train_cfg, device, label_smoothing: float = 0.0):
+    """Fine-tuning: the first view through the classifier, cross-entropy with the batch's labels.
+    ``out`` is (logits, labels) for the accuracy a log step reports."""
+    amp = autocast(device, train_cfg.bf16)
+
+    def loss_fn(net, batch):
+        clips, labels = batch["views"][0].to(device, non_blocking=True), batch["label"].to(device)
+        with amp:
+            logits = net(clips)
+        loss = F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
+        return loss, (logits.detach(), labels)
+
+    return loss_fn

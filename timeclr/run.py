@@ -1,0 +1,260 @@
+"""The run library: what every training command shares, so each command is its own loop and
+nothing else (``timeclr.train`` pretrains, ``timeclr.finetune`` fine-tunes, and
+``benchmarks/train_throughput.py`` times the very same step).
+
+    setup_distributed    torchrun's environment -> (world, rank, device); teardown_distributed
+    start_run_dir        out_dir with the resolved config.yaml beside the run
+    save/load_checkpoint atomic checkpoints (model, optimizer, step, reader position, config)
+    resume               the step to go on from, with model, optimizer and reader restored
+    MetricsLog           metrics.jsonl (+ TensorBoard events when tensorboard is installed)
+    FiniteCheck          NaN/inf losses caught at log and checkpoint steps, naming step and videos
+    train_step           one optimisation step: loss, backward, clipping, optimizer step
+    load_encoder         a pretraining checkpoint's model, checked against the config's
+"""
+import gc
+import json
+import math
+import os
+
+import torch
+import torch.distributed as dist
+from omegaconf import OmegaConf
+
+from timeclr.atomic import atomic_open, atomic_path
+from timeclr.config import ModelConfig
+from timeclr.errors import ConfigError, NonFiniteLoss
+from timeclr.models import build_model
+from timeclr.optim import set_lr
+from timeclr.recorded import differences
+
+CHECKPOINT = "checkpoint.pt"
+METRICS = "metrics.jsonl"
+
+# ---------------------------------------------------------------------------------------------
+# processes and devices
+# ---------------------------------------------------------------------------------------------
+
+
+def setup_distributed(cfg):
+    """(world size, rank, device): joins the process group under torchrun (which sets WORLD_SIZE /
+    RANK / LOCAL_RANK) and makes every rank's batches full and equal, or the collectives hang."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    if torch.cuda.is_available():
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    if cfg.data.device == "gpu" and device.type != "cuda":
+        raise ConfigError("data.device=gpu but torch sees no CUDA device; use data.device=cpu")
+    if world > 1:
+        cfg.data.drop_last = True
+    return world, rank, device
+
+
+def teardown_distributed():
+    """Leave the process group, if any. The DDP wrapper (kept alive by a traceback, say) is freed
+    first while the group is still referenced: a Reducer dropping the last reference deadlocks in
+    torch's gloo teardown."""
+    if dist.is_initialized():
+        gc.collect()
+        dist.destroy_process_group()
+
+
+def barrier():
+    """Wait for every rank (no-op in one process)."""
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def autocast(device, bf16: bool = True):
+    """bf16 autocast on CUDA when ``bf16``; a disabled context elsewhere (CPU runs fp32)."""
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and bf16)
+
+
+# ---------------------------------------------------------------------------------------------
+# run directory and checkpoints: written atomically, so a kill -9 never leaves half a file
+# ---------------------------------------------------------------------------------------------
+
+
+def start_run_dir(cfg, rank: int) -> str:
+    """Create ``cfg.out_dir`` and save the resolved config there (rank 0); returns the checkpoint path."""
+    os.makedirs(cfg.out_dir, exist_ok=True)
+    if rank == 0:
+        with atomic_open(os.path.join(cfg.out_dir, "config.yaml")) as f:
+            f.write(OmegaConf.to_yaml(cfg, resolve=True))
+    return os.path.join(cfg.out_dir, CHECKPOINT)
+
+
+def save_checkpoint(path, model, optimizer, step, loader, cfg):
+    """Model, optimizer, step, the reader's position and the resolved config, atomically."""
+    with atomic_path(path) as tmp:
+        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                    "loader": loader.state_dict(), "config": OmegaConf.to_container(cfg, resolve=True)}, tmp)
+
+
+def load_checkpoint(path, map_location="cpu"):
+    return torch.load(path, map_location=map_location, weights_only=False)
+
+
+def resume(cfg, model, optimizer, loader, device, rank, total_steps) -> int:
+    """The step to go on from: the run directory's checkpoint restores model, optimizer and the
+    reader's position; 0 without one."""
+    ckpt_path = os.path.join(cfg.out_dir, CHECKPOINT)
+    if not os.path.exists(ckpt_path):
+        return 0
+    ckpt = load_checkpoint(ckpt_path, map_location=device)
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    loader.load_state_dict(ckpt["loader"])
+    if rank == 0:
+        print(f"resuming {cfg.out_dir} at step {ckpt['step']}/{total_steps}")
+    return ckpt["step"]
+
+
+def random_model(cfg, device):
+    """The config's model, untrained: the baseline every evaluation reports beside the trained one."""
+    torch.manual_seed(cfg.train.seed + 1)
+    return build_model(cfg.model).to(device)
+
+
+def load_encoder(cfg, device):
+    """The model of ``cfg.checkpoint`` ('random' = untrained), checked against the config's architecture.
+
+    Raises:
+        ConfigError: no such file, or a checkpoint of another model (the message names both).
+    """
+    if cfg.checkpoint == "random":
+        return random_model(cfg, device)
+    if not os.path.exists(cfg.checkpoint):
+        raise ConfigError(f"checkpoint: {cfg.checkpoint} does not exist")
+    ckpt = load_checkpoint(cfg.checkpoint, map_location=device)
+    # keys added to ModelConfig after a checkpoint was written take their defaults
+    saved = ckpt.get("config", {}).get("model", {})
+    saved = {**OmegaConf.to_container(OmegaConf.structured(ModelConfig)), **saved} if saved else saved
+    wanted = OmegaConf.to_container(cfg.model)
+    if saved and differences(saved, wanted):
+        raise ConfigError(f"checkpoint {cfg.checkpoint} holds model {saved}, but the config asks for {wanted}")
+    model = build_model(cfg.model).to(device)
+    model.load_state_dict(ckpt["model"])
+    return model
+
+
+# ---------------------------------------------------------------------------------------------
+# the metrics log
+# ---------------------------------------------------------------------------------------------
+
+
+def _summary_writer(out_dir: str, step: int):
+    """A TensorBoard writer in ``out_dir`` when the optional ``tensorboard`` package is installed,
+    else None. ``purge_step`` hides events a killed run wrote after the checkpoint it resumes from."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # pip install -e ".[tensorboard]" to get event files
+        return None
+    return SummaryWriter(out_dir, purge_step=step if step > 0 else None)
+
+
+class MetricsLog:
+    """``metrics.jsonl`` of a run (one JSON object per log step) and, when ``tensorboard`` is
+    installed, TensorBoard events beside it: every number of a row as a scalar named ``train/KEY``,
+    evaluation results as ``eval/ENCODER/METRIC``. Only rank 0 writes.
+
+    The log is made to match the checkpoint: removed for a fresh run (step 0), cut back to
+    ``step`` for a resumed one, so a rerun after a kill logs every step once.
+    """
+
+    def __init__(self, out_dir: str, step: int = 0, enabled: bool = True):
+        self.path = os.path.join(out_dir, METRICS)
+        self.step, self.enabled, self.tb = step, enabled, None
+        if not enabled:
+            return
+        if step == 0 and os.path.exists(self.path):
+            os.remove(self.path)  # a fresh run: no stale metrics from an older one
+        elif step > 0 and os.path.exists(self.path):  # drop lines written after the checkpoint
+            kept = [line for line in open(self.path) if json.loads(line)["step"] <= step]
+            with atomic_open(self.path) as f:
+                f.writelines(kept)
+        self.tb = _summary_writer(out_dir, step)
+
+    def log(self, row: dict):
+        """Append ``row`` (it has a ``step``) to metrics.jsonl and its numbers to TensorBoard."""
+        if not self.enabled:
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        if self.tb is not None:
+            for key, value in row.items():
+                if key != "step" and isinstance(value, (int, float)) and math.isfinite(value):
+                    self.tb.add_scalar(f"train/{key}", value, row["step"])
+
+    def log_eval(self, results: dict, step: int):
+        """Evaluation results ``{encoder: {metric: value}}`` (or ``{metric: value}``) to TensorBoard."""
+        if self.tb is None:
+            return
+        for name, value in results.items():
+            if isinstance(value, dict):
+                for metric, v in value.items():
+                    if isinstance(v, (int, float)):
+                        self.tb.add_scalar(f"eval/{name}/{metric}", v, step)
+            elif isinstance(value, (int, float)):
+                self.tb.add_scalar(f"eval/{name}", value, step)
+
+    def close(self):
+        if self.tb is not None:
+            self.tb.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# the step and the non-finite check
+# ---------------------------------------------------------------------------------------------
+
+
+class FiniteCheck:
+    """Catch a NaN or inf loss without a host sync every step.
+
+    Each step's loss stays on the device with the batch's video indices (host tensors, free to
+    keep); ``check()``, called at log and checkpoint steps, syncs once for all steps since the last
+    check and raises ``NonFiniteLoss`` naming the first bad step and its batch's videos. Checking
+    before every checkpoint means a checkpoint never holds weights a NaN has reached: the run stops
+    and rerunning resumes from the last good one (with a lower ``train.lr``, say).
+    """
+
+    def __init__(self, videos):
+        self.videos = videos
+        self.pending = []  # (step, lr, loss on the device, manifest indices of the batch)
+
+    def add(self, step: int, lr: float, loss: torch.Tensor, batch):
+        self.pending.append((step, lr, loss.detach(), batch["index"]))
+
+    def check(self):
+        if not self.pending:
+            return
+        finite = torch.isfinite(torch.stack([p[2] for p in self.pending])).cpu()  # the one sync
+        pending, self.pending = self.pending, []
+        if bool(finite.all()):
+            return
+        step, lr, loss, index = pending[int((~finite).nonzero()[0])]
+        paths = [self.videos[i].path for i in index.tolist()]
+        raise NonFiniteLoss(f"non-finite loss {loss.item()} at step {step} (lr {lr:.3g}); "
+                            f"the batch's videos: {paths}")
+
+
+def train_step(net, optimizer, loss_fn, batch, lr: float, grad_clip: float):
+    """One optimisation step of ``net`` on ``batch``: the learning rate of every group set to
+    ``lr`` (times the group's ``lr_scale``), ``loss, out = loss_fn(net, batch)``, backward,
+    gradient norm clipped to ``grad_clip`` (0: no clipping), optimizer step.
+
+    Returns the detached loss and ``out`` (the embeddings or logits), still on the device: no
+    host sync here, so the data pipeline and the GPU keep running ahead.
+    """
+    set_lr(optimizer, lr)
+    loss, out = loss_fn(net, batch)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(net.parameters(), grad_clip)
+    optimizer.step()
+    return loss.detach(), out
