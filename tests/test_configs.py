@@ -49,3 +49,40 @@ def test_evaluate_names_the_missing_test_split(monkeypatch, tmp_path):
 def test_unknown_dataset_is_an_error_naming_the_key():
     with pytest.raises(ConfigError, match="data.dataset"):
         load_config("pipelines/debug.yaml", ["data.dataset=kinetics9000"])
+
+
+def test_a_config_is_its_recipe_plus_a_thin_delta(tmp_path):
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "recipes" / "base.yaml").write_text("train:\n  lr: 0.5\n  epochs: 7\nmodel:\n  proj_dim: 32\n")
+    (tmp_path / "recipes" / "more.yaml").write_text("base: base.yaml\ntrain:\n  epochs: 9\n")
+    (tmp_path / "exp.yaml").write_text("base: [recipes/more.yaml]\ntrain:\n  lr: 0.25\n")
+    cfg = load_config(str(tmp_path / "exp.yaml"), ["model.proj_dim=64"])
+    # defaults <- base <- more <- exp <- override, each layer winning over the one before
+    assert (cfg.train.lr, cfg.train.epochs, cfg.model.proj_dim) == (0.25, 9, 64), (cfg.train, cfg.model)
+    assert "base" not in cfg, "the base key is consumed, not saved with the run"
+
+
+def test_bad_bases_are_errors_that_name_the_files(tmp_path):
+    (tmp_path / "a.yaml").write_text("base: missing.yaml\n")
+    with pytest.raises(ConfigError, match=r"missing.yaml does not exist \(the base of .*a.yaml\)"):
+        load_config(str(tmp_path / "a.yaml"))
+    (tmp_path / "x.yaml").write_text("base: y.yaml\n")
+    (tmp_path / "y.yaml").write_text("base: x.yaml\n")
+    with pytest.raises(ConfigError, match=r"cycle: .*x.yaml -> .*y.yaml -> .*x.yaml"):
+        load_config(str(tmp_path / "x.yaml"))
+
+
+@pytest.mark.parametrize("name", ["kinetics", "ucf101", "hmdb51", "ssv2", "ucf101_finetune", "hmdb51_finetune",
+                                  "synthetic", "synthetic_finetune"])
+def test_shipped_configs_name_a_recipe_and_stay_thin(name):
+    text = open(f"pipelines/{name}.yaml").read()
+    assert "base: recipes/" in text, f"pipelines/{name}.yaml names no recipe"
+    body = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    # ssv2 and the synthetic configs restate their views (a list replaces the recipe's whole list)
+    assert len(body) <= 45, f"pipelines/{name}.yaml has {len(body)} lines: move shared settings to its recipe"
+
+
+def test_names_outside_their_registry_are_errors():
+    for key, value in (("train.optimizer", "adam"), ("model.backbone", "resnet50"), ("train.loss_backend", "cuda")):
+        with pytest.raises(ConfigError, match=f"{key} must be one of"):
+            load_config("pipelines/debug.yaml", [f"{key}={value}"])

@@ -66,6 +66,15 @@ def test_a_few_steps_lower_the_loss_and_change_the_parameters(manifest, tmp_path
     assert np.mean(seen[-4:]) < 0.7 * np.mean(seen[:4]), f"loss did not fall: {np.round(seen, 3)}"
     for name in ("config.yaml", "loss.png", "metrics.jsonl"):
         assert (out / name).exists(), name
+    try:  # TensorBoard, when installed: the same losses as metrics.jsonl, no extra flag
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    except ImportError:
+        return
+    ea = EventAccumulator(str(out))
+    ea.Reload()
+    tb = [e.value for e in ea.Scalars("train/loss")]
+    assert np.allclose(tb, seen, rtol=1e-6), f"TensorBoard {tb} vs metrics.jsonl {seen}"
+    assert "train/lr" in ea.Tags()["scalars"]
 
 
 def test_resume_reproduces_the_uninterrupted_losses(manifest, tmp_path, monkeypatch):

@@ -149,12 +149,13 @@ def load_encoder(cfg, device):
 
 def _summary_writer(out_dir: str, step: int):
     """A TensorBoard writer in ``out_dir`` when the optional ``tensorboard`` package is installed,
-    else None. ``purge_step`` hides events a killed run wrote after the checkpoint it resumes from."""
+    else None. ``purge_step`` hides the events a killed run wrote after the checkpoint it resumes
+    from: logged steps count completed steps, so the first one redone is ``step + 1``."""
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:  # pip install -e ".[tensorboard]" to get event files
         return None
-    return SummaryWriter(out_dir, purge_step=step if step > 0 else None)
+    return SummaryWriter(out_dir, purge_step=step + 1 if step > 0 else None)
 
 
 class MetricsLog:

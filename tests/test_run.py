@@ -1,0 +1,91 @@
+"""The run library's pieces on their own: the metrics log (jsonl and TensorBoard, fresh and
+resumed), atomic writes, the optimizer registry, the record comparison."""
+import json
+import os
+
+import pytest
+import torch
+
+from timeclr.atomic import atomic_open, atomic_path, write_json
+from timeclr.errors import ConfigError
+from timeclr.optim import LARS, OPTIMIZERS, build_optimizer
+from timeclr.recorded import differences
+from timeclr.run import METRICS, MetricsLog
+
+
+def rows(out_dir):
+    return [json.loads(line) for line in open(os.path.join(out_dir, METRICS))]
+
+
+def test_metrics_log_is_fresh_for_step_0_and_cut_back_on_resume(tmp_path):
+    log = MetricsLog(str(tmp_path), 0)
+    for s in range(1, 6):
+        log.log({"step": s, "loss": 10.0 - s})
+    log.close()
+    resumed = MetricsLog(str(tmp_path), 3)  # a checkpoint at step 3: steps 4, 5 are redone
+    assert [r["step"] for r in rows(tmp_path)] == [1, 2, 3], rows(tmp_path)
+    resumed.log({"step": 4, "loss": 0.5})
+    resumed.close()
+    assert [(r["step"], r["loss"]) for r in rows(tmp_path)] == [(1, 9.0), (2, 8.0), (3, 7.0), (4, 0.5)]
+    MetricsLog(str(tmp_path), 0).close()  # a fresh run in the same folder: nothing stale survives
+    assert not os.path.exists(tmp_path / METRICS)
+
+
+def test_metrics_log_writes_tensorboard_events_that_resume_cleanly(tmp_path):
+    event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    log = MetricsLog(str(tmp_path), 0)
+    for s in range(1, 6):
+        log.log({"step": s, "loss": 10.0 - s, "lr": 0.1, "note": "not a number"})
+    log.close()
+    log = MetricsLog(str(tmp_path), 3)
+    for s in (4, 5, 6):
+        log.log({"step": s, "loss": 100.0 + s, "lr": 0.1})
+    log.log_eval({"pretrained": {"knn_top1": 73.8}, "random_init": {"knn_top1": 56.9}}, 6)
+    log.close()
+    ea = event_accumulator.EventAccumulator(str(tmp_path))
+    ea.Reload()
+    tags = set(ea.Tags()["scalars"])
+    assert {"train/loss", "train/lr", "eval/pretrained/knn_top1", "eval/random_init/knn_top1"} <= tags, tags
+    assert not any("note" in t for t in tags), tags
+    got = [(e.step, e.value) for e in ea.Scalars("train/loss")]
+    # the first run's steps 4 and 5 are purged: each step appears once, with the resumed values
+    assert got == [(1, 9.0), (2, 8.0), (3, 7.0), (4, 104.0), (5, 105.0), (6, 106.0)], got
+    assert ea.Scalars("eval/pretrained/knn_top1")[0].value == pytest.approx(73.8)
+
+
+def test_atomic_writes_appear_whole_or_not_at_all(tmp_path):
+    path = tmp_path / "out.json"
+    write_json(path, {"a": 1})
+    with pytest.raises(RuntimeError):
+        with atomic_open(path) as f:
+            f.write('{"half": ')
+            raise RuntimeError("killed mid-write")
+    assert json.loads(path.read_text()) == {"a": 1}, "a failed write must leave the old file"
+    assert sorted(os.listdir(tmp_path)) == ["out.json"], f"temporary files left: {os.listdir(tmp_path)}"
+    with atomic_path(tmp_path / "clip.webm") as tmp:
+        assert tmp.suffix == ".webm" and tmp.name.startswith("."), tmp  # writers pick formats by suffix
+        tmp.write_bytes(b"x")
+    assert (tmp_path / "clip.webm").read_bytes() == b"x"
+
+
+def test_optimizer_names_come_from_one_registry_and_unknown_ones_are_errors():
+    model = torch.nn.Linear(3, 2)
+
+    class Cfg:
+        lr, momentum, weight_decay = 0.1, 0.9, 0.0
+        optimizer = "lars"
+
+    assert isinstance(build_optimizer(model, Cfg), LARS)
+    for name, cls in (("adamw", torch.optim.AdamW), ("sgd", torch.optim.SGD)):
+        Cfg.optimizer = name
+        assert isinstance(build_optimizer(model, Cfg), cls)
+    Cfg.optimizer = "adam"
+    with pytest.raises(ConfigError, match=r"train.optimizer must be one of \('adamw', 'sgd', 'lars'\), got 'adam'"):
+        build_optimizer(model, Cfg)
+    assert set(OPTIMIZERS) == {"adamw", "sgd", "lars"}
+
+
+def test_differences_name_each_differing_key():
+    assert differences({"a": 1, "b": {"c": 2}}, {"a": 1, "b": {"c": 3}}, ["a", "b.c"]) == ["b.c: 2 there, 3 now"]
+    assert differences({"a": 1}, {"a": 1, "x": 2}) == ["x: None there, 2 now"]
+    assert differences({"a": [1, 2]}, {"a": [1, 2]}) == []
