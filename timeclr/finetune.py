@@ -35,7 +35,6 @@ import torch
 import torch.distributed as dist
 from omegaconf import OmegaConf
 from torch.nn.parallel import DistributedDataParallel as DDP
-from tqdm import tqdm
 
 from timeclr import objectives, run
 from timeclr.atomic import write_json
@@ -198,6 +197,16 @@ def step_seed(seed: int, step: int, rank: int) -> int:
     return int(np.random.SeedSequence([seed, step, rank]).generate_state(1)[0])
 
 
+def logged_values(loss, logits, labels, lr: float, world: int) -> dict:
+    """A log step's loss and training top-1: the global batch's means (equal shards), as one
+    process would log them."""
+    logged = torch.stack([loss, (logits.argmax(1) == labels).float().mean()])
+    if world > 1:
+        dist.all_reduce(logged)
+        logged /= world
+    return {"loss": logged[0].item(), "train_top1": 100.0 * logged[1].item(), "lr": lr}
+
+
 def finetune(cfg) -> dict:
     """Fine-tune (or resume) according to ``cfg``, then test; returns the test results, if any."""
     check_config(cfg)
@@ -220,74 +229,34 @@ def finetune(cfg) -> dict:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     optimizer = build_optimizer(model, cfg.train, param_groups(model, cfg.finetune))
 
-    # -- run directory: the resolved config is saved beside the run
-    ckpt_path = run.start_run_dir(cfg, rank)
-    total_steps = cfg.train.epochs * len(loader)
-
-    # -- resume: the same command continues from the last checkpoint
-    try:
-        step = run.resume(cfg, model, optimizer, loader, device, rank, total_steps)
-    except (RuntimeError, ValueError) as e:  # state dicts of another model or optimizer
-        raise ConfigError(f"{ckpt_path} is not a fine-tuning checkpoint of this model and config: "
-                          f"{str(e).splitlines()[0]}; choose another out_dir") from None
-    log = run.MetricsLog(cfg.out_dir, step, enabled=rank == 0)
+    # -- run directory (the resolved config saved beside the run) and resume: the same command
+    #    continues from the last checkpoint
+    loop = run.Loop(cfg, model, optimizer, loader, device, rank, world)
     net = DDP(model) if world > 1 else model
     loss_fn = objectives.classification(cfg.train, device, cfg.finetune.label_smoothing)
-    finite = run.FiniteCheck(loader.videos)
 
     # -- loop: no host sync except at log and checkpoint steps
-    bar = tqdm(total=total_steps, initial=step, disable=rank != 0, dynamic_ncols=True)
-    t_last, wait, busy = time.perf_counter(), 0.0, 0.0
     net.train()
-    while step < total_steps:
-        for batch in loader:
-            t_data = time.perf_counter()
-            wait += t_data - t_last
-            lr = lr_at(step, total_steps, cfg.train)
-            torch.manual_seed(step_seed(cfg.train.seed, step, rank))  # this step's dropout masks
-            loss, (logits, labels) = run.train_step(net, optimizer, loss_fn, batch, lr, cfg.train.grad_clip)
-            finite.add(step, lr, loss, batch)
-            step += 1
-            t_last = time.perf_counter()
-            busy += t_last - t_data
-
-            if step % cfg.train.log_every == 0 or step == total_steps:
-                finite.check()
-                clips_per_s = len(labels) * world * cfg.train.log_every / max(wait + busy, 1e-9)
-                logged = torch.stack([loss, (logits.argmax(1) == labels).float().mean()])
-                if world > 1:  # the global batch's mean (equal shards), as one process would log it
-                    dist.all_reduce(logged)
-                    logged /= world
-                loss_value, accuracy = logged[0].item(), 100.0 * logged[1].item()
-                row = {"step": step, "epoch": loader.epoch, "loss": loss_value, "train_top1": accuracy, "lr": lr,
-                       "clips_per_s": clips_per_s, "data_wait": wait / max(wait + busy, 1e-9)}
-                log.log(row)
-                bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{accuracy:.0f}%", lr=f"{lr:.2e}",
-                                clips_s=f"{clips_per_s:.1f}", wait=f"{row['data_wait']:.0%}")
-                wait = busy = 0.0
-            bar.update(1)
-            if step % cfg.train.ckpt_every == 0 or step == total_steps:
-                finite.check()  # a checkpoint never holds weights a NaN has reached
-                if rank == 0:
-                    run.save_checkpoint(ckpt_path, model, optimizer, step, loader, cfg)
-            if step >= total_steps:
-                break
-    bar.close()
+    for batch in loop:
+        lr = lr_at(loop.step, loop.total, cfg.train)
+        torch.manual_seed(step_seed(cfg.train.seed, loop.step, rank))  # this step's dropout masks
+        loss, (logits, labels) = run.train_step(net, optimizer, loss_fn, batch, lr, cfg.train.grad_clip)
+        loop.end_step(loss, batch, lr, lambda: logged_values(loss, logits, labels, lr, world))
 
     # -- outputs: loss curve, multi-view test (sharded over the ranks, written by rank 0)
     results = {}
-    if rank == 0 and os.path.exists(log.path):
-        plot_loss(log.path, os.path.join(cfg.out_dir, "loss.png"), ylabel="cross-entropy loss")
+    if rank == 0 and os.path.exists(loop.log.path):
+        plot_loss(loop.log.path, os.path.join(cfg.out_dir, "loss.png"), ylabel="cross-entropy loss")
     if cfg.train.evaluate and not cfg.eval.test_manifest and rank == 0:
         print("eval.test_manifest is empty: no test")
     if cfg.train.evaluate and cfg.eval.test_manifest:
         results = multiview_test(cfg, model, device, classes)
-        results["steps"] = total_steps
+        results["steps"] = loop.total
         if rank == 0:
             write_results(cfg, results)
-            log.log_eval({k: results[k] for k in ("top1", "top5", "mean_class_accuracy", "single_view_top1")},
-                         total_steps)
-    log.close()
+            loop.log.log_eval({k: results[k] for k in ("top1", "top5", "mean_class_accuracy", "single_view_top1")},
+                              loop.total)
+    loop.close()
     run.barrier()
     return results
 

@@ -9,16 +9,20 @@ nothing else (``timeclr.train`` pretrains, ``timeclr.finetune`` fine-tunes, and
     MetricsLog           metrics.jsonl (+ TensorBoard events when tensorboard is installed)
     FiniteCheck          NaN/inf losses caught at log and checkpoint steps, naming step and videos
     train_step           one optimisation step: loss, backward, clipping, optimizer step
+    Loop                 the bookkeeping around the steps: resume, batches until the last step,
+                         clocks, progress bar, log rows, checks and checkpoints when due
     load_encoder         a pretraining checkpoint's model, checked against the config's
 """
 import gc
 import json
 import math
 import os
+import time
 
 import torch
 import torch.distributed as dist
 from omegaconf import OmegaConf
+from tqdm import tqdm
 
 from timeclr.atomic import atomic_open, atomic_path
 from timeclr.config import ModelConfig
@@ -259,3 +263,96 @@ def train_step(net, optimizer, loss_fn, batch, lr: float, grad_clip: float):
         torch.nn.utils.clip_grad_norm_(net.parameters(), grad_clip)
     optimizer.step()
     return loss.detach(), out
+
+
+# ---------------------------------------------------------------------------------------------
+# the loop's bookkeeping
+# ---------------------------------------------------------------------------------------------
+
+
+def due(step: int, every: int, total: int) -> bool:
+    """Whether completed step ``step`` is one of every ``every`` steps, or the last."""
+    return step % every == 0 or step == total
+
+
+def _postfix(row: dict) -> dict:
+    """The progress bar's short form of a log row."""
+    formats = {"loss": ("loss", "{:.3f}"), "train_top1": ("acc", "{:.0f}%"), "lr": ("lr", "{:.2e}"),
+               "clips_per_s": ("clips_s", "{:.1f}"), "data_wait": ("wait", "{:.0%}")}
+    return {name: fmt.format(row[key]) for key, (name, fmt) in formats.items() if key in row}
+
+
+class Loop:
+    """Everything a training command does around its steps, so its loop reads as the algorithm::
+
+        loop = run.Loop(cfg, model, optimizer, loader, device, rank, world)   # resumes if it can
+        for batch in loop:                     # batches until train.epochs are done
+            lr = lr_at(loop.step, loop.total, cfg.train)
+            loss, out = run.train_step(net, optimizer, loss_fn, batch, lr, cfg.train.grad_clip)
+            loop.end_step(loss, batch, lr, lambda: {"loss": loss.item(), "lr": lr})
+        loop.close()
+
+    ``end_step`` counts the step and keeps its loss for the non-finite check; at log steps it
+    checks, and ``report`` adds step, epoch, clips/s and the fraction of time spent waiting for
+    data to the values, writes the row and updates the progress bar; at checkpoint steps it
+    checks and saves (rank 0). Host syncs happen only there, at log and checkpoint steps.
+    """
+
+    def __init__(self, cfg, model, optimizer, loader, device, rank: int, world: int):
+        self.cfg, self.model, self.optimizer, self.loader = cfg, model, optimizer, loader
+        self.rank, self.world = rank, world
+        self.ckpt_path = start_run_dir(cfg, rank)
+        self.total = cfg.train.epochs * len(loader)
+        try:
+            self.step = resume(cfg, model, optimizer, loader, device, rank, self.total)
+        except (RuntimeError, ValueError, KeyError) as e:  # state dicts of another model or optimizer
+            raise ConfigError(f"{self.ckpt_path} is not a checkpoint of this model and config: "
+                              f"{str(e).splitlines()[0]}; choose another out_dir") from None
+        self.log = MetricsLog(cfg.out_dir, self.step, enabled=rank == 0)
+        self.finite = FiniteCheck(loader.videos)
+        self.bar = tqdm(total=self.total, initial=self.step, disable=rank != 0, dynamic_ncols=True)
+        self.wait = self.busy = 0.0
+        self.t_last = self.t_batch = time.perf_counter()
+
+    def __iter__(self):
+        """The loader's batches, epoch after epoch, until the last step is done."""
+        while self.step < self.total:
+            for batch in self.loader:
+                self.t_batch = time.perf_counter()
+                self.wait += self.t_batch - self.t_last
+                yield batch
+                if self.step >= self.total:
+                    return
+
+    def end_step(self, loss: torch.Tensor, batch, lr: float, values):
+        """Count the step just taken. At a log step check the losses since the last check and
+        log ``values()`` (called only then: it may sync, as ``loss.item()`` does); at a
+        checkpoint step check and save, after the log row, so a kill right after a checkpoint
+        leaves the log and the checkpoint at the same step."""
+        self.finite.add(self.step, lr, loss, batch)
+        self.step += 1
+        self.t_last = time.perf_counter()
+        self.busy += self.t_last - self.t_batch
+        self.bar.update(1)
+        if due(self.step, self.cfg.train.log_every, self.total):
+            self.finite.check()
+            self.report(values())
+        if due(self.step, self.cfg.train.ckpt_every, self.total):
+            self.finite.check()  # a checkpoint never holds weights a NaN has reached
+            if self.rank == 0:
+                save_checkpoint(self.ckpt_path, self.model, self.optimizer, self.step, self.loader, self.cfg)
+
+    def report(self, values: dict) -> dict:
+        """Log ``values`` with step, epoch, clips/s and the data-wait fraction since the last report."""
+        elapsed = max(self.wait + self.busy, 1e-9)
+        clips = self.cfg.data.batch_size * self.world * self.cfg.train.log_every
+        row = {"step": self.step, "epoch": self.loader.epoch, **values, "clips_per_s": clips / elapsed,
+               "data_wait": self.wait / elapsed}
+        self.log.log(row)
+        self.bar.set_postfix(_postfix(row))
+        self.wait = self.busy = 0.0
+        return row
+
+    def close(self):
+        self.bar.close()
+        self.log.close()

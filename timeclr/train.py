@@ -9,11 +9,9 @@ mechanics (set-up, checkpoints, resume, the metrics log, the step itself) are ``
 import argparse
 import os
 import sys
-import time
 
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
-from tqdm import tqdm
 
 from timeclr import objectives, run
 from timeclr.config import load_config
@@ -39,9 +37,6 @@ def train(cfg) -> dict:
         prepare_synthetic(cfg, rank)
     loader = VideoLoader(cfg.data, read_videos(cfg.data.manifest))
 
-    # -- run directory: the resolved config is saved beside the run
-    ckpt_path = run.start_run_dir(cfg, rank)
-
     # -- model and optimizer
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg.model)
@@ -49,55 +44,27 @@ def train(cfg) -> dict:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # BN statistics of the global batch
     model = model.to(device)
     optimizer = build_optimizer(model, cfg.train)
-    total_steps = cfg.train.epochs * len(loader)
 
-    # -- resume: the same command continues from the last checkpoint
-    step = run.resume(cfg, model, optimizer, loader, device, rank, total_steps)
-    log = run.MetricsLog(cfg.out_dir, step, enabled=rank == 0)
+    # -- run directory (the resolved config saved beside the run) and resume: the same command
+    #    continues from the last checkpoint
+    loop = run.Loop(cfg, model, optimizer, loader, device, rank, world)
     net = DDP(model) if world > 1 else model
     loss_fn = objectives.contrastive(cfg.train, device, world)
-    finite = run.FiniteCheck(loader.videos)
 
     # -- loop: no host sync except at log and checkpoint steps
-    bar = tqdm(total=total_steps, initial=step, disable=rank != 0, dynamic_ncols=True)
-    t_last, wait, busy = time.perf_counter(), 0.0, 0.0
-    while step < total_steps:
-        for batch in loader:
-            t_data = time.perf_counter()
-            wait += t_data - t_last
-            lr = lr_at(step, total_steps, cfg.train)
-            loss, _ = run.train_step(net, optimizer, loss_fn, batch, lr, cfg.train.grad_clip)
-            finite.add(step, lr, loss, batch)
-            step += 1
-            t_last = time.perf_counter()
-            busy += t_last - t_data
-
-            if step % cfg.train.log_every == 0 or step == total_steps:
-                finite.check()
-                clips_per_s = len(batch["label"]) * world * cfg.train.log_every / max(wait + busy, 1e-9)
-                row = {"step": step, "epoch": loader.epoch, "loss": loss.item(), "lr": lr,
-                       "clips_per_s": clips_per_s, "data_wait": wait / max(wait + busy, 1e-9)}
-                log.log(row)
-                bar.set_postfix(loss=f"{row['loss']:.3f}", lr=f"{lr:.2e}", clips_s=f"{clips_per_s:.1f}",
-                                wait=f"{row['data_wait']:.0%}")
-                wait = busy = 0.0
-            bar.update(1)
-            if step % cfg.train.ckpt_every == 0 or step == total_steps:
-                finite.check()  # a checkpoint never holds weights a NaN has reached
-                if rank == 0:
-                    run.save_checkpoint(ckpt_path, model, optimizer, step, loader, cfg)
-            if step >= total_steps:
-                break
-    bar.close()
+    for batch in loop:
+        lr = lr_at(loop.step, loop.total, cfg.train)
+        loss, _ = run.train_step(net, optimizer, loss_fn, batch, lr, cfg.train.grad_clip)
+        loop.end_step(loss, batch, lr, lambda: {"loss": loss.item(), "lr": lr})
 
     # -- outputs: loss curve, evaluation of the encoder against the same encoder untrained
     results = {}
     if rank == 0:
-        plot_loss(log.path, os.path.join(cfg.out_dir, "loss.png"))
+        plot_loss(loop.log.path, os.path.join(cfg.out_dir, "loss.png"))
         if cfg.train.evaluate and cfg.eval.test_manifest:
             results = evaluate_run(cfg, model, device)
-            log.log_eval(results, step)
-    log.close()
+            loop.log.log_eval(results, loop.step)
+    loop.close()
     run.barrier()
     return results
 
