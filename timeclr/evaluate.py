@@ -6,17 +6,16 @@ the test split (``eval.test_manifest``). Protocols (``timeclr.metrics``): linear
 kNN top-1 (cosine, k = ``eval.knn_k``) and retrieval R@1/5/10/20 (test queries against train).
 Writes ``eval.json`` (percentages) in ``out_dir``.
 """
-import argparse
 import os
 import sys
 
 import torch
 
 from timeclr.atomic import write_json
-from timeclr.config import load_config
 from timeclr.errors import ConfigError
 from timeclr.features import RESULTS, evaluate_model, print_table
 from timeclr.pipelines.datasets import require_manifest
+from timeclr import run
 from timeclr.run import load_encoder
 from timeclr.synthetic import prepare_synthetic
 
@@ -41,15 +40,8 @@ def evaluate(cfg) -> dict:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m timeclr.evaluate", description=__doc__.split("\n")[0])
-    parser.add_argument("config")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="checkpoint=PATH|random, eval.knn_k=10 ...")
-    args = parser.parse_args(argv)
-    try:
-        evaluate(load_config(args.config, args.overrides))
-    except (ConfigError, OSError) as e:
-        raise SystemExit(f"timeclr.evaluate: {e}") from None
-    return 0
+    return run.command_main("evaluate", __doc__.split("\n")[0], evaluate, argv, config_help="experiment YAML, e.g. pipelines/synthetic.yaml",
+                            overrides_help="checkpoint=PATH|random, eval.knn_k=10 ...")
 
 
 if __name__ == "__main__":

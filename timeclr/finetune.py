@@ -24,7 +24,6 @@ decode per video; the classifier's softmax is averaged over the views. ``finetun
 top-1 and top-5 (percent), the mean per-class accuracy, each class's accuracy, the mean top-1 of a
 single view (what the averaging adds) and the protocol; ``confusion.png`` the confusion matrix.
 """
-import argparse
 import copy
 import os
 import sys
@@ -39,8 +38,8 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from timeclr import objectives, run
 from timeclr.atomic import write_json
 from timeclr.classifier import build_classifier, param_groups
-from timeclr.config import ViewConfig, load_config
-from timeclr.errors import ConfigError, NonFiniteLoss
+from timeclr.config import ViewConfig
+from timeclr.errors import ConfigError
 from timeclr.metrics import summarise
 from timeclr.optim import build_optimizer, lr_at
 from timeclr.pipelines.datasets import require_manifest
@@ -262,19 +261,9 @@ def finetune(cfg) -> dict:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m timeclr.finetune", description=__doc__.split("\n")[0])
-    parser.add_argument("config", help="experiment YAML, e.g. pipelines/synthetic_finetune.yaml")
-    parser.add_argument("overrides", nargs="*", metavar="key=value",
-                        help="checkpoint=PATH|random (required), config overrides, e.g. train.epochs=5")
-    args = parser.parse_args(argv)
-    try:
-        cfg = load_config(args.config, args.overrides)
-        finetune(cfg)
-    except (ConfigError, OSError, NonFiniteLoss) as e:
-        raise SystemExit(f"timeclr.finetune: {e}") from None
-    finally:
-        run.teardown_distributed()
-    return 0
+    return run.command_main("finetune", __doc__.split("\n")[0], finetune, argv,
+                            config_help="experiment YAML, e.g. pipelines/synthetic_finetune.yaml",
+                            overrides_help="checkpoint=PATH|random (required), config overrides, e.g. train.epochs=5")
 
 
 if __name__ == "__main__":

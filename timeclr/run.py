@@ -12,7 +12,9 @@ nothing else (``timeclr.train`` pretrains, ``timeclr.finetune`` fine-tunes, and
     Loop                 the bookkeeping around the steps: resume, batches until the last step,
                          clocks, progress bar, log rows, checks and checkpoints when due
     load_encoder         a pretraining checkpoint's model, checked against the config's
+    command_main         ``python -m timeclr.X CONFIG [key=value ...]``: parse, run, one-line errors
 """
+import argparse
 import gc
 import json
 import math
@@ -25,7 +27,7 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from timeclr.atomic import atomic_open, atomic_path
-from timeclr.config import ModelConfig
+from timeclr.config import ModelConfig, load_config
 from timeclr.errors import ConfigError, NonFiniteLoss
 from timeclr.models import build_model
 from timeclr.optim import set_lr
@@ -65,6 +67,25 @@ def teardown_distributed():
     if dist.is_initialized():
         gc.collect()
         dist.destroy_process_group()
+
+
+def command_main(name: str, description: str, run_fn, argv=None, config_help: str = "experiment YAML",
+                 overrides_help: str = "config overrides, e.g. train.epochs=5") -> int:
+    """What every run command's ``main`` is: ``python -m timeclr.NAME CONFIG [key=value ...]``,
+    the config loaded in its layers and passed to ``run_fn``; the errors a user can fix (a config
+    key, a missing file, a non-finite loss) end the command with one line naming what is wrong,
+    not a traceback. The process group is left whatever happens. Returns the exit status 0."""
+    parser = argparse.ArgumentParser(prog=f"python -m timeclr.{name}", description=description)
+    parser.add_argument("config", help=config_help)
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help=overrides_help)
+    args = parser.parse_args(argv)
+    try:
+        run_fn(load_config(args.config, args.overrides))
+    except (ConfigError, OSError, NonFiniteLoss) as e:  # after a NaN the last checkpoint stays: rerun resumes
+        raise SystemExit(f"timeclr.{name}: {e}") from None
+    finally:
+        teardown_distributed()
+    return 0
 
 
 def barrier():

@@ -6,7 +6,6 @@ the run directory's last checkpoint. Multi-GPU / multi-node through torchrun (DD
 nccl on GPU): each rank reads its shard and the loss takes negatives from every rank. The run
 mechanics (set-up, checkpoints, resume, the metrics log, the step itself) are ``timeclr.run``'s.
 """
-import argparse
 import os
 import sys
 
@@ -14,8 +13,6 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from timeclr import objectives, run
-from timeclr.config import load_config
-from timeclr.errors import ConfigError, NonFiniteLoss
 from timeclr.features import evaluate_run
 from timeclr.models import build_model
 from timeclr.optim import build_optimizer, lr_at
@@ -70,17 +67,7 @@ def train(cfg) -> dict:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m timeclr.train", description=__doc__.split("\n")[0])
-    parser.add_argument("config", help="experiment YAML, e.g. pipelines/synthetic.yaml")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.epochs=5")
-    args = parser.parse_args(argv)
-    try:
-        train(load_config(args.config, args.overrides))
-    except (ConfigError, OSError, NonFiniteLoss) as e:  # the last checkpoint stays: lower train.lr and rerun
-        raise SystemExit(f"timeclr.train: {e}") from None
-    finally:
-        run.teardown_distributed()
-    return 0
+    return run.command_main("train", __doc__.split("\n")[0], train, argv, config_help="experiment YAML, e.g. pipelines/synthetic.yaml")
 
 
 if __name__ == "__main__":
