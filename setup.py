@@ -37,5 +37,5 @@ setup(
         "matplotlib>=3.7",  # benchmark charts and loss curves
         "tqdm>=4.60",  # progress bars
     ],
-    extras_require={"dev": ["pytest>=7", "pytest-timeout>=2.1"]},
+    extras_require={"dev": ["pytest>=7", "pytest-timeout>=2.1", "pandas"]},
 )

@@ -5,7 +5,7 @@ A folder-per-class tree says a video's class by where it sits; the public action
 in annotation files instead, and those files also say which videos form the train, val and test
 splits. This module only reads annotations: each ``read_<layout>`` function returns an
 ``Annotations`` (entries ``(key, class_name, where)`` and the ordered class list), and
-``manifest.index_tree`` matches the entries against the files under ROOT, probes the matched
+``index.index_tree`` matches the entries against the files under ROOT, probes the matched
 files and writes the manifest. One call reads one subset (and split), so one manifest each.
 
 Keys and matching
@@ -36,7 +36,7 @@ files but has exactly one sub-folder holding them, as an extracted archive does,
 that sub-folder)
 
 ``folder``
-    No annotations: class = parent folder (``manifest`` module docstring). Takes no
+    No annotations: class = parent folder (``index`` module docstring). Takes no
     ``annotations``, ``split`` or ``subset``.
 
 ``kinetics`` (Kinetics-400/600/700): subsets train, val, test
@@ -79,7 +79,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from timeclr.pipelines.manifest import VIDEO_EXTENSIONS, ManifestError
+from timeclr.errors import ManifestError
+from timeclr.pipelines.probe import VIDEO_EXTENSIONS
 
 LAYOUTS = ("folder", "kinetics", "ucf101", "hmdb51", "ssv2")
 SUBSETS = ("train", "val", "test")

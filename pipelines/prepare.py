@@ -79,7 +79,10 @@ from pathlib import Path
 
 import av
 
-from .manifest import ManifestError, _describe, find_videos, run_per_file
+from timeclr.errors import ManifestError, VideoError
+from timeclr.pipelines.index import find_videos
+from timeclr.pipelines.pool import run_per_file
+from timeclr.pipelines.probe import describe
 
 CODECS = {  # codec name -> (FFmpeg encoder, output extension, container format)
     "h264": ("libx264", ".mp4", "mp4"),
@@ -95,14 +98,6 @@ FAILURES_NAME = "prepare.failures.csv"
 SETTINGS_NAME = "prepare.settings.json"
 FAILURE_COLUMNS = ("path", "reason")
 _PART_RE = re.compile(r"^\..+\.part\.(mp4|webm)$")
-
-
-class PrepareError(Exception):
-    """A source that cannot be prepared; ``reason`` starts with a stable keyword."""
-
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
 
 
 @dataclass
@@ -173,7 +168,7 @@ def prepare_video(src_path, dst_path, codec: str = "h264", short_side: int | Non
     extension of ``dst_path`` is the caller's choice, the container follows ``codec``.
     ``threads``: encoder and decoder threads, 0 = FFmpeg's choice.
     Returns ``{frames, fps (Fraction), width, height, duration (source, seconds),
-    source_frames}``. Raises PrepareError for an unusable source (nothing is left at
+    source_frames}``. Raises VideoError for an unusable source (nothing is left at
     ``dst_path`` or its part name), ValueError for bad arguments.
     """
     settings = check_settings(codec, short_side, gop, fps, crf)
@@ -190,25 +185,25 @@ def prepare_video(src_path, dst_path, codec: str = "h264", short_side: int | Non
 
 def _transcode(src: Path, part: Path, settings: dict, threads: int) -> dict:
     if not src.is_file():
-        raise PrepareError(f"not a video: {src} is not a file")
+        raise VideoError(f"not a video: {src} is not a file")
     if src.stat().st_size == 0:
-        raise PrepareError("zero bytes")
+        raise VideoError("zero bytes")
     try:
         container = av.open(str(src), metadata_errors="ignore")
     except Exception as e:  # FFmpeg raises several types here; all mean "cannot open"
-        raise PrepareError(f"not a video: PyAV cannot open it ({_describe(e)})") from None
+        raise VideoError(f"not a video: PyAV cannot open it ({describe(e)})") from None
     with container:
         if not container.streams.video:
             kinds = sorted({s.type for s in container.streams})
-            raise PrepareError(f"no video stream: {', '.join(kinds) or 'no'} streams only")
+            raise VideoError(f"no video stream: {', '.join(kinds) or 'no'} streams only")
         stream = container.streams.video[0]
         stream.thread_type, stream.thread_count = "AUTO", threads
         nominal = stream.average_rate or stream.guessed_rate or stream.base_rate
         fps = settings["fps"] or (Fraction(nominal).limit_denominator(MAX_FPS_DENOMINATOR) if nominal else None)
         if not fps:
-            raise PrepareError("unreadable: the source states no frame rate; pass fps")
+            raise VideoError("unreadable: the source states no frame rate; pass fps")
         if settings["fps"] is None and fps > MAX_NOMINAL_FPS:  # an fps asked for is used as is
-            raise PrepareError(f"unreadable: the source states {float(fps):g} fps, which would "
+            raise VideoError(f"unreadable: the source states {float(fps):g} fps, which would "
                                f"multiply its frames; pass fps")
         source = _TimedFrames(container, stream, nominal or fps, settings["short_side"])
         writer = None
@@ -218,7 +213,7 @@ def _transcode(src: Path, part: Path, settings: dict, threads: int) -> dict:
                     writer = _Writer(part, settings, fps, frame.width, frame.height, threads)
                 writer.show(time, frame)
             if writer is None:
-                raise PrepareError("unreadable: no frame could be decoded")
+                raise VideoError("unreadable: no frame could be decoded")
             duration = source.duration()
             frames = writer.finish(duration)
         except BaseException:
@@ -243,7 +238,7 @@ class _TimedFrames:
     """Iterate ``(time, frame)`` over a stream's decoded frames: decoder order, each frame given
     the next of the sorted timestamps (see the module docstring), time in seconds (Fraction)
     from the first, each frame already scaled to the output size (yuv420p), so the reorder
-    window holds small frames. Raises PrepareError on a decode error."""
+    window holds small frames. Raises VideoError on a decode error."""
 
     def __init__(self, container, stream, nominal_fps, short_side):
         self.container, self.stream, self.short_side = container, stream, short_side
@@ -261,7 +256,7 @@ class _TimedFrames:
             try:
                 frame = next(decoded, None)
             except Exception as e:
-                raise PrepareError(f"unreadable: decode error after {self.count} frames ({_describe(e)})") from None
+                raise VideoError(f"unreadable: decode error after {self.count} frames ({describe(e)})") from None
             if frame is None:
                 break
             self.count += 1
@@ -349,7 +344,7 @@ class _Writer:
             for packet in self.stream.encode(frame):
                 self.out.mux(packet)
         except Exception as e:
-            raise PrepareError(f"encode failed: at output frame {k} ({_describe(e)})") from None
+            raise VideoError(f"encode failed: at output frame {k} ({describe(e)})") from None
 
     def finish(self, duration: Fraction) -> int:
         """Pad with the last frame up to round(duration * fps) frames, flush; returns the count."""
@@ -363,7 +358,7 @@ class _Writer:
             for packet in self.stream.encode():
                 self.out.mux(packet)
         except Exception as e:
-            raise PrepareError(f"encode failed: flushing the encoder ({_describe(e)})") from None
+            raise VideoError(f"encode failed: flushing the encoder ({describe(e)})") from None
         self.close()
         return total
 
@@ -375,7 +370,7 @@ class _Writer:
                 self.out.close()
             except Exception as e:
                 if not quiet:
-                    raise PrepareError(f"encode failed: closing the output ({_describe(e)})") from None
+                    raise VideoError(f"encode failed: closing the output ({describe(e)})") from None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -387,10 +382,10 @@ def _prepare_outcome(src: Path, dst: Path, settings: dict, threads: int) -> tupl
     cannot stop the pool, and only plain data is pickled back."""
     try:
         return "done", prepare_video(src, dst, threads=threads, **settings)
-    except PrepareError as e:
+    except VideoError as e:
         return "failed", e.reason
     except Exception as e:
-        return "failed", f"unreadable: preparing failed ({_describe(e)})"
+        return "failed", f"unreadable: preparing failed ({describe(e)})"
 
 
 def prepare_tree(src, dst, codec: str = "h264", short_side: int | None = None, gop: int = DEFAULT_GOP,

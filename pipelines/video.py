@@ -43,6 +43,7 @@ import torch
 
 from timeclr.pipelines import augment, gop
 from timeclr.pipelines.frame_selection import view_indices
+from timeclr.pipelines.manifest import read_manifest
 
 
 @dataclass
@@ -208,8 +209,6 @@ def eval_crop_box(height: int, width: int, short_side: int, crop_size: int, crop
 
 def read_videos(manifest) -> list[Video]:
     """The manifest's rows as ``Video`` records, with absolute paths."""
-    from timeclr.pipelines.manifest import read_manifest
-
     rows, _ = read_manifest(manifest)
     return [Video(r["abs_path"], int(r["label"]), int(r["num_frames"]), int(r["width"]), int(r["height"]),
                   r.get("bytes"), r.get("codec") or None) for r in rows]

@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 
 from timeclr import data
+from timeclr.errors import ManifestError
 from timeclr.pipelines import layouts, manifest
-from timeclr.pipelines.manifest import ManifestError, index_tree, read_manifest
+from timeclr.pipelines.index import index_tree
+from timeclr.pipelines.manifest import read_manifest
 from tests.helpers.videos import make_video
 
 
@@ -45,7 +47,7 @@ def outputs(out):
     _, rejects_path = manifest.sidecar_paths(out)
     with open(out, newline="") as f:
         rows = {r["path"]: (int(r["label"]), r["class_name"])
-                for r in csv.DictReader(line for line in f if not line.startswith("#"))}
+                for r in csv.DictReader(f)}
     with open(rejects_path, newline="") as f:
         rejects = {r["path"]: r["reason"] for r in csv.DictReader(f)}
     return rows, rejects, read_manifest(out)[1]

@@ -1,4 +1,4 @@
-"""The manifest indexer (timeclr.pipelines.manifest, ``python -m timeclr.data index``) on small
+"""The manifest indexer (timeclr.pipelines.index, .probe, .manifest; ``python -m timeclr.data index``) on small
 generated videos and on the real clips in shared/data/real-clips."""
 import csv
 import multiprocessing
@@ -7,12 +7,15 @@ import shutil
 from fractions import Fraction
 from pathlib import Path
 
-import av
 import pytest
 
 from timeclr import data
-from timeclr.pipelines import manifest
-from timeclr.pipelines.manifest import RejectedVideo, index_tree, probe_video, read_manifest
+from timeclr.errors import ManifestError, VideoError
+from timeclr.pipelines import index, manifest
+from timeclr.pipelines.encode import write_video
+from timeclr.pipelines.index import index_tree
+from timeclr.pipelines.manifest import COLUMNS, read_manifest
+from timeclr.pipelines.probe import probe_video
 from tests.helpers.videos import frame_index_image, make_audio_only, make_video
 
 REAL_CLIPS = Path(__file__).resolve().parents[2] / "shared/data/real-clips"
@@ -30,7 +33,7 @@ REAL_FRAMES = {
 
 def read_csv(path):
     with open(path, newline="") as f:
-        return list(csv.DictReader(line for line in f if not line.startswith("#")))
+        return list(csv.DictReader(f))
 
 
 def outputs(manifest_path):
@@ -42,23 +45,15 @@ def outputs(manifest_path):
 def assert_each_candidate_once(root, manifest_path):
     rows, rejects = outputs(manifest_path)
     listed = [r["path"] for r in rows] + list(rejects)
-    candidates = [p.relative_to(root).as_posix() for p in manifest.find_videos(root)]
+    candidates = [p.relative_to(root).as_posix() for p in index.find_videos(root)]
     assert sorted(listed) == sorted(candidates)
 
 
 def make_vfr_video(path, num_frames=30, gap_at=15, gap=10):
     """A VP9 .webm at a nominal 25 fps whose timestamps jump by ``gap`` frame times at ``gap_at``."""
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libvpx-vp9", rate=25)
-        stream.width, stream.height, stream.pix_fmt = 80, 48, "yuv420p"
-        stream.options = {"deadline": "realtime", "cpu-used": "8"}
-        for i in range(num_frames):
-            frame = av.VideoFrame.from_ndarray(frame_index_image(i), format="rgb24")
-            frame.pts, frame.time_base = i + (gap if i >= gap_at else 0), Fraction(1, 25)
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
+    frames = [frame_index_image(i) for i in range(num_frames)]
+    pts = [i + (gap if i >= gap_at else 0) for i in range(num_frames)]
+    write_video(path, frames, "vp9", fps=25, pts=pts, time_base=Fraction(1, 25))
     return path
 
 
@@ -149,7 +144,7 @@ def test_h264_is_rejected_on_cpu_and_accepted_on_gpu(tmp_path):
 
 def test_probe_rejects_a_file_without_video(tmp_path):
     path = make_audio_only(tmp_path / "sound.mp4")
-    with pytest.raises(RejectedVideo, match="^no video stream: audio streams only"):
+    with pytest.raises(VideoError, match="^no video stream: audio streams only"):
         probe_video(path, "cpu")
 
 
@@ -183,14 +178,14 @@ def test_a_crashing_decoder_rejects_only_its_file(tmp_path, monkeypatch):
     (root / "a").mkdir(parents=True)
     for name in ("v1.webm", "v2.webm", "crash.webm", "v3.webm"):
         make_video(root / "a" / name, 12)
-    real_probe = manifest.probe_video
+    real_probe = index.probe_video
 
     def crashing_probe(path, device=None):
         if Path(path).name == "crash.webm":
             os._exit(1)  # as a segfaulting decoder would: the worker process dies
         return real_probe(path, device)
 
-    monkeypatch.setattr(manifest, "probe_video", crashing_probe)
+    monkeypatch.setattr(index, "probe_video", crashing_probe)
     assert index_tree(root, tmp_path / "m.csv", device="cpu", workers=2, progress=False) == (3, 1)
     _, rejects = outputs(tmp_path / "m.csv")
     assert rejects == {"a/crash.webm": "unreadable: the decoder crashed the probe process"}
@@ -201,7 +196,8 @@ def test_read_manifest_follows_a_moved_dataset(tmp_path):
     (root / "a").mkdir(parents=True)
     make_video(root / "a" / "x.webm", 10)
     index_tree(root, tmp_path / "project" / "lists" / "m.csv", device="cpu", workers=1, progress=False)
-    assert (tmp_path / "project" / "lists" / "m.csv").read_text().startswith("# root: ../videos\n")
+    assert (tmp_path / "project" / "lists" / "m.csv").read_text().startswith(",".join(COLUMNS) + "\n")
+    assert [r["root"] for r in read_csv(tmp_path / "project" / "lists" / "m.csv")] == ["../videos"]
 
     shutil.move(tmp_path / "project", tmp_path / "moved")
     rows, classes = read_manifest(tmp_path / "moved" / "lists" / "m.csv")
@@ -209,6 +205,60 @@ def test_read_manifest_follows_a_moved_dataset(tmp_path):
     assert Path(rows[0]["abs_path"]) == (tmp_path / "moved" / "videos" / "a" / "x.webm").resolve()
     rows, _ = read_manifest(tmp_path / "moved" / "lists" / "m.csv", root=tmp_path / "elsewhere")
     assert Path(rows[0]["abs_path"]) == (tmp_path / "elsewhere" / "a" / "x.webm").resolve()
+
+
+def test_the_manifest_is_a_plain_csv(tmp_path):
+    import pandas
+
+    root = tmp_path / "videos"
+    for cls, n in (("cats", 12), ("dogs", 15)):
+        (root / cls).mkdir(parents=True)
+        make_video(root / cls / "a.webm", n)
+    out = tmp_path / "lists" / "m.csv"
+    assert index_tree(root, out, device="cpu", workers=1, progress=False) == (2, 0)
+
+    with open(out, newline="") as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+    assert reader.fieldnames == list(COLUMNS)
+    assert [(r["path"], r["label"], r["class_name"], r["num_frames"], r["codec"], r["root"]) for r in rows] == [
+        ("cats/a.webm", "0", "cats", "12", "vp9", "../videos"), ("dogs/a.webm", "1", "dogs", "15", "vp9", "../videos")]
+
+    table = pandas.read_csv(out)
+    assert list(table.columns) == list(COLUMNS)
+    assert table["path"].tolist() == ["cats/a.webm", "dogs/a.webm"]
+    assert table["label"].tolist() == [0, 1] and table["num_frames"].tolist() == [12, 15]
+    for rel in table["root"] + "/" + table["path"]:
+        assert (out.parent / rel).is_file()
+    _, rejects_path = manifest.sidecar_paths(out)
+    assert list(pandas.read_csv(rejects_path).columns) == ["path", "reason"]
+
+
+def test_an_old_format_manifest_still_loads_with_a_note(tmp_path):
+    root = tmp_path / "videos"
+    (root / "a").mkdir(parents=True)
+    make_video(root / "a" / "x.webm", 10)
+    old = tmp_path / "lists" / "old.csv"
+    old.parent.mkdir()
+    old.write_text("# root: ../videos\n"
+                   "path,label,class_name,num_frames,fps,duration,width,height,codec,vfr,bytes\n"
+                   f"a/x.webm,0,a,10,25.0,0.4,80,48,vp9,0,{(root / 'a' / 'x.webm').stat().st_size}\n")
+    old.with_suffix(".classes.txt").write_text("a\n")
+    with pytest.warns(UserWarning, match="old-format manifest.*re-index"):
+        rows, classes = read_manifest(old)
+    assert classes == ["a"] and [r["path"] for r in rows] == ["a/x.webm"] and rows[0]["num_frames"] == 10
+    assert Path(rows[0]["abs_path"]) == (root / "a" / "x.webm").resolve()
+    with pytest.warns(UserWarning):
+        rows, _ = read_manifest(old, root=tmp_path / "elsewhere")
+    assert Path(rows[0]["abs_path"]) == (tmp_path / "elsewhere" / "a" / "x.webm").resolve()
+
+
+def test_a_csv_that_is_not_a_manifest_is_refused(tmp_path):
+    path = tmp_path / "m.csv"
+    path.write_text("name,score\nx,1\n")
+    path.with_suffix(".classes.txt").write_text("a\n")
+    with pytest.raises(ManifestError, match="not a manifest"):
+        read_manifest(path)
 
 
 def test_the_video_pipeline_reads_the_manifest(tmp_path):
@@ -295,7 +345,7 @@ def test_probe_flags_the_real_variable_frame_rate_clips():
     tree = probe_video(REAL_CLIPS / "tree.avi")  # no device: Cinepak decodes on neither
     assert tree["num_frames"] == 68  # its header claims 444
     assert tree["vfr"] and tree["duration"] == pytest.approx(29.6, abs=0.01)
-    with pytest.raises(RejectedVideo, match="^codec cinepak not decodable on gpu"):
+    with pytest.raises(VideoError, match="^codec cinepak not decodable on gpu"):
         probe_video(REAL_CLIPS / "tree.avi", "gpu")
 
     hd = probe_video(REAL_CLIPS / "hd_1080p.mp4", "gpu")

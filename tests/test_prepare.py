@@ -13,9 +13,11 @@ import av
 import numpy as np
 import pytest
 
-from timeclr.pipelines import gop, manifest, prepare
-from timeclr.pipelines.prepare import (PrepareError, check_settings, output_path, output_size, part_path,
-                                       prepare_tree, prepare_video)
+from timeclr.errors import VideoError
+from timeclr.pipelines import gop, index, prepare
+from timeclr.pipelines.prepare import (check_settings, output_path, output_size, part_path, prepare_tree,
+                                       prepare_video)
+from timeclr.pipelines.probe import probe_video
 from tests.helpers.videos import frame_index_image, make_audio_only, make_video, read_frame_index
 
 REAL_CLIPS = Path(__file__).resolve().parents[2] / "shared/data/real-clips"
@@ -138,7 +140,7 @@ def test_gop_16_default_and_the_index_video_keeps_every_frame(tmp_path):
         shown = [read_frame_index(f.to_ndarray(format="rgb24")) for f in c.decode(video=0)]
     assert shown == list(range(50)), f"source index shown by each output frame: {shown}"
     assert_keyframes_every(out, prepare.DEFAULT_GOP, 50)
-    probed = manifest.probe_video(out, "cpu")
+    probed = probe_video(out, "cpu")
     assert (probed["num_frames"], probed["vfr"], probed["codec"]) == (50, False, "vp9"), probed
     # What GOP trimming needs: frame k is packet k, decodable from its keyframe on.
     data = np.fromfile(out, np.uint8)
@@ -193,7 +195,7 @@ def test_rerun_skips_finished_outputs_and_replaces_leftover_parts(tmp_path, caps
     assert "1 prepared, 2 skipped (already done), 0 failed" in capsys.readouterr().out
     # The part names are hidden: the indexer never takes a leftover for a video.
     part_path(outs["a/v1.mp4"]).write_bytes(b"x")
-    assert outs["a/v1.mp4"] in manifest.find_videos(dst) and len(manifest.find_videos(dst)) == 3
+    assert outs["a/v1.mp4"] in index.find_videos(dst) and len(index.find_videos(dst)) == 3
 
 
 def test_a_failure_mid_file_leaves_neither_output_nor_part(tmp_path, monkeypatch):
@@ -271,9 +273,9 @@ def test_unusable_sources_are_reported_and_the_rest_prepared(tmp_path, capsys):
                                                                     sorted(reasons)), report
 
 
-def test_prepare_video_raises_prepare_error_for_unusable_source(tmp_path):
+def test_prepare_video_raises_video_error_for_unusable_source(tmp_path):
     (tmp_path / "empty.mp4").touch()
-    with pytest.raises(PrepareError, match="^zero bytes$"):
+    with pytest.raises(VideoError, match="^zero bytes$"):
         prepare_video(tmp_path / "empty.mp4", tmp_path / "out.mp4")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.mp4"]
 
@@ -368,7 +370,7 @@ def test_real_clip_duration_timing_and_frames(real_prepared, name):
     assert n == expected_count(duration, rate), f"{name}: {n} frames at {rate} fps for {float(duration):.3f} s"
     assert abs(n / rate - duration) <= 1 / rate, f"{name}: lasts {float(n / rate):.3f} s, source {float(duration):.3f} s"
     assert_keyframes_every(out, 16, n)
-    probed = manifest.probe_video(out, "gpu")
+    probed = probe_video(out, "gpu")
     assert (probed["num_frames"], probed["vfr"]) == (n, False), f"{name}: {probed}"
 
     with av.open(str(out)) as c:
@@ -395,5 +397,5 @@ def test_real_clip_vp9_tree_avi(tmp_path):
     assert (info["frames"], info["fps"], info["source_frames"]) == (444, 15, 68), info
     assert info["duration"] == pytest.approx(29.6, abs=1e-3), info
     assert_keyframes_every(tmp_path / "tree.webm", 25, 444)
-    probed = manifest.probe_video(tmp_path / "tree.webm", "cpu")
+    probed = probe_video(tmp_path / "tree.webm", "cpu")
     assert (probed["num_frames"], probed["vfr"], probed["duration"]) == (444, False, pytest.approx(29.6, abs=2e-3)), probed  # WebM: ms

@@ -20,13 +20,14 @@ import argparse
 import os
 import sys
 
-from timeclr.pipelines import manifest
+from timeclr.errors import ConfigError, ManifestError
+from timeclr.pipelines.index import index_tree
+from timeclr.pipelines.layouts import LAYOUTS, SPLITS, SUBSETS
+from timeclr.pipelines.prepare import DEFAULT_GOP, prepare_tree
 
 
 def add_index_parser(subparsers):
     """The ``index`` command's arguments."""
-    from timeclr.pipelines.layouts import LAYOUTS, SPLITS, SUBSETS
-
     p = subparsers.add_parser(
         "index", help="scan a folder-per-class tree or an annotated dataset and write a manifest CSV",
         description="Decode every video under ROOT (class = its folder, or with --layout, the videos of "
@@ -60,18 +61,16 @@ def add_index_parser(subparsers):
 def run_index(args) -> int:
     """Index ``args.root`` into ``args.output``."""
     try:
-        manifest.index_tree(args.root, args.output, device=args.device, workers=args.workers,
-                            allow_vfr=args.allow_vfr, layout=args.layout, annotations=args.annotations,
-                            split=args.split, subset=args.subset)
-    except manifest.ManifestError as e:
+        index_tree(args.root, args.output, device=args.device, workers=args.workers,
+                   allow_vfr=args.allow_vfr, layout=args.layout, annotations=args.annotations,
+                   split=args.split, subset=args.subset)
+    except ManifestError as e:
         raise SystemExit(f"timeclr.data index: error: {e}") from None
     return 0
 
 
 def add_prepare_parser(subparsers):
     """The ``prepare`` command's arguments."""
-    from timeclr.pipelines.prepare import DEFAULT_GOP
-
     p = subparsers.add_parser(
         "prepare", help="re-encode a video tree for exact, fast frame selection",
         description="Re-encode every video under SRC into DST (same relative paths): constant frame "
@@ -97,11 +96,9 @@ def add_prepare_parser(subparsers):
 def run_prepare(args) -> int:
     """Prepare ``args.src`` into ``args.dst``. Failed sources are listed, not fatal: exit status 0,
     so that ``prepare && index`` goes on (real datasets always hold a few broken files)."""
-    from timeclr.pipelines.prepare import prepare_tree
-
     try:
         prepare_tree(args.src, args.dst, codec=args.codec, short_side=args.short_side, gop=args.gop,
-                              fps=args.fps, workers=args.workers, crf=args.crf)
+                     fps=args.fps, workers=args.workers, crf=args.crf)
     except ValueError as e:
         raise SystemExit(f"timeclr.data prepare: error: {e}") from None
     return 0
@@ -122,13 +119,13 @@ def add_preview_parser(subparsers):
 
 def run_preview(args) -> int:
     """Write the preview of ``args.config`` to ``args.out``."""
-    from timeclr.config import ConfigError, load_config
+    # Imported here, not at the top: they load torch and DALI, which index and prepare never need.
+    from timeclr.config import load_config
+    from timeclr.pipelines.datasets import require_manifest
     from timeclr.pipelines.preview import write_preview
 
     try:
         cfg = load_config(args.config, args.overrides)
-        from timeclr.pipelines.datasets import require_manifest
-
         require_manifest(cfg.data.manifest, cfg.data)
     except (ConfigError, OSError) as e:
         raise SystemExit(f"timeclr.data preview: error: {e}") from None
