@@ -1,4 +1,4 @@
-"""Preparing a video tree (timeclr.pipelines.prepare): constant frame rate chosen by timestamps,
+"""Preparing a video tree (timeclr.pipelines.prepare, .transcode): constant frame rate chosen by timestamps,
 fixed closed GOPs, resizing, atomic and resumable outputs, failures reported, on generated index
 videos with irregular timestamps (an exact oracle) and on the real clips in shared/data/real-clips."""
 import csv
@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 
 from timeclr.errors import VideoError
-from timeclr.pipelines import gop, index, prepare
-from timeclr.pipelines.prepare import (check_settings, output_path, output_size, part_path, prepare_tree,
-                                       prepare_video)
+from timeclr.pipelines import gop, index, transcode
+from timeclr.pipelines.encode import write_video
+from timeclr.pipelines.prepare import output_path, prepare_tree
 from timeclr.pipelines.probe import probe_video
+from timeclr.pipelines.transcode import check_settings, output_size, part_path, prepare_video
 from tests.helpers.videos import frame_index_image, make_audio_only, make_video, read_frame_index
 
 REAL_CLIPS = Path(__file__).resolve().parents[2] / "shared/data/real-clips"
@@ -28,18 +29,8 @@ EXT = {"h264": ".mp4", "vp9": ".webm"}
 def make_timed_video(path, times_ms, width=160, height=96, rate=25):
     """A VP9 index video (frame i shows i) whose frame i is stamped ``times_ms[i]`` ms, nominal
     ``rate`` fps. WebM keeps millisecond timestamps exactly."""
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libvpx-vp9", rate=rate)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.codec_context.time_base = stream.time_base = Fraction(1, 1000)
-        stream.options = {"crf": "10", "b:v": "0", "deadline": "realtime", "cpu-used": "8"}
-        for i, t in enumerate(times_ms):
-            frame = av.VideoFrame.from_ndarray(frame_index_image(i, width, height), format="rgb24")
-            frame.pts, frame.time_base = t, Fraction(1, 1000)
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
+    frames = [frame_index_image(i, width, height) for i in range(len(times_ms))]
+    write_video(path, frames, "vp9", fps=rate, pts=times_ms, time_base=Fraction(1, 1000), crf=10)
     return path
 
 
@@ -139,7 +130,7 @@ def test_gop_16_default_and_the_index_video_keeps_every_frame(tmp_path):
     with av.open(str(out)) as c:
         shown = [read_frame_index(f.to_ndarray(format="rgb24")) for f in c.decode(video=0)]
     assert shown == list(range(50)), f"source index shown by each output frame: {shown}"
-    assert_keyframes_every(out, prepare.DEFAULT_GOP, 50)
+    assert_keyframes_every(out, transcode.DEFAULT_GOP, 50)
     probed = probe_video(out, "cpu")
     assert (probed["num_frames"], probed["vfr"], probed["codec"]) == (50, False, "vp9"), probed
     # What GOP trimming needs: frame k is packet k, decodable from its keyframe on.
@@ -200,7 +191,7 @@ def test_rerun_skips_finished_outputs_and_replaces_leftover_parts(tmp_path, caps
 
 def test_a_failure_mid_file_leaves_neither_output_nor_part(tmp_path, monkeypatch):
     src, dst = small_tree(tmp_path / "src", ("a/v1.webm", "a/bad.webm", "a/v2.webm")), tmp_path / "dst"
-    real_show = prepare._Writer.show
+    real_show = transcode._Writer.show
 
     def failing_show(self, time, frame):
         self.shown = getattr(self, "shown", 0) + 1
@@ -208,7 +199,7 @@ def test_a_failure_mid_file_leaves_neither_output_nor_part(tmp_path, monkeypatch
             raise RuntimeError("disk on fire")
         return real_show(self, time, frame)
 
-    monkeypatch.setattr(prepare._Writer, "show", failing_show)
+    monkeypatch.setattr(transcode._Writer, "show", failing_show)
     report = run(src, dst)
     assert report.done == ["a/v1.webm", "a/v2.webm"], report
     assert list(report.failed) == ["a/bad.webm"] and "disk on fire" in report.failed["a/bad.webm"], report.failed
@@ -218,7 +209,7 @@ def test_a_failure_mid_file_leaves_neither_output_nor_part(tmp_path, monkeypatch
     def interrupting_show(self, time, frame):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(prepare._Writer, "show", interrupting_show)
+    monkeypatch.setattr(transcode._Writer, "show", interrupting_show)
     with pytest.raises(KeyboardInterrupt):
         prepare_video(src / "a/v1.webm", tmp_path / "one.mp4", short_side=48)
     assert not (tmp_path / "one.mp4").exists() and not part_path(tmp_path / "one.mp4").exists()
@@ -228,7 +219,7 @@ def test_a_failure_mid_file_leaves_neither_output_nor_part(tmp_path, monkeypatch
                     reason="the crash is injected by patching the parent, which only fork carries over")
 def test_a_crashing_worker_fails_only_its_file_and_leaves_no_part(tmp_path, monkeypatch):
     src, dst = small_tree(tmp_path / "src", ("a/v1.webm", "a/crash.webm", "a/v2.webm", "a/v3.webm")), tmp_path / "dst"
-    real_transcode = prepare._transcode
+    real_transcode = transcode._transcode
 
     def crashing_transcode(src_path, part, settings, threads):
         if src_path.name == "crash.webm":
@@ -236,7 +227,7 @@ def test_a_crashing_worker_fails_only_its_file_and_leaves_no_part(tmp_path, monk
             os._exit(1)  # as a segfaulting decoder would: the worker dies mid-file
         return real_transcode(src_path, part, settings, threads)
 
-    monkeypatch.setattr(prepare, "_transcode", crashing_transcode)
+    monkeypatch.setattr(transcode, "_transcode", crashing_transcode)
     report = run(src, dst, workers=2)
     assert report.done == ["a/v1.webm", "a/v2.webm", "a/v3.webm"], report
     assert report.failed == {"a/crash.webm": "unreadable: the decoder or encoder crashed the worker process"}
@@ -306,14 +297,14 @@ def test_bad_folders_name_src_or_dst(tmp_path):
     with pytest.raises(ValueError, match="^dst: .* is inside src"):
         run(src, src / "prepared")
     run(src, tmp_path / "dst", short_side=48)
-    with pytest.raises(ValueError, match=r"^dst: .*other settings \(short_side 48 there, 64 now\)"):
+    with pytest.raises(ValueError, match=r"^dst: .*other settings \(short_side: 48 there, 64 now\)"):
         run(src, tmp_path / "dst", short_side=64)
 
 
 def test_check_settings_normalises_fps():
     assert check_settings("vp9", None, 16, 29.97)["fps"] == Fraction(2997, 100)
     assert check_settings("h264", 128, 16, None) == {"codec": "h264", "short_side": 128, "gop": 16, "fps": None,
-                                                     "crf": prepare.DEFAULT_CRF["h264"]}
+                                                     "crf": transcode.DEFAULT_CRF["h264"]}
     assert output_path("/d", Path("a/b.avi"), "vp9") == Path("/d/a/b.webm")
     assert part_path("/d/a/b.mp4") == Path("/d/a/.b.part.mp4")
 

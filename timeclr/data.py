@@ -23,7 +23,8 @@ import sys
 from timeclr.errors import ConfigError, ManifestError
 from timeclr.pipelines.index import index_tree
 from timeclr.pipelines.layouts import LAYOUTS, SPLITS, SUBSETS
-from timeclr.pipelines.prepare import DEFAULT_GOP, prepare_tree
+from timeclr.pipelines.prepare import prepare_tree
+from timeclr.pipelines.transcode import DEFAULT_GOP
 
 
 def add_index_parser(subparsers):
