@@ -73,14 +73,13 @@ that sub-folder)
     is ``<id>.<ext>`` (``.webm`` as shipped). ``test.json`` holds ids only: no labels, see above.
 """
 import csv
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
 from timeclr.errors import ManifestError
-from timeclr.pipelines.probe import VIDEO_EXTENSIONS
+from timeclr.pipelines.annotation_files import dataset_folder, lines, open_text, read_json, strip_extension
 
 LAYOUTS = ("folder", "kinetics", "ucf101", "hmdb51", "ssv2")
 SUBSETS = ("train", "val", "test")
@@ -183,7 +182,7 @@ def read_kinetics(annotations, subset: str | None = None) -> Annotations:
         if subset is None:
             raise ManifestError(f"{annotations}: a Kinetics annotation folder needs --subset "
                                 f"({', '.join(KINETICS_FILES)}), or give the CSV file itself")
-        folder = _dataset_folder(annotations, [n for names in KINETICS_FILES.values() for n in names],
+        folder = dataset_folder(annotations, [n for names in KINETICS_FILES.values() for n in names],
                                  "Kinetics", "train.csv, validate.csv, test.csv")
         path = next((folder / n for n in KINETICS_FILES[subset] if (folder / n).is_file()), None)
         if path is None:
@@ -225,7 +224,7 @@ def read_kinetics(annotations, subset: str | None = None) -> Annotations:
 
 def _read_kinetics_csv(path: Path) -> tuple[list, list]:
     """(header, [(line number, row dict)]) of a Kinetics CSV, checked for the key columns."""
-    with _open_text(path) as f:
+    with open_text(path) as f:
         reader = csv.DictReader(f)
         header = [h.strip() for h in reader.fieldnames or []]
         missing = [c for c in KINETICS_COLUMNS if c not in header]
@@ -262,11 +261,11 @@ def _whole_seconds(text: str, column: str, where: str) -> int:
 
 def read_ucf101(annotations, split: int, subset: str) -> Annotations:
     """UCF101's ``ucfTrainTestlist`` folder: ``classInd.txt`` and ``{train,test}list0{split}.txt``."""
-    folder = _dataset_folder(Path(annotations), ["classInd.txt"], "UCF101",
+    folder = dataset_folder(Path(annotations), ["classInd.txt"], "UCF101",
                              "classInd.txt, trainlist0N.txt, testlist0N.txt: the ucfTrainTestlist folder")
     class_file = folder / "classInd.txt"
     indexed = {}
-    for line, text in _lines(class_file):
+    for line, text in lines(class_file):
         fields = text.split()
         if len(fields) != 2 or not fields[0].isdigit():
             raise ManifestError(f"{class_file}:{line}: expected '<index> <class name>', got {text!r}")
@@ -284,7 +283,7 @@ def read_ucf101(annotations, split: int, subset: str) -> Annotations:
     if not path.is_file():
         raise ManifestError(f"{folder}: no {path.name} (UCF101's split {split} {subset} list)")
     entries = []
-    for line, text in _lines(path):
+    for line, text in lines(path):
         where, fields = f"{path}:{line}", text.split()
         if len(fields) not in (1, 2) or "/" not in fields[0]:
             raise ManifestError(f"{where}: expected '<class>/<video file>{' <index>' if subset == 'train' else ''}'"
@@ -296,7 +295,7 @@ def read_ucf101(annotations, split: int, subset: str) -> Annotations:
         if len(fields) == 2 and fields[1] != str(classes.index(class_name) + 1):
             raise ManifestError(f"{where}: index {fields[1]} disagrees with {class_file}, where "
                                 f"{class_name} is {classes.index(class_name) + 1}")
-        entries.append(Entry(_strip_extension(fields[0]), class_name, where))
+        entries.append(Entry(strip_extension(fields[0]), class_name, where))
     return Annotations("ucf101", _unique(entries), classes, f"ucf101 split {split} {subset} ({path})",
                        ignore_case=True, files=[class_file, path])
 
@@ -307,7 +306,7 @@ def read_ucf101(annotations, split: int, subset: str) -> Annotations:
 
 def read_hmdb51(annotations, split: int, subset: str) -> Annotations:
     """HMDB51's folder of ``<class>_test_split<N>.txt`` files."""
-    folder = _dataset_folder(Path(annotations), ["*_test_split[123].txt"], "HMDB51",
+    folder = dataset_folder(Path(annotations), ["*_test_split[123].txt"], "HMDB51",
                              "<class>_test_split<N>.txt files: the testTrainMulti_7030_splits folder")
     classes = sorted({p.name[:-len("_test_splitN.txt")] for p in folder.glob("*_test_split[123].txt")})
     entries, files = [], []
@@ -316,12 +315,12 @@ def read_hmdb51(annotations, split: int, subset: str) -> Annotations:
         if not path.is_file():
             raise ManifestError(f"{folder}: no {path.name}, though other splits of class {class_name} are there")
         files.append(path)
-        for line, text in _lines(path):
+        for line, text in lines(path):
             where, fields = f"{path}:{line}", text.split()
             if len(fields) != 2 or fields[1] not in ("0", "1", "2"):
                 raise ManifestError(f"{where}: expected '<video file> <tag>' with tag 0, 1 or 2, got {text!r}")
             if fields[1] == HMDB51_TAGS[subset]:
-                entries.append(Entry(f"{class_name}/{_strip_extension(fields[0])}", class_name, where))
+                entries.append(Entry(f"{class_name}/{strip_extension(fields[0])}", class_name, where))
     if not entries:
         raise ManifestError(f"{folder}: the split {split} files tag no video {HMDB51_TAGS[subset]} ({subset})")
     return Annotations("hmdb51", _unique(entries), classes, f"hmdb51 split {split} {subset} ({folder})",
@@ -334,10 +333,10 @@ def read_hmdb51(annotations, split: int, subset: str) -> Annotations:
 
 def read_ssv2(annotations, subset: str) -> Annotations:
     """Something-Something v2's ``labels.json`` and ``train.json`` / ``validation.json``."""
-    folder = _dataset_folder(Path(annotations), ["labels.json"], "SSv2",
+    folder = dataset_folder(Path(annotations), ["labels.json"], "SSv2",
                              "labels.json, train.json, validation.json")
     labels_path = folder / "labels.json"
-    labels = _read_json(labels_path)
+    labels = read_json(labels_path)
     if not isinstance(labels, dict) or not labels:
         raise ManifestError(f"{labels_path}: expected an object {{\"class name\": \"label\", ...}}")
     by_label = {}
@@ -357,7 +356,7 @@ def read_ssv2(annotations, subset: str) -> Annotations:
     path = folder / SSV2_FILES[subset]
     if not path.is_file():
         raise ManifestError(f"{folder}: no {path.name} (the SSv2 {subset} annotations)")
-    items = _read_json(path)
+    items = read_json(path)
     if not isinstance(items, list):
         raise ManifestError(f"{path}: expected a list of {{\"id\": ..., \"template\": ...}} objects")
     entries = []
@@ -380,60 +379,6 @@ def read_ssv2(annotations, subset: str) -> Annotations:
 
 # ----------------------------------------------------------------------------------------------
 # Helpers
-
-
-def _dataset_folder(path: Path, patterns: list, dataset: str, expected: str) -> Path:
-    """``path``, or its one sub-folder that holds a file matching one of ``patterns`` when
-    ``path`` itself holds none (an archive extracted into it)."""
-    if not path.is_dir():
-        raise ManifestError(f"{path}: not a folder (the {dataset} annotations are a folder: {expected})")
-
-    def holds(folder):
-        return any(any(p.is_file() for p in folder.glob(pattern)) for pattern in patterns)
-
-    if holds(path):
-        return path
-    inner = [d for d in path.iterdir() if d.is_dir() and holds(d)]
-    if len(inner) == 1:
-        return inner[0]
-    raise ManifestError(f"{path}: not {dataset} annotations: expected {expected}"
-                        + (f"; found them in several sub-folders ({', '.join(sorted(d.name for d in inner))})"
-                           if inner else ""))
-
-
-def _open_text(path: Path):
-    try:
-        return open(path, newline="", encoding="utf-8-sig")  # newline="": the csv module's own
-    except OSError as e:
-        raise ManifestError(f"{path}: cannot read ({e.strerror or e})") from None
-
-
-def _lines(path: Path) -> list[tuple[int, str]]:
-    """(line number, text stripped) of the non-blank lines; CRLF and LF line ends alike."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")  # universal newlines: CRLF reads as LF
-    except UnicodeDecodeError as e:
-        raise ManifestError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    except OSError as e:
-        raise ManifestError(f"{path}: cannot read ({e.strerror or e})") from None
-    return [(n, line.strip()) for n, line in enumerate(text.split("\n"), start=1) if line.strip()]
-
-
-def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text(encoding="utf-8-sig"))
-    except json.JSONDecodeError as e:
-        raise ManifestError(f"{path}:{e.lineno}: not valid JSON ({e.msg}, column {e.colno})") from None
-    except UnicodeDecodeError as e:
-        raise ManifestError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    except OSError as e:
-        raise ManifestError(f"{path}: cannot read ({e.strerror or e})") from None
-
-
-def _strip_extension(name: str) -> str:
-    """``name`` without its extension if that is a video extension (``a/b.avi`` -> ``a/b``)."""
-    stem, dot, ext = name.rpartition(".")
-    return stem if dot and "/" not in ext and f".{ext.lower()}" in VIDEO_EXTENSIONS else name
 
 
 def _unique(entries: list) -> list:
