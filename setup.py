@@ -37,5 +37,10 @@ setup(
         "matplotlib>=3.7",  # benchmark charts and loss curves
         "tqdm>=4.60",  # progress bars
     ],
-    extras_require={"dev": ["pytest>=7", "pytest-timeout>=2.1", "pandas"]},
+    extras_require={
+        # TensorBoard event files beside metrics.jsonl (loss, lr, evaluation metrics), no flag needed
+        "tensorboard": ["tensorboard>=2.10"],
+        # the tests read manifests with pandas and TensorBoard events back
+        "dev": ["pytest>=7", "pytest-timeout>=2.1", "pandas", "tensorboard>=2.10"],
+    },
 )
