@@ -1,5 +1,6 @@
-"""timeclr.synthetic: the generated tree, its manifests and DONE.json contract, and that the classes
-are defined by motion over time (the renderer's ground truth and its pixels), not by one frame."""
+"""timeclr.synthetic: the generated tree, its manifests and DONE.json contract; and
+timeclr.synthetic_render: the classes are defined by motion over time (the renderer's ground truth
+and its pixels), not by one frame."""
 import json
 import os
 import time
@@ -10,9 +11,11 @@ import numpy as np
 import pytest
 
 from timeclr import synthetic
+from timeclr import synthetic_render as render
 from timeclr.pipelines import manifest
 from timeclr.pipelines.manifest import read_manifest
-from timeclr.synthetic import CLASSES, DatasetMismatch, NotADataset, ensure_dataset, make_sample
+from timeclr.synthetic import DatasetMismatch, NotADataset, ensure_dataset
+from timeclr.synthetic_render import CLASSES, make_sample
 
 TRAIN, TEST, FRAMES, SIZE = 3, 2, 16, 32  # the tiny dataset the file-level tests share
 PER_SPLIT = {"train": TRAIN, "test": TEST}
@@ -88,6 +91,24 @@ def test_cli_prints_the_manifests(dataset, capsys):
     assert train_csv in out and test_csv in out
 
 
+def test_prepare_synthetic_points_the_config_at_the_manifests(dataset):
+    from omegaconf import OmegaConf
+
+    root, (train_csv, test_csv) = dataset
+    cfg = OmegaConf.create({
+        "synthetic": {"train_per_class": TRAIN, "test_per_class": TEST, "frames": FRAMES, "size": SIZE},
+        "data": {"root": str(root), "manifest": ""}, "eval": {"test_manifest": ""}})
+    with pytest.raises(DatasetMismatch):  # its seed is the default, 0: not this dataset's
+        synthetic.prepare_synthetic(cfg, rank=0)
+    cfg.data.root = str(root.parent / "default_seed")
+    synthetic.prepare_synthetic(cfg, rank=0)
+    assert cfg.data.manifest == str(root.parent / "default_seed" / "train.csv")
+    assert cfg.eval.test_manifest == str(root.parent / "default_seed" / "test.csv")
+    cfg.eval.test_manifest = "mine.csv"  # a given test manifest is kept
+    synthetic.prepare_synthetic(cfg, rank=1)
+    assert cfg.eval.test_manifest == "mine.csv"
+
+
 def test_other_parameters_raise_and_overwrite_nothing(dataset):
     root, _ = dataset
     before = snapshot(root)
@@ -113,7 +134,7 @@ def test_interrupted_generation_leaves_no_dataset_and_is_redone(tmp_path, monkey
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(manifest, "index_tree", interrupted)
+    monkeypatch.setattr(synthetic, "index_tree", interrupted)
     with pytest.raises(KeyboardInterrupt):
         ensure_dataset(root, **small)
     assert list(tmp_path.iterdir()) == []  # no root, no partial folder
@@ -141,13 +162,13 @@ N, F, S = 40, 32, 64  # videos per class and their format, as the main job gener
 
 def samples(label):
     rng = np.random.default_rng(1000 + label)
-    return [synthetic.sample_params(label, F, S, rng) for _ in range(N)]
+    return [render.sample_params(label, F, S, rng) for _ in range(N)]
 
 
 def moments(params):
     """Per frame: the object's area, centroid x and principal-axis angle (degrees, y down, so an
     increasing angle turns clockwise on screen), from the rendered coverage itself."""
-    a = synthetic.object_alpha(params).astype(np.float64)
+    a = render.object_alpha(params).astype(np.float64)
     y, x = np.mgrid[:S, :S] + 0.5
     m = a.sum((1, 2))
     mx, my = (a * x).sum((1, 2)) / m, (a * y).sum((1, 2)) / m
@@ -207,16 +228,16 @@ def test_flash_half_is_only_told_by_time():
         for p in samples(label):
             flash = np.flatnonzero(p["flash"])
             assert len(flash) == F // 4 and np.all(np.diff(flash) == 1) and p["flash"][half].sum() == F // 4
-            frames = synthetic.render(p).astype(np.float64).mean(axis=(1, 2, 3))
+            frames = render.render(p).astype(np.float64).mean(axis=(1, 2, 3))
             assert frames[flash].min() > frames[~p["flash"]].max() + 10  # the flash shows
-        brightness[label] = np.concatenate([synthetic.render(p).mean(axis=(1, 2, 3)) for p in samples(label)])
+        brightness[label] = np.concatenate([render.render(p).mean(axis=(1, 2, 3)) for p in samples(label)])
     assert best_threshold_accuracy(brightness[6], brightness[7]) < 0.6
 
 
 def test_appearance_is_shared_by_every_class():
     shapes = {label: Counter(p["shape"] for p in samples(label)) for label in range(len(CLASSES))}
     for label, counts in shapes.items():
-        assert set(counts) == set(synthetic.SHAPE_NAMES[:synthetic.SHAPES_USED]), (CLASSES[label], counts)
+        assert set(counts) == set(render.SHAPE_NAMES[:render.SHAPES_USED]), (CLASSES[label], counts)
     for p in samples(0) + samples(6):
         colour_gap = np.linalg.norm(p["colour"] - p["background"])
-        assert colour_gap >= synthetic.MIN_COLOUR_DISTANCE
+        assert colour_gap >= render.MIN_COLOUR_DISTANCE
