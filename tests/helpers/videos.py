@@ -1,13 +1,13 @@
-"""Small test videos whose frames say their own index, written with PyAV.
+"""Small test videos whose frames say their own index, written with PyAV (encode.write_video).
 
 Frame i shows the binary digits of i as BITS vertical stripes (white = 1, black = 0, most
 significant bit on the left), wide enough to survive lossy codecs, so a decoded frame tells
 which source frame it is: ``read_frame_index(decoded_rgb)``.
 """
-from fractions import Fraction
-
 import av
 import numpy as np
+
+from timeclr.pipelines.encode import write_video
 
 BITS = 10  # up to 1024 frames
 
@@ -36,26 +36,14 @@ def read_frame_index(img: np.ndarray, bits: int = BITS, stripe: int | None = Non
 
 def make_video(path, num_frames: int, width: int = 80, height: int = 48, fps: int = 25,
                codec: str = "libvpx-vp9", gop: int = 12, frames=None) -> str:
-    """Write ``num_frames`` index frames (or the given RGB ``frames``) to ``path``; returns path.
+    """Write ``num_frames`` index frames (or the first ``num_frames`` of the given RGB ``frames``)
+    to ``path`` with ``timeclr.pipelines.encode.write_video``; returns path.
 
-    ``codec``: 'libvpx-vp9' (.webm, decodable by DALI's CPU backend), 'libx264' (.mp4), 'mpeg4'...
+    ``codec``: 'libvpx-vp9' (.webm, decodable by DALI's CPU backend), 'libvpx' (VP8), 'libx264'
+    (.mp4), 'mpeg4'... or write_video's short names ('vp9', 'h264', ...).
     """
-    path = str(path)
-    with av.open(path, "w") as out:
-        stream = out.add_stream(codec, rate=Fraction(fps))
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.gop_size = gop
-        if codec == "libvpx-vp9":
-            stream.options = {"crf": "10", "b:v": "0", "deadline": "realtime", "cpu-used": "8"}
-        elif codec == "libx264":
-            stream.options = {"crf": "10", "preset": "ultrafast", "bf": "0"}
-        for i in range(num_frames):
-            img = frame_index_image(i, width, height) if frames is None else frames[i]
-            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    return path
+    images = (frame_index_image(i, width, height) if frames is None else frames[i] for i in range(num_frames))
+    return write_video(path, images, codec=codec, fps=fps, gop=gop)
 
 
 def make_audio_only(path) -> str:
