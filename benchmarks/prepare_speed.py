@@ -2,7 +2,7 @@
 
 Runs ``prepare_tree`` (2 workers by default) on copies of
     generated   the data pipeline benchmark's 32 Kinetics-like clips (10 s, 25 fps, 340x256 VP9;
-                generated once into data/bench_videos/ by benchmarks/data_pipeline.py's code)
+                generated once into data/bench_videos/ by benchmarks/bench_videos.py)
     real        the 11 real clips of ../shared/data/real-clips (H.264, MPEG-4, Cinepak, up to
                 1080p; skipped when absent)
 for each codec (h264, vp9) and short side (128, 256), and reports wall seconds per video, the
@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from runinfo import REPO, device_name, git_rev, write_csv
+from timeclr.atomic import atomic_path
 from timeclr.pipelines.prepare import prepare_tree
 
 REAL_CLIPS = REPO.parent / "shared" / "data" / "real-clips"
@@ -32,7 +33,7 @@ def source_sets(names, workers):
     """{name: folder of videos}; the generated set is made on first use."""
     sets = {}
     if "generated" in names:
-        from data_pipeline import ensure_videos
+        from bench_videos import ensure_videos
 
         sets["generated"] = Path(ensure_videos(32, "vp9", workers)[0]).parent
     if "real" in names and REAL_CLIPS.is_dir():
@@ -97,7 +98,8 @@ def main():
     ax.set_xticks(range(len(rows)), labels, fontsize=7)
     ax.set(ylabel="minutes per 1000 videos", title=f"prepare, {args.workers} workers | {meta['device']}")
     fig.tight_layout()
-    fig.savefig(out / "prepare_speed.png", dpi=110)
+    with atomic_path(out / "prepare_speed.png") as tmp:
+        fig.savefig(tmp, dpi=110)
     print(f"wrote {out / 'prepare_speed.csv'} and {out / 'prepare_speed.png'}")
 
 

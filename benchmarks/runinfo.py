@@ -10,6 +10,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from timeclr.atomic import atomic_open
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -79,10 +81,11 @@ def print_table(header, cells):
 
 def write_csv(path, meta: dict, columns: list, rows: list):
     """``meta`` as '# key: value' lines, then a header and one line per row dict (missing keys
-    blank): how every benchmark's CSV starts, so the numbers always carry their machine and command."""
+    blank): how every benchmark's CSV starts, so the numbers always carry their machine and command.
+    Written whole or not at all: an interrupted benchmark leaves the previous results in place."""
     import csv
 
-    with open(path, "w", newline="") as f:
+    with atomic_open(path, "w", newline="") as f:
         for k, v in meta.items():
             f.write(f"# {k}: {v}\n")
         writer = csv.writer(f)
