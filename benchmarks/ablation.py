@@ -27,7 +27,7 @@ frames (the config's first segment view, i.e. synthetic.yaml's view 0). For the 
 timeclr variants that is exactly what ``timeclr.train`` itself would have done. Metrics
 (``timeclr.metrics``): kNN top-1 (cosine, k = ``eval.knn_k``), linear-probe top-1, retrieval R@k,
 fitted on the train split and scored on the test split, on frozen backbone features. The
-random-init baseline (the same network untrained, ``timeclr.evaluate.random_model``: seeded by
+random-init baseline (the same network untrained, ``timeclr.run.random_model``: seeded by
 ``train.seed + 1``, so the same for every variant of a seed) is evaluated once per seed.
 
 That protocol (a segment clip spanning the whole video) is the one the library uses, but it is
@@ -81,10 +81,14 @@ import torch
 from omegaconf import OmegaConf
 
 from runinfo import device_name, git_rev, mean_std, print_table, wait_for_quiet, write_csv
+from timeclr.atomic import atomic_path, write_json
 from timeclr.config import Config, ViewConfig, load_config
-from timeclr.evaluate import evaluate_model, random_model
+from timeclr.features import evaluate_model
 from timeclr.models import build_model
-from timeclr.train import CHECKPOINT, prepare_synthetic, train
+from timeclr.recorded import differences
+from timeclr.run import CHECKPOINT, random_model
+from timeclr.synthetic import prepare_synthetic
+from timeclr.train import train
 
 REPO = Path(__file__).resolve().parent.parent
 VARIANTS = {
@@ -193,13 +197,10 @@ def check_same_run(cfg):
         saved = OmegaConf.merge(OmegaConf.structured(Config), saved)
     except Exception:  # noqa: BLE001 -- a key removed since: compare as saved
         pass
-    for key in ("data.views", "data.seed", "data.batch_size", "train", "model"):
-        a, b = OmegaConf.select(saved, key), OmegaConf.select(cfg, key)
-        a = OmegaConf.to_container(a) if OmegaConf.is_config(a) else a
-        b = OmegaConf.to_container(b) if OmegaConf.is_config(b) else b
-        if a != b:
-            raise SystemExit(f"ablation: {cfg.out_dir} holds a run with another {key}:\n  saved: {a}\n  asked: {b}\n"
-                             f"delete the folder (or use --out-root) to start it afresh")
+    diff = differences(saved, cfg, ("data.views", "data.seed", "data.batch_size", "train", "model"))
+    if diff:
+        raise SystemExit(f"ablation: {cfg.out_dir} holds a run with another config:\n  " + "\n  ".join(diff) +
+                         "\ndelete the folder (or use --out-root) to start it afresh")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -218,13 +219,6 @@ def load_trained(cfg, path):
     model = build_model(cfg.model).to(device())
     model.load_state_dict(ckpt["model"])
     return model
-
-
-def write_json(path, obj):
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)
 
 
 def read_metrics(out_dir):
@@ -432,7 +426,8 @@ def plot(rows, summary, meta, path):
     info = "TimeCLR view ablation, synthetic motion set | " + " | ".join(f"{k}: {v}" for k, v in meta.items())
     fig.suptitle("\n".join(textwrap.wrap(info, width=int(17 * fig.get_figwidth()))), fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
 
 

@@ -49,10 +49,14 @@ import torch
 from omegaconf import OmegaConf
 
 from runinfo import device_name, git_rev, mean_std, print_table, write_csv
+from timeclr import recorded
+from timeclr.atomic import atomic_path, write_json
 from timeclr.config import Config, load_config
 from timeclr.finetune import RESULTS, finetune
 from timeclr.pipelines.video import VideoLoader, read_videos
-from timeclr.train import CHECKPOINT, load_checkpoint, prepare_synthetic, train
+from timeclr.run import CHECKPOINT, load_checkpoint
+from timeclr.synthetic import prepare_synthetic
+from timeclr.train import train
 
 REPO = Path(__file__).resolve().parent.parent
 INITS = {"pretrained": "TimeCLR-pretrained (synthetic.yaml)", "random": "random init (same network)"}
@@ -74,16 +78,11 @@ def absolute(cfg):
     return cfg
 
 
-def comparable(cfg, keys):
-    """The values of ``keys`` in ``cfg`` (a config or a saved dict), after filling in the schema's
-    defaults, so a run saved before a key existed still compares equal."""
+def with_defaults(cfg):
+    """``cfg`` (a config or a saved dict) over the schema's defaults, so a run saved before a key
+    existed still compares equal."""
     plain = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else cfg
-    cfg = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.create(plain))
-    out = {}
-    for key in keys:
-        value = OmegaConf.select(cfg, key)
-        out[key] = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
-    return out
+    return OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.create(plain))
 
 
 PRETRAIN_KEYS = ("model", "train", "data.views", "data.batch_size", "data.seed", "data.short_side", "synthetic")
@@ -92,8 +91,9 @@ FINETUNE_KEYS = ("model", "train", "finetune", "data.views", "data.batch_size", 
 
 
 def differences(saved, wanted, keys) -> list[str]:
-    a, b = comparable(saved, keys), comparable(wanted, keys)
-    return [f"{k}:\n  saved: {a[k]}\n  asked: {b[k]}" for k in keys if a[k] != b[k]]
+    """``["key: A there, B now", ...]`` for each of ``keys`` (dotted paths) on which the saved run's
+    config and the one asked for differ, defaults filled in on both sides."""
+    return recorded.differences(with_defaults(saved), with_defaults(wanted), keys)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -154,7 +154,7 @@ def run_one(args, init, seed, epochs, checkpoint, default_epochs):
     results["seconds"] = round(time.perf_counter() - t0, 1)  # training and test, this invocation
     results["load_start"], results["load_end"] = round(load_start, 2), round(os.getloadavg()[0], 2)
     results["resumed"] = resumed
-    (out_dir / RESULTS).write_text(json.dumps(results, indent=2))
+    write_json(out_dir / RESULTS, results)
     gc.collect()  # the run's DALI pipelines and their threads
     return finish(row, results, out_dir, status="resumed" if resumed else "ok")
 
@@ -274,7 +274,8 @@ def plot(rows, summary, meta, path):
         f"{k}: {v}" for k, v in meta.items() if k not in ("command",))
     fig.suptitle("\n".join(textwrap.wrap(info, width=int(17 * fig.get_figwidth()))), fontsize=6.5)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
 
 
