@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from timeclr import synthetic
+from timeclr.data import main as data_main
 from timeclr import synthetic_render as render
 from timeclr.pipelines import manifest
 from timeclr.pipelines.manifest import read_manifest
@@ -86,7 +87,7 @@ def test_cli_prints_the_manifests(dataset, capsys):
     root, (train_csv, test_csv) = dataset
     argv = [str(root), "--train-per-class", str(TRAIN), "--test-per-class", str(TEST),
             "--frames", str(FRAMES), "--size", str(SIZE), "--seed", "3", "--no-progress"]
-    assert synthetic.main(argv) == 0
+    assert data_main(["synthetic", *argv]) == 0
     out = capsys.readouterr().out
     assert train_csv in out and test_csv in out
 

@@ -12,6 +12,9 @@ Commands
     preview CONFIG [key=value ...] --out DIR
         Run one batch of the config's pipeline and write DIR/preview.png (contact sheet),
         DIR/preview.npz (uint8 frames) and DIR/preview.json (the frames each view shows).
+    synthetic ROOT [--train-per-class N] [--test-per-class N] [--frames N] [--size N] [--seed S]
+        Generate (once) the synthetic motion dataset under ROOT and print its manifests
+        (``timeclr.synthetic``).
 
 Each command is one ``add_<command>_parser`` (its arguments) and one ``run_<command>`` (what it
 does); a new command adds its pair and registers it in ``build_parser``.
@@ -25,6 +28,8 @@ from timeclr.pipelines.index import index_tree
 from timeclr.pipelines.layouts import LAYOUTS, SPLITS, SUBSETS
 from timeclr.pipelines.prepare import prepare_tree
 from timeclr.pipelines.transcode import DEFAULT_GOP
+from timeclr.synthetic import ensure_dataset
+from timeclr.synthetic_render import CLASSES, DESCRIPTIONS
 
 
 def add_index_parser(subparsers):
@@ -136,6 +141,36 @@ def run_preview(args) -> int:
     return 0
 
 
+def add_synthetic_parser(subparsers):
+    p = subparsers.add_parser(
+        "synthetic", help="generate the synthetic motion dataset and its manifests",
+        description="Generate (once) the synthetic motion dataset under ROOT and print its manifests. "
+                    "Classes: " + "; ".join(f"{c}: {DESCRIPTIONS[c]}" for c in CLASSES) + ".")
+    p.add_argument("root", metavar="ROOT", help="folder to generate into (must not exist, or be empty)")
+    p.add_argument("--train-per-class", type=_positive_int, default=40)
+    p.add_argument("--test-per-class", type=_positive_int, default=20)
+    p.add_argument("--frames", type=_positive_int, default=32)
+    p.add_argument("--size", type=_positive_int, default=64, help="frame side in pixels (even)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=_positive_int, default=min(8, os.cpu_count() or 1))
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(run=run_synthetic)
+
+
+def run_synthetic(args) -> int:
+    try:
+        train_csv, test_csv = ensure_dataset(
+            args.root, train_per_class=args.train_per_class, test_per_class=args.test_per_class,
+            frames=args.frames, size=args.size, seed=args.seed, workers=args.workers,
+            progress=not args.no_progress)
+    except (ValueError, OSError) as e:
+        print(f"timeclr.data synthetic: error: {e}", file=sys.stderr)
+        return 2
+    print(f"train manifest: {train_csv}")
+    print(f"test manifest:  {test_csv}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``timeclr.data`` parser with one sub-parser per command."""
     parser = argparse.ArgumentParser(prog="python -m timeclr.data", description=__doc__.split("\n")[0])
@@ -143,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_prepare_parser(subparsers)
     add_index_parser(subparsers)
     add_preview_parser(subparsers)
+    add_synthetic_parser(subparsers)
     return parser
 
 

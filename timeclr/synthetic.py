@@ -2,7 +2,7 @@
 
 ``ensure_dataset(root)`` generates it once (the main job, ``python -m timeclr.train
 pipelines/synthetic.yaml``, calls it through ``prepare_synthetic``) and ``python -m
-timeclr.synthetic ROOT`` does the same from the shell. What one video shows, and why no single
+timeclr.data synthetic ROOT`` does the same from the shell. What one video shows, and why no single
 frame tells its class, is ``timeclr.synthetic_render``'s docstring; this module writes the files.
 
 Files
@@ -20,13 +20,11 @@ dead run's partial folder); two processes racing both generate, the first rename
 other uses it. Existing ``root`` with other parameters is an error (never overwritten), as is a
 non-empty ``root`` that is no finished dataset.
 """
-import argparse
 import contextlib
 import io
 import json
 import os
 import shutil
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -38,7 +36,7 @@ from timeclr.atomic import write_json
 from timeclr.pipelines.encode import write_video
 from timeclr.pipelines.index import index_tree
 from timeclr.recorded import differences
-from timeclr.synthetic_render import CLASSES, DESCRIPTIONS, SPLITS, VERSION, make_sample
+from timeclr.synthetic_render import CLASSES, SPLITS, VERSION, make_sample
 
 FPS = 25
 GOP = 16  # a keyframe every GOP frames
@@ -232,41 +230,3 @@ def prepare_synthetic(cfg, rank):
 
 # ----------------------------------------------------------------------------------------------
 # Command line
-
-
-def _positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m timeclr.synthetic",
-        description="Generate (once) the synthetic motion dataset under ROOT and print its manifests. "
-                    "Classes: " + "; ".join(f"{c}: {DESCRIPTIONS[c]}" for c in CLASSES) + ".")
-    parser.add_argument("root", metavar="ROOT", help="folder to generate into (must not exist, or be empty)")
-    parser.add_argument("--train-per-class", type=_positive_int, default=40)
-    parser.add_argument("--test-per-class", type=_positive_int, default=20)
-    parser.add_argument("--frames", type=_positive_int, default=32)
-    parser.add_argument("--size", type=_positive_int, default=64, help="frame side in pixels (even)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workers", type=_positive_int, default=min(8, os.cpu_count() or 1))
-    parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
-    try:
-        train_csv, test_csv = ensure_dataset(
-            args.root, train_per_class=args.train_per_class, test_per_class=args.test_per_class,
-            frames=args.frames, size=args.size, seed=args.seed, workers=args.workers,
-            progress=not args.no_progress)
-    except (ValueError, OSError) as e:
-        print(f"timeclr.synthetic: error: {e}", file=sys.stderr)
-        return 2
-    print(f"train manifest: {train_csv}")
-    print(f"test manifest:  {test_csv}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
