@@ -10,8 +10,11 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(autouse=True)
-def _in_repo_root(monkeypatch):
+@pytest.fixture(autouse=True, scope="session")
+def _in_repo_root():
     """Tests name configs as users type them (``pipelines/debug.yaml``), from the repository root;
-    so the suite runs from whatever folder pytest is started in."""
-    monkeypatch.chdir(REPO)
+    so the suite runs from whatever folder pytest is started in. Session-wide, so module-scoped
+    fixtures that train a model run there too."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(REPO)
+        yield

@@ -2,6 +2,7 @@
 resumed), atomic writes, the optimizer registry, the record comparison."""
 import json
 import os
+import time
 
 import pytest
 import torch
@@ -37,6 +38,9 @@ def test_metrics_log_writes_tensorboard_events_that_resume_cleanly(tmp_path):
     for s in range(1, 6):
         log.log({"step": s, "loss": 10.0 - s, "lr": 0.1, "note": "not a number"})
     log.close()
+    # TensorBoard orders event files by the whole second in their names, as a real restart would
+    # differ; two writers within one second of each other may be read in either order
+    time.sleep(1.1)
     log = MetricsLog(str(tmp_path), 3)
     for s in (4, 5, 6):
         log.log({"step": s, "loss": 100.0 + s, "lr": 0.1})
