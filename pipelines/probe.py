@@ -71,6 +71,29 @@ def describe(e: Exception) -> str:
     return f"{type(e).__name__}: {e}"
 
 
+def open_video(path):
+    """``(container, stream)``: ``path`` opened with PyAV and its first video stream, or a
+    ``VideoError`` whose reason says why not (zero bytes, truncated MP4, not a video, no video
+    stream). The caller closes the container (``with container:``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise VideoError(f"not a video: {path} is not a file")
+    if path.stat().st_size == 0:
+        raise VideoError("zero bytes")
+    try:
+        container = av.open(str(path), metadata_errors="ignore")
+    except Exception as e:  # FFmpeg raises several types here; all mean "cannot open"
+        cut = _mp4_cut_short(path)
+        if cut:
+            raise VideoError(f"truncated: {cut}") from None
+        raise VideoError(f"not a video: PyAV cannot open it ({describe(e)})") from None
+    if not container.streams.video:
+        kinds = sorted({s.type for s in container.streams})
+        container.close()
+        raise VideoError(f"no video stream: {', '.join(kinds) or 'no'} streams only")
+    return container, container.streams.video[0]
+
+
 def probe_video(path, device: str | None = None) -> dict:
     """Open and fully decode one video with PyAV and measure it.
 
@@ -81,20 +104,8 @@ def probe_video(path, device: str | None = None) -> dict:
     reported, not rejected: that is the caller's policy.
     """
     path = Path(path)
-    if path.stat().st_size == 0:
-        raise VideoError("zero bytes")
-    try:
-        container = av.open(str(path), metadata_errors="ignore")
-    except Exception as e:  # FFmpeg raises several types here; all mean "cannot open"
-        cut = _mp4_cut_short(path)
-        if cut:
-            raise VideoError(f"truncated: {cut}") from None
-        raise VideoError(f"not a video: PyAV cannot open it ({describe(e)})") from None
+    container, stream = open_video(path)
     with container:
-        if not container.streams.video:
-            kinds = sorted({s.type for s in container.streams})
-            raise VideoError(f"no video stream: {', '.join(kinds) or 'no'} streams only")
-        stream = container.streams.video[0]
         codec = stream.codec_context.codec.canonical_name
         if device is not None and codec not in DALI_CODECS[device]:
             raise VideoError(

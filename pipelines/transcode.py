@@ -68,7 +68,7 @@ from pathlib import Path
 import av
 
 from timeclr.errors import VideoError
-from timeclr.pipelines.probe import describe
+from timeclr.pipelines.probe import describe, open_video
 
 CODECS = {  # codec name -> (FFmpeg encoder, output extension, container format)
     "h264": ("libx264", ".mp4", "mp4"),
@@ -141,19 +141,8 @@ def prepare_video(src_path, dst_path, codec: str = "h264", short_side: int | Non
 
 
 def _transcode(src: Path, part: Path, settings: dict, threads: int) -> dict:
-    if not src.is_file():
-        raise VideoError(f"not a video: {src} is not a file")
-    if src.stat().st_size == 0:
-        raise VideoError("zero bytes")
-    try:
-        container = av.open(str(src), metadata_errors="ignore")
-    except Exception as e:  # FFmpeg raises several types here; all mean "cannot open"
-        raise VideoError(f"not a video: PyAV cannot open it ({describe(e)})") from None
+    container, stream = open_video(src)
     with container:
-        if not container.streams.video:
-            kinds = sorted({s.type for s in container.streams})
-            raise VideoError(f"no video stream: {', '.join(kinds) or 'no'} streams only")
-        stream = container.streams.video[0]
         stream.thread_type, stream.thread_count = "AUTO", threads
         nominal = stream.average_rate or stream.guessed_rate or stream.base_rate
         fps = settings["fps"] or (Fraction(nominal).limit_denominator(MAX_FPS_DENOMINATOR) if nominal else None)
