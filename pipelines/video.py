@@ -258,7 +258,11 @@ def build_pipeline(data, source: ClipSource, device_id=None, uint8=False):
         encoded, frame_idx, decode_idx, where, params, label, index = fn.external_source(
             source=source, num_outputs=7, batch=False,
             dtype=[types.UINT8, types.INT32, types.INT32, types.INT32, types.FLOAT, types.INT64, types.INT64])
-        distinct = fn.decoders.video(encoded, frames=decode_idx, device="mixed" if gpu else "cpu")  # (F, H, W, C)
+        # pad_mode="none": a frame index past the file's end is an error, not a black frame (the
+        # default 'constant' pads `frames=` requests too); the loader then finds the file with PyAV
+        # and skips it
+        distinct = fn.decoders.video(encoded, frames=decode_idx, device="mixed" if gpu else "cpu",
+                                     pad_mode="none")  # (F, H, W, C)
         views, start = [], 0
         for v, view in enumerate(data.views):
             # (T, H, W, C): this view's frames, gathered straight from the decoded ones

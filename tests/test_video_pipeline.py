@@ -234,3 +234,26 @@ def test_videos_damaged_after_indexing_are_logged_and_skipped(tmp_path):
     assert set(skipped) == {cut, junk}, loader.skipped
     assert "size changed" in skipped[cut]
     assert set(seen) == set(range(14)) - {10, 12}, seen  # a skipped video's place goes to the next usable one
+
+
+def test_a_video_shorter_than_its_manifest_says_is_skipped_not_padded_black(tmp_path):
+    """The manifest claims 40 frames of a file that has 12: the views ask for frames past its end,
+    which DALI's default pad mode would fill with black frames silently. The video is named and
+    skipped; the others come through with real frames (index stripes, not black)."""
+    vids = [Video(make_video(tmp_path / f"v{i}.webm", 40, W, H), i % 2, 40) for i in range(5)]
+    short = make_video(tmp_path / "short.webm", 12, W, H)
+    vids.insert(2, Video(short, 0, 40))
+    data = data_config("data.batch_size=2", "data.train=false", "data.augment=false", "data.trim_gops=false",
+                       f"data.short_side={H}", f"data.views.0.crop_size={H}", f"data.views.1.crop_size={H}")
+    loader = VideoLoader(data, vids, uint8=True)
+    with pytest.warns(UserWarning, match="skipping damaged video"):
+        batches = one_epoch(loader)
+    seen = [i for b in batches for i in b["index"].tolist()]
+    assert set(seen) == {0, 1, 3, 4, 5}, seen
+    assert dict(loader.skipped).keys() == {short}, loader.skipped
+    assert "decodes only 12 of the 40 frames" in dict(loader.skipped)[short]
+    for b in batches:
+        for view, frames in zip(b["views"], b["frames"]):
+            for clip, idx in zip(view.numpy(), frames.numpy()):  # (T, H, W, C) uint8
+                got = [read_frame_index(f) for f in clip]
+                assert got == idx.tolist(), f"frames {idx.tolist()} came back as {got}"
