@@ -12,16 +12,13 @@ out=${1:?usage: gpu_loss.sh RESULTS_DIR}; shift
 mkdir -p "$out"
 repo=$(cd "$(dirname "$0")/.." && pwd)
 
-# timeclr without pip install: the package maps kernels/ and pipelines/ into its namespace
+# timeclr without pip install: run from the checkout, where timeclr/__init__.py maps kernels/ and
+# pipelines/ into its namespace (tests/test_source_checkout.py checks that on CPU)
 site=$(mktemp -d)
-mkdir -p "$site/timeclr"
-ln -s "$repo"/timeclr/* "$site/timeclr/"
-ln -s "$repo/kernels" "$site/timeclr/kernels"
-ln -s "$repo/pipelines" "$site/timeclr/pipelines"
 if ! python3 -c "import pytest" 2>/dev/null && ls "$repo"/.wheels/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --target "$site" "$repo"/.wheels/*.whl
 fi
-export PYTHONPATH="$site:${PYTHONPATH:-}" PYTHONUNBUFFERED=1
+export PYTHONPATH="$repo:$site:${PYTHONPATH:-}" PYTHONUNBUFFERED=1
 
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/gpu.txt"
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a "$out/gpu.txt"

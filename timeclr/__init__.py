@@ -1,5 +1,34 @@
 """TimeCLR: video-level contrastive learning (segment and interval frame selection + NT-Xent)."""
-from timeclr.loss import NTXentLoss, nt_xent
+import importlib.util as _util
+import os as _os
+import sys as _sys
+
+
+def _map_sibling_folders():
+    """Make ``timeclr.kernels`` and ``timeclr.pipelines`` importable from a source checkout too.
+
+    Installed (``pip install .`` or ``-e .``), setup.py's ``package_dir`` puts the top-level
+    folders ``kernels/`` and ``pipelines/`` inside this package. Run from the checkout without an
+    install (``python -m pytest`` on a fresh GPU machine, say), Python finds ``./timeclr`` first
+    and it has no such sub-folders; then the folders beside it are loaded under the same names,
+    so the package imports the same way everywhere.
+    """
+    repo = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
+    for name in ("kernels", "pipelines"):
+        full = f"{__name__}.{name}"
+        init = _os.path.join(repo, name, "__init__.py")
+        if full in _sys.modules or _util.find_spec(full) is not None or not _os.path.isfile(init):
+            continue
+        spec = _util.spec_from_file_location(full, init, submodule_search_locations=[_os.path.dirname(init)])
+        module = _util.module_from_spec(spec)
+        _sys.modules[full] = module
+        spec.loader.exec_module(module)
+        globals()[name] = module  # what `import timeclr.kernels` binds on the parent
+
+
+_map_sibling_folders()
+
+from timeclr.loss import NTXentLoss, nt_xent  # noqa: E402  (needs timeclr.kernels, mapped above)
 
 __all__ = ["nt_xent", "NTXentLoss"]
 __version__ = "0.1.0"
