@@ -166,3 +166,48 @@ def test_train_command_turns_a_non_finite_loss_into_an_exit_message(manifest, tm
     monkeypatch.setattr(objectives, "nt_xent", lambda z, **kw: z.sum() * float("nan"))
     with pytest.raises(SystemExit, match=r"non-finite loss nan at step 0 .*the batch's videos: \["):
         train_main(["pipelines/debug.yaml", *overrides(manifest, tmp_path / "nan", "train.epochs=1")])
+
+
+def _features_worker(rank, port, manifest, out_path):
+    import torch.distributed as dist
+
+    from timeclr.features import eval_data_config, extract_features
+    from timeclr.run import random_model
+    from tests.helpers.spawn import torchrun_env
+
+    torchrun_env(rank, 2, port)
+    dist.init_process_group("gloo")
+    try:
+        cfg = load_config("pipelines/debug.yaml", overrides(manifest, "unused", "eval.batch_size=3"))
+        model, seen = random_model(cfg, torch.device("cpu")), []
+        features = model.features
+        model.features = lambda x: (seen.append(len(x)), features(x))[1]  # count the clips this rank encodes
+        feats, labels = extract_features(model, eval_data_config(cfg), manifest, torch.device("cpu"))
+        torch.save({"feats": feats, "labels": labels, "encoded": sum(seen)}, f"{out_path}.rank{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_ranks_share_the_feature_extraction_and_all_get_every_video(manifest, tmp_path):
+    """Under DDP each rank extracts the features of its shard of the split (none idles at a
+    barrier while rank 0 does it all, which NCCL's timeout would end), and every rank gets all of
+    them in manifest order: the same features and labels as one process."""
+    from timeclr.features import eval_data_config, extract_features
+    from timeclr.pipelines.manifest import read_manifest
+    from timeclr.run import random_model
+    from tests.helpers.spawn import free_port, spawn_with_deadline
+
+    cfg = load_config("pipelines/debug.yaml", overrides(manifest, "unused", "eval.batch_size=3"))
+    want_x, want_y = extract_features(random_model(cfg, torch.device("cpu")), eval_data_config(cfg), manifest,
+                                      torch.device("cpu"))
+    rows, _ = read_manifest(manifest)
+    assert want_y.tolist() == [r["label"] for r in rows]
+    out = tmp_path / "feats.pt"
+    spawn_with_deadline(_features_worker, (free_port(), manifest, str(out)), 2)
+    encoded = [torch.load(f"{out}.rank{rank}", weights_only=False)["encoded"] for rank in (0, 1)]
+    assert sorted(encoded) == [len(rows) // 2] * 2, f"each rank should encode its half of {len(rows)}: {encoded}"
+    for rank in (0, 1):
+        got = torch.load(f"{out}.rank{rank}", weights_only=False)
+        assert torch.equal(got["labels"], want_y), (rank, got["labels"], want_y)
+        err = (got["feats"] - want_x).abs().max().item()
+        assert err < 1e-5, f"rank {rank}: features differ from one process's by {err:.2e}"

@@ -11,7 +11,7 @@ import torch
 from timeclr.atomic import write_json
 from timeclr.metrics import evaluate_features
 from timeclr.pipelines.video import VideoLoader, read_videos
-from timeclr.run import random_model
+from timeclr.run import gather_in_order, random_model
 
 KEYS = ["linear_top1", "knn_top1", "retrieval_r1", "retrieval_r5", "retrieval_r10", "retrieval_r20"]
 RESULTS = "eval.json"
@@ -28,17 +28,17 @@ def eval_data_config(cfg):
 
 @torch.no_grad()
 def extract_features(model, data, manifest, device):
-    """(N, F) encoder features and (N,) labels of every video of ``manifest``, in manifest order."""
-    loader = VideoLoader(data, read_videos(manifest), shard_id=0, num_shards=1)
+    """(N, F) encoder features and (N,) labels of every video of ``manifest``, in manifest order.
+    Under DDP each rank extracts its shard and every rank gets them all (``run.gather_in_order``)."""
+    loader = VideoLoader(data, read_videos(manifest))
     feats, labels, order = [], [], []
     model.eval()
     for batch in loader:
         feats.append(model.features(batch["views"][0].to(device)).float().cpu())
         labels.append(batch["label"].cpu())
         order.append(batch["index"].cpu())
-    order = torch.cat(order)
-    feats, labels = torch.cat(feats)[order.argsort()], torch.cat(labels)[order.argsort()]
-    return feats, labels
+    out = gather_in_order({"feats": (torch.cat(feats), 0), "labels": (torch.cat(labels), 0)}, torch.cat(order))
+    return out["feats"], out["labels"]
 
 
 def evaluate_model(cfg, model, device) -> dict:
@@ -56,12 +56,14 @@ def print_table(results: dict):
         print(f"{name:<14}" + "".join(f"{metrics[k]:>15.1f}" for k in KEYS))
 
 
-def evaluate_run(cfg, model, device) -> dict:
-    """End of training: the trained encoder and (``eval.random_init``) the same one untrained,
-    written to ``out_dir/eval.json`` and printed."""
+def evaluate_run(cfg, model, device, rank: int = 0) -> dict:
+    """End of training: the trained encoder and (``eval.random_init``) the same one untrained.
+    Every rank calls it (each extracts its shard of the features); rank 0 writes
+    ``out_dir/eval.json`` and prints the table."""
     results = {"pretrained": evaluate_model(cfg, model, device)}
     if cfg.eval.random_init:
         results["random_init"] = evaluate_model(cfg, random_model(cfg, device), device)
-    write_json(os.path.join(cfg.out_dir, RESULTS), results)
-    print_table(results)
+    if rank == 0:
+        write_json(os.path.join(cfg.out_dir, RESULTS), results)
+        print_table(results)
     return results

@@ -89,13 +89,9 @@ def view_logits(model, data, manifest, device, bf16=True):
             logits.append(torch.stack([model(v.to(device)) for v in batch["views"]]).float().cpu())
         labels.append(batch["label"].cpu())
         order.append(batch["index"].cpu())
-    part = (torch.cat(logits, 1), torch.cat(labels), torch.cat(order))
-    if dist.is_initialized():
-        parts = [None] * dist.get_world_size()
-        dist.all_gather_object(parts, part)
-        part = tuple(torch.cat(p, dim) for p, dim in zip(zip(*parts), (1, 0, 0)))
-    logits, labels, order = part
-    return logits[:, order.argsort()], labels[order.argsort()]
+    out = run.gather_in_order({"logits": (torch.cat(logits, 1), 1), "labels": (torch.cat(labels), 0)},
+                              torch.cat(order))
+    return out["logits"], out["labels"]
 
 
 def multiview_test(cfg, model, device, classes) -> dict:

@@ -94,6 +94,25 @@ def barrier():
         dist.barrier()
 
 
+def gather_in_order(rows: dict, order: torch.Tensor) -> dict:
+    """Per-video results of every rank, on every rank, in manifest order.
+
+    ``rows`` maps a name to a (tensor, dim) pair whose ``dim`` runs over this rank's videos, and
+    ``order`` gives those videos' manifest indices. Under DDP each rank evaluates its own shard
+    (so no rank idles at a barrier past NCCL's timeout while another does all the work); the
+    shards are gathered with ``all_gather_object`` (CPU tensors, any size) and sorted back.
+    """
+    names = list(rows)
+    part = [order] + [rows[n][0] for n in names]
+    if dist.is_initialized():
+        parts = [None] * dist.get_world_size()
+        dist.all_gather_object(parts, part)
+        part = [torch.cat([p[0] for p in parts])] + [
+            torch.cat([p[i + 1] for p in parts], rows[n][1]) for i, n in enumerate(names)]
+    sort = part[0].argsort()
+    return {n: t.index_select(rows[n][1], sort) for n, t in zip(names, part[1:])}
+
+
 def autocast(device, bf16: bool = True):
     """bf16 autocast on CUDA when ``bf16``; a disabled context elsewhere (CPU runs fp32)."""
     return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and bf16)

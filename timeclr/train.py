@@ -58,9 +58,9 @@ def train(cfg) -> dict:
     results = {}
     if rank == 0:
         plot_loss(loop.log.path, os.path.join(cfg.out_dir, "loss.png"))
-        if cfg.train.evaluate and cfg.eval.test_manifest:
-            results = evaluate_run(cfg, model, device)
-            loop.log.log_eval(results, loop.step)
+    if cfg.train.evaluate and cfg.eval.test_manifest:  # every rank extracts its shard of the features
+        results = evaluate_run(cfg, model, device, rank)
+        loop.log.log_eval(results, loop.step)
     loop.close()
     run.barrier()
     return results
