@@ -93,3 +93,26 @@ def test_differences_name_each_differing_key():
     assert differences({"a": 1, "b": {"c": 2}}, {"a": 1, "b": {"c": 3}}, ["a", "b.c"]) == ["b.c: 2 there, 3 now"]
     assert differences({"a": 1}, {"a": 1, "x": 2}) == ["x: None there, 2 now"]
     assert differences({"a": [1, 2]}, {"a": [1, 2]}) == []
+
+
+def test_to_device_pins_host_tensors_bound_for_a_gpu_and_never_blocks():
+    from timeclr.run import to_device
+
+    class HostTensor:  # stands in for a DALI CPU output; CUDA copies cannot run on this machine
+        device = torch.device("cpu")
+        pinned = False
+
+        def pin_memory(self):
+            self.pinned = True
+            return self
+
+        def to(self, device, non_blocking=False):
+            self.moved = (torch.device(device), non_blocking)
+            return self
+
+    t = to_device(HostTensor(), torch.device("cuda", 0))
+    assert t.pinned and t.moved == (torch.device("cuda", 0), True), vars(t)
+    t = to_device(HostTensor(), "cpu")  # CPU training: no pinning (it needs a GPU), no copy
+    assert not t.pinned and t.moved == (torch.device("cpu"), True), vars(t)
+    x = torch.ones(3)
+    assert to_device(x, torch.device("cpu")) is x

@@ -11,7 +11,7 @@ import torch
 from timeclr.atomic import write_json
 from timeclr.metrics import evaluate_features
 from timeclr.pipelines.video import VideoLoader, read_videos
-from timeclr.run import gather_in_order, random_model
+from timeclr.run import gather_in_order, random_model, to_device
 
 KEYS = ["linear_top1", "knn_top1", "retrieval_r1", "retrieval_r5", "retrieval_r10", "retrieval_r20"]
 RESULTS = "eval.json"
@@ -34,7 +34,7 @@ def extract_features(model, data, manifest, device):
     feats, labels, order = [], [], []
     model.eval()
     for batch in loader:
-        feats.append(model.features(batch["views"][0].to(device)).float().cpu())
+        feats.append(model.features(to_device(batch["views"][0], device)).float().cpu())
         labels.append(batch["label"].cpu())
         order.append(batch["index"].cpu())
     out = gather_in_order({"feats": (torch.cat(feats), 0), "labels": (torch.cat(labels), 0)}, torch.cat(order))

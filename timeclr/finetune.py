@@ -86,7 +86,7 @@ def view_logits(model, data, manifest, device, bf16=True):
     model.eval()
     for batch in loader:
         with autocast:
-            logits.append(torch.stack([model(v.to(device)) for v in batch["views"]]).float().cpu())
+            logits.append(torch.stack([model(run.to_device(v, device)) for v in batch["views"]]).float().cpu())
         labels.append(batch["label"].cpu())
         order.append(batch["index"].cpu())
     out = run.gather_in_order({"logits": (torch.cat(logits, 1), 1), "labels": (torch.cat(labels), 0)},

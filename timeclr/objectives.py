@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from timeclr.loss import nt_xent
-from timeclr.run import autocast
+from timeclr.run import autocast, to_device
 
 
 def contrastive(train_cfg, device, world: int = 1):
@@ -15,7 +15,7 @@ def contrastive(train_cfg, device, world: int = 1):
     amp = autocast(device, train_cfg.bf16)
 
     def loss_fn(net, batch):
-        views = [v.to(device, non_blocking=True) for v in batch["views"]]
+        views = [to_device(v, device) for v in batch["views"]]
         with amp:
             z = torch.stack([net(v) for v in views])
         loss = nt_xent(z.float(), temperature=train_cfg.temperature, backend=train_cfg.loss_backend,
@@ -31,7 +31,7 @@ def classification(train_cfg, device, label_smoothing: float = 0.0):
     amp = autocast(device, train_cfg.bf16)
 
     def loss_fn(net, batch):
-        clips, labels = batch["views"][0].to(device, non_blocking=True), batch["label"].to(device)
+        clips, labels = to_device(batch["views"][0], device), to_device(batch["label"], device)
         with amp:
             logits = net(clips)
         loss = F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)

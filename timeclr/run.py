@@ -94,6 +94,15 @@ def barrier():
         dist.barrier()
 
 
+def to_device(t: torch.Tensor, device) -> torch.Tensor:
+    """``t`` on ``device`` without making the host wait: a CPU tensor bound for a GPU is copied
+    into page-locked memory first, since ``non_blocking=True`` from pageable memory (what DALI's
+    CPU outputs are) is a blocking copy. Tensors already there are returned as they are."""
+    if torch.device(device).type == "cuda" and t.device.type == "cpu":
+        t = t.pin_memory()
+    return t.to(device, non_blocking=True)
+
+
 def gather_in_order(rows: dict, order: torch.Tensor) -> dict:
     """Per-video results of every rank, on every rank, in manifest order.
 
