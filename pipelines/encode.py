@@ -20,6 +20,7 @@ ENCODERS = {
     "hevc": ("libx265", {"crf": "10", "preset": "ultrafast", "bframes": "0", "log-level": "error"}),
     "mpeg4": ("mpeg4", {"qscale": "2"}),
     "mjpeg": ("mjpeg", {}),
+    "av1": ("libsvtav1", {"crf": "30", "preset": "11"}),
 }
 ENCODER_NAMES = {encoder: codec for codec, (encoder, _) in ENCODERS.items()}
 PIX_FMT = {"mjpeg": "yuvj420p"}
@@ -27,7 +28,7 @@ PIX_FMT = {"mjpeg": "yuvj420p"}
 
 def write_video(path, frames, codec: str = "vp9", fps: int = 25, gop: int = 12, pts=None, *,
                 time_base=None, crf: int | None = None, options: dict | None = None,
-                threads: int | None = None) -> str:
+                threads: int | None = None, pix_fmt: str | None = None) -> str:
     """Encode RGB frames to ``path`` (container from its suffix); returns ``str(path)``.
 
     Args:
@@ -43,6 +44,8 @@ def write_video(path, frames, codec: str = "vp9", fps: int = 25, gop: int = 12, 
         crf: constant-rate quality, where the codec takes one (lower is better).
         options: extra encoder options, overriding the defaults.
         threads: encoder threads (None: PyAV's default; 1 when many videos encode side by side).
+        pix_fmt: the stream's pixel format (default yuv420p; yuvj420p for MJPEG), e.g. yuv422p or
+            yuv420p10le for videos a GPU decoder must refuse.
 
     Raises:
         ValueError: an unknown codec, or frames of the wrong shape or dtype.
@@ -69,7 +72,7 @@ def write_video(path, frames, codec: str = "vp9", fps: int = 25, gop: int = 12, 
             if stream is None:  # opened at the first frame: its size is the video's
                 stream = out.add_stream(encoder, rate=Fraction(fps), options=opts)
                 stream.width, stream.height = img.shape[1], img.shape[0]
-                stream.pix_fmt = PIX_FMT.get(codec, "yuv420p")
+                stream.pix_fmt = pix_fmt or PIX_FMT.get(codec, "yuv420p")
                 stream.gop_size = gop
                 if threads is not None:
                     stream.thread_count = threads

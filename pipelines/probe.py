@@ -45,8 +45,15 @@ VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v", "
 # What DALI's video decoders accept, by FFmpeg codec name (the codec, not the decoder library).
 DALI_CODECS = {
     "cpu": frozenset({"vp8", "vp9", "mjpeg"}),
-    "gpu": frozenset({"h264", "hevc", "mpeg4", "vp8", "vp9", "mjpeg", "av1"}),
+    # DALI 2.4's mixed backend goes through NVDEC: MJPEG is refused there (despite the operator's
+    # docstring), and AV1 decodes only on chips whose NVDEC has it, which Hopper's does not
+    "gpu": frozenset({"h264", "hevc", "mpeg4", "vp8", "vp9"}),
 }
+# NVDEC decodes 8-bit 4:2:0 only (of what these codecs carry), and each codec from a minimum
+# frame size (NVIDIA's Video Codec SDK support matrix): smaller or other formats fail on the GPU
+# although PyAV decodes them.
+NVDEC_PIX_FMTS = frozenset({"yuv420p", "yuvj420p", "nv12"})
+NVDEC_MIN_SIZE = {"h264": (48, 16), "hevc": (144, 144), "mpeg4": (48, 16), "vp8": (48, 16), "vp9": (128, 128)}
 
 VFR_GAP_RATIO = 1.5
 VFR_DURATION_TOLERANCE = 0.10
@@ -112,8 +119,24 @@ def probe_video(path, device: str | None = None) -> dict:
                 f"codec {codec} not decodable on {device}: DALI's {device} backend decodes "
                 f"{', '.join(sorted(DALI_CODECS[device]))}; {PREPARE_HINT}"
                 + (" or index with --device gpu" if device == "cpu" and codec in DALI_CODECS["gpu"] else ""))
+        if device == "gpu":
+            _check_nvdec(stream, codec)
         frames = _decode_timing(container, stream)
         return {**_measure(container, stream, codec, frames), "bytes": path.stat().st_size}
+
+
+def _check_nvdec(stream, codec: str):
+    """Refuse what NVDEC cannot decode although the codec is on the list: a pixel format other
+    than 8-bit 4:2:0 (4:2:2, 4:4:4, 10-bit) or a frame below the codec's minimum size."""
+    ctx = stream.codec_context
+    pix_fmt = ctx.format.name if ctx.format is not None else None
+    if pix_fmt not in NVDEC_PIX_FMTS:
+        raise VideoError(f"codec {codec} {pix_fmt} not decodable on gpu: NVDEC decodes 8-bit 4:2:0 "
+                         f"({', '.join(sorted(NVDEC_PIX_FMTS))}); {PREPARE_HINT}")
+    min_w, min_h = NVDEC_MIN_SIZE[codec]
+    if ctx.width < min_w or ctx.height < min_h:
+        raise VideoError(f"codec {codec} {ctx.width}x{ctx.height} not decodable on gpu: NVDEC decodes "
+                         f"{codec} from {min_w}x{min_h} up; {PREPARE_HINT} --short-side larger")
 
 
 def _decode_timing(container, stream) -> dict:

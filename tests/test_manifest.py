@@ -142,6 +142,34 @@ def test_h264_is_rejected_on_cpu_and_accepted_on_gpu(tmp_path):
     assert (row["codec"], row["num_frames"], row["label"]) == ("h264", "30", "0")
 
 
+def test_index_for_the_gpu_refuses_what_nvdec_cannot_decode(tmp_path):
+    """DALI's mixed decoder refuses MJPEG and (on Hopper) AV1, and NVDEC decodes only 8-bit 4:2:0
+    from a minimum size: such files pass PyAV, so indexing for the GPU must reject them, each with
+    a reason that names codec and format; a plain 4:2:0 H.264 file of a fine size is kept."""
+    root = tmp_path / "videos"
+    (root / "a").mkdir(parents=True)
+    frames = [frame_index_image(i, 160, 96) for i in range(12)]
+    write_video(root / "a" / "ok.mp4", frames, "h264")
+    write_video(root / "a" / "mjpeg.avi", frames, "mjpeg")
+    write_video(root / "a" / "av1.mkv", frames, "av1")
+    write_video(root / "a" / "h264_422.mp4", frames, "h264", pix_fmt="yuv422p")
+    write_video(root / "a" / "h264_10bit.mp4", frames, "h264", pix_fmt="yuv420p10le")
+    write_video(root / "a" / "tiny.mp4", [frame_index_image(i, 40, 16) for i in range(12)], "h264")
+    out = tmp_path / "gpu.csv"
+    assert index_tree(root, out, device="gpu", workers=1, progress=False) == (1, 5)
+    rows, rejects = outputs(out)
+    assert [r["path"] for r in rows] == ["a/ok.mp4"], rows
+    want = {"a/mjpeg.avi": "codec mjpeg not decodable on gpu", "a/av1.mkv": "codec av1 not decodable on gpu",
+            "a/h264_422.mp4": "codec h264 yuv422p not decodable on gpu: NVDEC decodes 8-bit 4:2:0",
+            "a/h264_10bit.mp4": "codec h264 yuv420p10le not decodable on gpu",
+            "a/tiny.mp4": "codec h264 40x16 not decodable on gpu: NVDEC decodes h264 from 48x16 up"}
+    for path, reason in want.items():
+        assert rejects[path].startswith(reason), (path, rejects[path])
+    # the same files on the CPU: MJPEG is DALI's CPU backend's, the rest are refused for their codec
+    assert index_tree(root, tmp_path / "cpu.csv", device="cpu", workers=1, progress=False) == (1, 5)
+    assert [r["path"] for r in outputs(tmp_path / "cpu.csv")[0]] == ["a/mjpeg.avi"]
+
+
 def test_probe_rejects_a_file_without_video(tmp_path):
     path = make_audio_only(tmp_path / "sound.mp4")
     with pytest.raises(VideoError, match="^no video stream: audio streams only"):
