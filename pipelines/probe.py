@@ -121,6 +121,12 @@ def probe_video(path, device: str | None = None) -> dict:
                 + (" or index with --device gpu" if device == "cpu" and codec in DALI_CODECS["gpu"] else ""))
         if device == "gpu":
             _check_nvdec(stream, codec)
+            if "avi" in container.format.name.split(","):
+                # AVI keeps no presentation timestamps for packed B-frames (raw UCF101 / HMDB51
+                # MPEG-4): DALI's mixed decoder may hand such frames back in decode order, so frame
+                # index would not mean time. prepare re-encodes to MP4 without B-frames.
+                raise VideoError(f"container avi not safe on gpu: its frames may decode out of order "
+                                 f"(packed B-frames, no timestamps); {PREPARE_HINT}")
         frames = _decode_timing(container, stream)
         return {**_measure(container, stream, codec, frames), "bytes": path.stat().st_size}
 
