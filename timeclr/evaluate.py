@@ -16,7 +16,6 @@ from timeclr.errors import ConfigError
 from timeclr.features import RESULTS, evaluate_model, print_table
 from timeclr.pipelines.datasets import require_manifest
 from timeclr import run
-from timeclr.run import load_encoder
 from timeclr.synthetic import prepare_synthetic
 
 
@@ -32,7 +31,7 @@ def evaluate(cfg) -> dict:
                      "eval.train_manifest" if cfg.eval.train_manifest else "data.manifest")
     require_manifest(cfg.eval.test_manifest, cfg.data, "eval.test_manifest")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    metrics = evaluate_model(cfg, load_encoder(cfg, device), device)
+    metrics = evaluate_model(cfg, run.load_encoder(cfg, device), device)
     os.makedirs(cfg.out_dir, exist_ok=True)
     write_json(os.path.join(cfg.out_dir, RESULTS), metrics)
     print_table({os.path.basename(str(cfg.checkpoint)): metrics})

@@ -81,7 +81,7 @@ def view_logits(model, data, manifest, device, bf16=True):
     """(V, N, K) logits of every view of every video of ``manifest`` (manifest order) and (N,) labels.
     Under DDP each rank scores its shard and the shards are gathered on every rank."""
     loader = VideoLoader(data, read_videos(manifest))
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and bf16)
+    autocast = run.autocast(device, bf16)
     logits, labels, order = [], [], []
     model.eval()
     for batch in loader:
