@@ -2,7 +2,9 @@
 must be switched on before triton is first imported, so it happens here, before any test module
 loads. "Usable" is what torch says (a driver node alone, as in a container without a GPU, is not
 enough); importing torch does not import triton."""
+import faulthandler
 import os
+import sys
 
 import torch
 
@@ -22,3 +24,16 @@ def _in_repo_root():
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(REPO)
         yield
+
+
+# pytest-timeout (pytest.ini) runs in a Python thread: a test stuck in native code that holds the
+# GIL never lets it fire. faulthandler's watchdog is a C thread: a minute after pytest-timeout's
+# limit it prints every thread's stack and ends the process, so CI gets an answer, not its limit.
+_WATCHDOG_S = 960
+
+
+@pytest.fixture(autouse=True)
+def _watchdog():
+    faulthandler.dump_traceback_later(_WATCHDOG_S, exit=True, file=sys.__stderr__)
+    yield
+    faulthandler.cancel_dump_traceback_later()
