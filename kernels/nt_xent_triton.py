@@ -268,21 +268,41 @@ def interpreting() -> bool:
 
 
 # Tile shapes (BLOCK_M, BLOCK_N, num_warps, num_stages) the autotuner tries on a GPU, once per
-# (M, M_rows, D, dtype); shapes that do not fit in shared memory are dropped by Triton itself.
-GPU_TILES = [(128, 64, 8, 2), (128, 64, 4, 3), (128, 128, 8, 2), (64, 64, 4, 3), (64, 128, 4, 2), (128, 32, 4, 3)]
+# (M, M_rows, D, dtype), per kernel and input width. Every one compiles for sm_90 with no stack
+# frame (no spills) and within shared memory: tests/helpers/aot_compile.py compiles each as the
+# runtime would and reads registers and stack from the cubin (D = 7, 128, 256, 2048). What spilled
+# and was left out (sm_90, Triton 3.9): 16-bit backward at 128x32/4w, 64x128/8w, 128x128/8w and
+# 32x64/4w (D=7); fp32 forward at 128x128/8w, 64x128/8w, 128x32/8w; fp32 backward at 128x64 and
+# 64x64 with 4 warps, 128x128/8w; fp32 64x32/4w with Triton 3.6 (the GPU machine's), forward and
+# backward (tests/helpers/aot_compile_with.sh 3.6.0). Tuned for sm_90 only: on sm_80 some spill.
+GPU_TILES = {
+    ("forward", "16-bit"): [(128, 64, 8, 2), (128, 64, 4, 3), (128, 128, 8, 2), (64, 64, 4, 3), (128, 32, 4, 3),
+                            (256, 32, 8, 2)],
+    ("backward", "16-bit"): [(128, 64, 8, 2), (64, 64, 8, 2), (128, 32, 8, 2), (64, 32, 4, 3), (64, 64, 4, 2)],
+    ("forward", "fp32"): [(128, 64, 8, 2), (64, 64, 4, 3), (128, 32, 4, 2), (256, 32, 8, 2)],
+    ("backward", "fp32"): [(128, 32, 8, 2), (64, 64, 8, 2), (32, 64, 4, 3), (64, 128, 8, 2)],
+}
 # The interpreter runs one program at a time in numpy: small tiles, no tuning.
 INTERPRETER_TILES = dict(BLOCK_M=16, BLOCK_N=32, num_warps=4, num_stages=1)
 
 
 def _k_tiles(D: int, dtype: torch.dtype):
     """BLOCK_K (the slice of D per dot; all of D when it fits, so the query tile loads once) and
-    BLOCK_DV (the slice of D one backward program writes)."""
+    BLOCK_DV (the slice of D one backward program writes).
+
+    fp32 takes 32-wide slices: its exact (IEEE, no tensor core) dot keeps whole operand tiles in
+    registers, and at BLOCK_K = 128 / BLOCK_DV = 64 every tile shape the autotuner tries spills
+    (sm_90: 255 registers and an 816-920 B stack frame at 128x64; tests/helpers/aot_compile.py).
+    16-bit inputs run on tensor cores and take all of D up to 128 in one slice; past 128 the
+    backward's (BLOCK_M, BLOCK_DV) fp32 accumulator and the query tile no longer fit in registers
+    beside the score tiles (D=256 and 2048 spill at BLOCK_DV = 128), so both go to 64."""
     pow2_d = max(16, triton.next_power_of_2(D))
     if interpreting():
         return dict(BLOCK_K=min(pow2_d, 64), BLOCK_DV=min(pow2_d, 64))
-    fp32 = dtype == torch.float32
-    return dict(BLOCK_K=pow2_d if pow2_d <= (128 if fp32 else 256) else 64,
-                BLOCK_DV=min(pow2_d, 64 if fp32 else 128))
+    if dtype == torch.float32:
+        return dict(BLOCK_K=min(pow2_d, 32), BLOCK_DV=min(pow2_d, 32))
+    width = pow2_d if pow2_d <= 128 else 64
+    return dict(BLOCK_K=width, BLOCK_DV=width)
 
 
 def _flags(dtype, D, BLOCK_K):
@@ -290,17 +310,22 @@ def _flags(dtype, D, BLOCK_K):
                 UPCAST=interpreting() and dtype == torch.bfloat16)
 
 
-def _autotuned(kernel):
-    configs = [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=st) for m, n, w, st in GPU_TILES]
+def _width(dtype) -> str:
+    return "fp32" if dtype == torch.float32 else "16-bit"
+
+
+def _autotuned(kernel, tiles):
+    configs = [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=st) for m, n, w, st in tiles]
     return triton.autotune(configs=configs, key=["M", "M_rows", "D"])(kernel)
 
 
-_nt_xent_fwd_tuned = _autotuned(_nt_xent_fwd_kernel)
-_nt_xent_bwd_tuned = _autotuned(_nt_xent_bwd_kernel)
+_KERNELS = {"forward": _nt_xent_fwd_kernel, "backward": _nt_xent_bwd_kernel}
+_TUNED = {(kind, width): _autotuned(_KERNELS[kind], tiles) for (kind, width), tiles in GPU_TILES.items()}
 
 
 def _launch(kernel, tuned, rows, d_slices, args, consts):
-    """Run ``kernel`` over row blocks (x D slices): fixed small tiles when interpreting, else autotuned."""
+    """Run ``kernel`` over row blocks (x D slices): fixed small tiles when interpreting, else
+    ``tuned``, its autotuned wrapper."""
     if interpreting():
         grid = (triton.cdiv(rows, INTERPRETER_TILES["BLOCK_M"]), d_slices)
         kernel[grid](*args, **consts, **INTERPRETER_TILES)
@@ -328,7 +353,7 @@ def forward(z, inv, row_offset, m_rows, n_items, vn, tau):
     loss = torch.empty(m_rows, device=z.device, dtype=torch.float32)
     lse = torch.empty(m_rows, device=z.device, dtype=torch.float32)
     k = _k_tiles(D, z.dtype)
-    _launch(_nt_xent_fwd_kernel, _nt_xent_fwd_tuned, m_rows, 1,
+    _launch(_nt_xent_fwd_kernel, _TUNED["forward", _width(z.dtype)], m_rows, 1,
             (z, inv, loss, lse, M, m_rows, row_offset, D, n_items, vn, z.stride(0), 1.0 / tau, 1.0 / (V - 1)),
             dict(BLOCK_K=k["BLOCK_K"], **_flags(z.dtype, D, k["BLOCK_K"])))
     return loss, lse
@@ -343,7 +368,7 @@ def backward(z, inv, lse_all, g_all, row_offset, m_rows, n_items, vn, tau):
     g_unit = (g_all / g_max).contiguous()
     dzhat = torch.empty(m_rows, D, device=z.device, dtype=torch.float32)
     k = _k_tiles(D, z.dtype)
-    _launch(_nt_xent_bwd_kernel, _nt_xent_bwd_tuned, m_rows, triton.cdiv(D, k["BLOCK_DV"]),
+    _launch(_nt_xent_bwd_kernel, _TUNED["backward", _width(z.dtype)], m_rows, triton.cdiv(D, k["BLOCK_DV"]),
             (z, inv, lse_all, g_unit, dzhat, M, m_rows, row_offset, D, n_items, vn, z.stride(0), dzhat.stride(0),
              1.0 / tau, 1.0 / (V - 1)),
             dict(**k, **_flags(z.dtype, D, k["BLOCK_K"])))

@@ -116,3 +116,23 @@ def test_to_device_pins_host_tensors_bound_for_a_gpu_and_never_blocks():
     assert not t.pinned and t.moved == (torch.device("cpu"), True), vars(t)
     x = torch.ones(3)
     assert to_device(x, torch.device("cpu")) is x
+
+
+@pytest.mark.filterwarnings("ignore:CUDA is not available")
+def test_the_contrastive_loss_takes_bf16_embeddings_on_a_gpu_and_fp32_on_cpu(monkeypatch):
+    """On CUDA with train.bf16 the embeddings go into the loss in bf16 (the kernel's tensor-core
+    path, fp32 accumulation inside); on CPU, or with bf16 off, in fp32."""
+    from types import SimpleNamespace
+
+    from timeclr import objectives
+
+    seen = []
+    monkeypatch.setattr(objectives, "nt_xent", lambda z, **kw: seen.append(z.dtype) or z.float().sum())
+    monkeypatch.setattr(objectives, "to_device", lambda t, device: t)  # no CUDA copies here
+    net = torch.nn.Linear(3, 4)
+    batch = {"views": [torch.randn(5, 3), torch.randn(5, 3)]}
+    for device, bf16, want in (("cuda", True, torch.bfloat16), ("cuda", False, torch.float32),
+                               ("cpu", True, torch.float32)):
+        cfg = SimpleNamespace(bf16=bf16, temperature=0.1, loss_backend="auto")
+        objectives.contrastive(cfg, torch.device(device))(net, batch)
+        assert seen[-1] == want, f"device={device} bf16={bf16}: loss got {seen[-1]}, want {want}"

@@ -122,9 +122,14 @@ def gather_in_order(rows: dict, order: torch.Tensor) -> dict:
     return {n: t.index_select(rows[n][1], sort) for n, t in zip(names, part[1:])}
 
 
+def amp_dtype(device, bf16: bool = True) -> torch.dtype:
+    """The dtype a training step computes in: bf16 on CUDA when ``bf16``, else fp32 (CPU)."""
+    return torch.bfloat16 if device.type == "cuda" and bf16 else torch.float32
+
+
 def autocast(device, bf16: bool = True):
     """bf16 autocast on CUDA when ``bf16``; a disabled context elsewhere (CPU runs fp32)."""
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and bf16)
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp_dtype(device, bf16) == torch.bfloat16)
 
 
 # ---------------------------------------------------------------------------------------------
