@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 from timeclr.pipelines import augment, gop
+from timeclr.pipelines.culprits import find_culprits
 from timeclr.pipelines.frame_selection import view_indices
 from timeclr.pipelines.manifest import read_manifest
 
@@ -174,6 +175,17 @@ class ClipSource:
 
     def __call__(self, info):
         epoch, index, padding, data = self._read(self.start + info.idx_in_epoch)
+        data, frames, decode, where = self._decode_plan(index, epoch, data)
+        params = self.params(index, epoch) if self.train else self.eval_params(index)
+        return (data, frames, decode, where, params, np.int64(self.videos[index].label),
+                np.int64(-1 if padding else index))
+
+    def decoder_input(self, index: int, epoch: int):
+        """(encoded bytes, frame indices) the decoder gets for video ``index`` in ``epoch``."""
+        data, _, decode, _ = self._decode_plan(index, epoch, np.fromfile(self.videos[index].path, dtype=np.uint8))
+        return data, decode
+
+    def _decode_plan(self, index, epoch, data):
         video = self.videos[index]
         frames = self.frames(index, epoch).astype(np.int32)
         # Decode each needed frame once, in file order (the decoder then never seeks back), and
@@ -184,9 +196,7 @@ class ClipSource:
             trimmed = gop.trim_to_gops(data, decode, video.num_frames, self.layouts(video.path, data))
             if trimmed is not None:  # only the GOPs the views need, frames renumbered to match
                 data, decode = trimmed
-        params = self.params(index, epoch) if self.train else self.eval_params(index)
-        return (data, frames, decode, where.astype(np.int32).reshape(-1), params,
-                np.int64(video.label), np.int64(-1 if padding else index))
+        return data, frames, decode, where.astype(np.int32).reshape(-1)
 
 
 def eval_crop_box(height: int, width: int, short_side: int, crop_size: int, crop: int, crops: int) -> np.ndarray:
@@ -279,23 +289,6 @@ MAX_RECOVERIES = 8
 PREFETCH = 2  # the pipeline's prefetch_queue_depth
 
 
-def _decode_problem(video) -> str | None:
-    """Why PyAV cannot decode all of ``video``'s frames, or None when it can."""
-    import av
-
-    needed = video.num_frames
-    try:
-        with av.open(video.path) as container:
-            count = 0
-            for _ in container.decode(video=0):
-                count += 1
-                if count >= needed:
-                    return None
-        return f"decodes only {count} of the {needed} frames needed"
-    except Exception as e:  # PyAV raises many types for damaged files
-        return f"fails to decode: {type(e).__name__}: {e}"
-
-
 def _shard():
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
@@ -362,7 +355,8 @@ class VideoLoader:
 
     def _next_batch(self):
         """The next batch from DALI. A video that fails to decode although it passed indexing
-        is found, logged, skipped, and the pipeline rebuilt at the same position."""
+        is found (``culprits``: PyAV, then DALI's decoder on each video alone), logged, skipped,
+        and the pipeline rebuilt at the same position."""
         for _ in range(MAX_RECOVERIES):
             try:
                 return next(self._dali_iter())[0]
@@ -372,11 +366,14 @@ class VideoLoader:
                 error = e
             # DALI runs up to `prefetch_queue_depth` batches ahead: any of them may hold the culprit
             B = self.data.batch_size
-            window = {self.source.index_at(p)[1] for p in range(self._pos, self._pos + (PREFETCH + 1) * B)}
-            bad = {i: r for i in sorted(window) if (r := _decode_problem(self.videos[i])) is not None}
+            window = {}
+            for p in range(self._pos, self._pos + (PREFETCH + 1) * B):
+                epoch, index, _ = self.source.index_at(p)
+                window.setdefault(index, epoch)
+            bad = find_culprits(window, self.videos, self.source.decoder_input, self.data.device, self.device_id)
             if not bad:
-                raise RuntimeError(f"DALI failed on a batch whose videos all decode with PyAV: "
-                                   f"{[self.videos[i].path for i in sorted(window)]}") from error
+                raise RuntimeError(f"DALI failed on a batch whose videos all decode, with PyAV and alone "
+                                   f"through DALI: {[self.videos[i].path for i in sorted(window)]}") from error
             for i, reason in bad.items():
                 self.source.mark_bad(i, reason)
             self.source = self._make_source(start=self._pos, skip=self.source.skip)

@@ -257,3 +257,43 @@ def test_a_video_shorter_than_its_manifest_says_is_skipped_not_padded_black(tmp_
             for clip, idx in zip(view.numpy(), frames.numpy()):  # (T, H, W, C) uint8
                 got = [read_frame_index(f) for f in clip]
                 assert got == idx.tolist(), f"frames {idx.tolist()} came back as {got}"
+
+
+def test_a_video_only_dalis_decoder_fails_on_is_found_alone_and_skipped(tmp_path, monkeypatch):
+    """What a file NVDEC refuses and PyAV reads looks like under data.device=gpu, simulated on the
+    CPU: PyAV's verdict is made 'decodes' for every file, so the culprit can only be found by
+    running DALI's decoder on each video of the failed window alone. It is named and skipped, and
+    every other video still comes through."""
+    from timeclr.pipelines import culprits
+
+    vids = [Video(make_video(tmp_path / f"v{i}.webm", 30, W, H), i % 2, 30) for i in range(14)]
+    bad = vids[10].path  # beyond what DALI has prefetched (and so already read) after the first batch
+    data = data_config("data.batch_size=2", "data.train=false")
+    loader = VideoLoader(data, vids)
+    it = iter(loader)
+    seen = next(it)["index"].tolist()
+    with open(bad, "r+b") as f:  # same size, so the size check passes: only decoding finds it
+        f.write(np.random.default_rng(1).integers(0, 256, os.path.getsize(bad), dtype=np.uint8).tobytes())
+    monkeypatch.setattr(culprits, "pyav_problem", lambda video: None)
+    probed = []
+    real = culprits.dali_problem
+    monkeypatch.setattr(culprits, "dali_problem", lambda *a: probed.append(a[2]) or real(*a))
+    with pytest.warns(UserWarning, match="skipping damaged video"):
+        for batch in it:
+            seen += batch["index"].tolist()
+    assert dict(loader.skipped).keys() == {bad}, loader.skipped
+    assert "DALI's cpu decoder fails on it (PyAV decodes it)" in dict(loader.skipped)[bad]
+    assert set(probed) == {"cpu"} and len(probed) >= 2, probed  # each video of the window, alone
+    assert set(seen) == set(range(14)) - {10}, seen
+
+
+def test_dali_alone_decodes_a_good_file_and_names_a_damaged_one(tmp_path):
+    from timeclr.pipelines.culprits import dali_problem
+
+    good = make_video(tmp_path / "good.webm", 20, W, H, gop=12)
+    frames = np.array([0, 7, 19], dtype=np.int32)
+    assert dali_problem(np.fromfile(good, dtype=np.uint8), frames, "cpu") is None
+    junk = np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8)
+    assert "DALI's cpu decoder fails" in dali_problem(junk, frames, "cpu")
+    past_end = np.array([0, 25], dtype=np.int32)  # pad_mode none: asking past the end is an error
+    assert dali_problem(np.fromfile(good, dtype=np.uint8), past_end, "cpu") is not None
