@@ -35,6 +35,7 @@ To keep fp16 from underflowing (g_i is ~1/M and P_ij ~1/M), the kernel receives 
 by max|g| (W then lies in [−2, 2]) and multiplies ẑ_j = z_j·inv_j in fp32 before casting both
 operands of the second dot to the input dtype; the caller multiplies by max|g| afterwards.
 """
+import contextlib
 import os
 
 import torch
@@ -323,10 +324,41 @@ _KERNELS = {"forward": _nt_xent_fwd_kernel, "backward": _nt_xent_bwd_kernel}
 _TUNED = {(kind, width): _autotuned(_KERNELS[kind], tiles) for (kind, width), tiles in GPU_TILES.items()}
 
 
+_fixed = {}  # kind -> (BLOCK_M, BLOCK_N, num_warps, num_stages) while fixed_tiles() is active
+
+
+@contextlib.contextmanager
+def fixed_tiles(forward=None, backward=None):
+    """Launch with these tile shapes instead of autotuning (or the interpreter's small tiles),
+    e.g. to check each of the autotuner's candidates against a reference."""
+    saved = dict(_fixed)
+    _fixed.update({k: t for k, t in (("forward", forward), ("backward", backward)) if t is not None})
+    try:
+        yield
+    finally:
+        _fixed.clear()
+        _fixed.update(saved)
+
+
+def _autotune() -> bool:
+    """False under TIMECLR_AUTOTUNE=0: the first tile shape only, compiled once per dtype and D
+    rather than tuned per batch shape; for correctness runs, where tuning would cost minutes."""
+    return os.environ.get("TIMECLR_AUTOTUNE", "1") != "0"
+
+
 def _launch(kernel, tuned, rows, d_slices, args, consts):
-    """Run ``kernel`` over row blocks (x D slices): fixed small tiles when interpreting, else
-    ``tuned``, its autotuned wrapper."""
-    if interpreting():
+    """Run ``kernel`` over row blocks (x D slices): ``tuned`` (its autotuned wrapper) on a GPU,
+    fixed small tiles when interpreting, or the tile ``fixed_tiles`` gives."""
+    kind = "forward" if kernel is _nt_xent_fwd_kernel else "backward"
+    tile = _fixed.get(kind)
+    if tile is None and not interpreting() and not _autotune():
+        c = tuned.configs[0]
+        tile = (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages)
+    if tile is not None:
+        bm, bn, warps, stages = tile
+        kernel[(triton.cdiv(rows, bm), d_slices)](*args, **consts, BLOCK_M=bm, BLOCK_N=bn, num_warps=warps,
+                                                  num_stages=stages)
+    elif interpreting():
         grid = (triton.cdiv(rows, INTERPRETER_TILES["BLOCK_M"]), d_slices)
         kernel[grid](*args, **consts, **INTERPRETER_TILES)
     else:

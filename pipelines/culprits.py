@@ -33,6 +33,15 @@ def pyav_problem(video) -> str | None:
         return f"fails to decode: {type(e).__name__}: {e}"
 
 
+def dali_error(e: Exception) -> str:
+    """The line of a DALI pipeline error that says what went wrong: the one after 'encountered:'
+    (DALI's message first repeats 'Critical error in pipeline' and the operator's traceback)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    if "encountered:" in lines[:-1]:
+        return lines[lines.index("encountered:") + 1][:300]
+    return next((ln for ln in lines if not ln.startswith("Critical error")), lines[0] if lines else repr(e))[:300]
+
+
 def dali_problem(encoded, decode, device: str, device_id=None) -> str | None:
     """Why DALI's video decoder on ``device`` ('cpu' or 'gpu') fails on one file alone, asked for
     frames ``decode`` (int32, ascending), or None when it decodes them."""
@@ -57,9 +66,7 @@ def dali_problem(encoded, decode, device: str, device_id=None) -> str | None:
         pipe.feed_input("frames", [decode])
         pipe.run()
     except RuntimeError as e:
-        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-        detail = next((ln for ln in lines if "rror" in ln and "Critical error" not in ln), lines[0] if lines else "")
-        return f"DALI's {device} decoder fails on it (PyAV decodes it): {detail[:200]}"
+        return f"DALI's {device} decoder fails on it (PyAV decodes it): {dali_error(e)}"
     return None
 
 

@@ -1,0 +1,148 @@
+"""The first decode on a GPU: cheap answers to what DALI's mixed (NVDEC) decoder does with our files.
+
+Before any long GPU run, a few seconds settle what the docs leave open (README, "GPU notes"):
+does the mixed decoder return the frames asked for, in the order asked, with B-frames in the
+stream; how far are its pixels from FFmpeg's (PyAV) decode of the same frames; does it refuse
+MJPEG and AV1 with an error rather than garbage.
+
+  python benchmarks/gpu_decode_probe.py make DIR             on the CPU machine: clips + PyAV's decode
+  python benchmarks/gpu_decode_probe.py check DIR --device gpu [--out OUT_DIR]
+
+``make`` (needs PyAV) writes clips whose frames show their own index as stripes, 160x128 (above
+NVDEC's minimum sizes), 60 frames, a keyframe every 12: H.264 without and with B-frames, VP9,
+MJPEG and AV1 (when this PyAV can write it), and ``reference.npz``: PyAV's RGB decode of frames
+FRAMES of each. ``check`` (needs DALI, not PyAV) decodes FRAMES of each clip as the training
+pipeline does (``fn.decoders.video(frames=..., pad_mode='none')``) and writes
+``decode_probe_<device>.json``: per clip, refused or not (and the error line), the frame indices
+read back from the stripes, and the largest and mean |DALI - PyAV| over the frames' pixels.
+Exit 1 when a clip the device should decode comes back wrong or an expected refusal is decoded.
+"""
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+FRAMES = np.array([0, 5, 13, 14, 37, 59], dtype=np.int32)  # ascending, as the pipeline asks; 13, 14: a B-frame pair
+NUM_FRAMES, WIDTH, HEIGHT = 60, 160, 128
+# clip -> (codec, encoder options, decodable on the GPU, decodable by DALI's CPU backend)
+CLIPS = {
+    "h264.mp4": ("h264", {}, True, False),
+    "h264_bframes.mp4": ("h264", {"bf": "3"}, True, False),
+    "vp9.webm": ("vp9", {}, True, True),
+    "mjpeg.avi": ("mjpeg", {}, False, True),
+    "av1.mp4": ("av1", {}, False, False),  # Hopper's NVDEC has no AV1
+}
+BITS = 10
+
+
+def index_image(i: int) -> np.ndarray:
+    """A (HEIGHT, WIDTH, 3) frame showing ``i`` as BITS white/black stripes (as tests/helpers/videos.py)."""
+    stripe = WIDTH // BITS
+    img = np.zeros((HEIGHT, WIDTH, 3), np.uint8)
+    for b in range(BITS):
+        if (i >> (BITS - 1 - b)) & 1:
+            img[:, b * stripe:(b + 1) * stripe] = 255
+    return img
+
+
+def read_index(img: np.ndarray) -> int:
+    stripe = WIDTH // BITS
+    centres = img[:, stripe // 2::stripe][:, :BITS].astype(np.float32).mean(axis=(0, 2))
+    return int(sum(1 << (BITS - 1 - b) for b, v in enumerate(centres) if v > 127))
+
+
+def make(folder: str):
+    import av
+
+    from timeclr.pipelines.encode import write_video
+
+    os.makedirs(folder, exist_ok=True)
+    reference = {}
+    for name, (codec, options, _, _) in CLIPS.items():
+        path = os.path.join(folder, name)
+        try:
+            write_video(path, (index_image(i) for i in range(NUM_FRAMES)), codec=codec, gop=12, options=options)
+        except Exception as e:  # e.g. a PyAV built without SVT-AV1
+            print(f"skip {name}: {type(e).__name__}: {e}")
+            continue
+        with av.open(path) as c:
+            frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+        reference[name] = np.stack([frames[i] for i in FRAMES])
+        print(f"wrote {path} ({os.path.getsize(path)} B)")
+    np.savez_compressed(os.path.join(folder, "reference.npz"), frames=FRAMES, **reference)
+
+
+def decode(path: str, device: str, device_id=0):
+    """FRAMES of ``path`` through DALI's video decoder on ``device``: (F, H, W, 3) uint8, as numpy."""
+    from nvidia.dali import fn, pipeline_def, types
+
+    gpu = device == "gpu"
+
+    @pipeline_def(batch_size=1, num_threads=2, device_id=device_id if gpu else None, prefetch_queue_depth=1)
+    def alone():
+        data = fn.external_source(name="encoded", dtype=types.UINT8)
+        frames = fn.external_source(name="frames", dtype=types.INT32)
+        return fn.decoders.video(data, frames=frames, device="mixed" if gpu else "cpu", pad_mode="none")
+
+    pipe = alone()
+    pipe.build()
+    pipe.feed_input("encoded", [np.fromfile(path, dtype=np.uint8)])
+    pipe.feed_input("frames", [FRAMES])
+    (out,) = pipe.run()
+    out = out.as_cpu() if gpu else out
+    return np.array(out[0])
+
+
+def check(folder: str, device: str, out_dir: str) -> int:
+    from timeclr.pipelines.culprits import dali_error
+
+    ref = np.load(os.path.join(folder, "reference.npz"))
+    results, wrong = [], []
+    for name, (codec, _, on_gpu, on_cpu) in CLIPS.items():
+        if name not in ref:
+            continue
+        expected = on_gpu if device == "gpu" else on_cpu
+        row = {"clip": name, "codec": codec, "device": device, "expected_to_decode": expected}
+        try:
+            got = decode(os.path.join(folder, name), device)
+        except RuntimeError as e:
+            row.update(decoded=False, error=dali_error(e))
+        else:
+            indices = [read_index(f) for f in got]
+            diff = np.abs(got.astype(np.int16) - ref[name].astype(np.int16)) if got.shape == ref[name].shape else None
+            row.update(decoded=True, shape=list(got.shape), indices=indices, in_order=indices == FRAMES.tolist(),
+                       max_abs_diff=None if diff is None else int(diff.max()),
+                       mean_abs_diff=None if diff is None else round(float(diff.mean()), 3))
+        ok = (row["decoded"] and row.get("in_order")) if expected else not row["decoded"]
+        row["as_expected"] = bool(ok)
+        if not ok:
+            wrong.append(name)
+        results.append(row)
+        print(json.dumps(row), flush=True)
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, f"decode_probe_{device}.json")
+    with open(path, "w") as f:
+        json.dump({"frames": FRAMES.tolist(), "clips": results}, f, indent=1)
+    print(f"{len(results) - len(wrong)}/{len(results)} clips as expected on {device}; wrote {path}")
+    return 1 if wrong else 0
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("action", choices=["make", "check"])
+    p.add_argument("folder")
+    p.add_argument("--device", choices=["gpu", "cpu"], default="gpu")
+    p.add_argument("--out", default="benchmarks/results")
+    a = p.parse_args(argv)
+    if a.action == "make":
+        make(a.folder)
+        return 0
+    return check(a.folder, a.device, a.out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
