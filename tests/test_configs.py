@@ -86,3 +86,26 @@ def test_names_outside_their_registry_are_errors():
     for key, value in (("train.optimizer", "adam"), ("model.backbone", "resnet50"), ("train.loss_backend", "cuda")):
         with pytest.raises(ConfigError, match=f"{key} must be one of"):
             load_config("pipelines/debug.yaml", [f"{key}={value}"])
+
+
+BAD_CONFIGS = [  # (YAML text or None for synthetic.yaml, overrides, what the one-line error must say)
+    ("a: [1\n", [], "is not valid YAML at line 2, column 1"),
+    (None, ["train.epochs=0"], "train.epochs must be at least 1, got 0"),
+    (None, ["train.epochs=-1"], "train.epochs must be at least 1, got -1"),
+    (None, ["data.views.5.frames=3"], "data.views has 2 items (0 to 1), not item 5"),
+    (None, ["data.views.1.nosuchkey=3"], "nosuchkey"),
+]
+
+
+@pytest.mark.parametrize("text,overrides,message", BAD_CONFIGS, ids=[m for _, _, m in BAD_CONFIGS])
+def test_bad_configs_end_in_one_line_naming_the_problem(text, overrides, message, tmp_path, capsys):
+    path = "pipelines/synthetic.yaml"
+    if text is not None:
+        path = str(tmp_path / "bad.yaml")
+        open(path, "w").write(text)
+    with pytest.raises(ConfigError) as e:
+        load_config(path, overrides)
+    assert message in str(e.value) and "\n" not in str(e.value), str(e.value)
+    with pytest.raises(SystemExit) as e:  # the command: the same line, no traceback
+        train_main([path, *overrides, f"out_dir={tmp_path}/run"])
+    assert message in str(e.value.code) and str(e.value.code).startswith("timeclr.train: "), e.value.code

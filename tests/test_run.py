@@ -136,3 +136,33 @@ def test_the_contrastive_loss_takes_bf16_embeddings_on_a_gpu_and_fp32_on_cpu(mon
         cfg = SimpleNamespace(bf16=bf16, temperature=0.1, loss_backend="auto")
         objectives.contrastive(cfg, torch.device(device))(net, batch)
         assert seen[-1] == want, f"device={device} bf16={bf16}: loss got {seen[-1]}, want {want}"
+
+
+def test_a_damaged_checkpoint_is_a_one_line_error_naming_the_file(tmp_path):
+    from timeclr.run import load_checkpoint
+
+    path = tmp_path / "checkpoint.pt"
+    torch.save({"model": {"w": torch.ones(1000)}, "step": 3}, path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # cut short, as by a full disk
+    with pytest.raises(ConfigError, match="checkpoint.pt is not a readable checkpoint") as e:
+        load_checkpoint(path)
+    assert "\n" not in str(e.value)
+    path.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(ConfigError, match="delete it to start over"):
+        load_checkpoint(path)
+
+
+def test_ctrl_c_ends_in_one_line_saying_where_the_checkpoint_is(tmp_path):
+    from timeclr.run import CHECKPOINT, command_main
+
+    def interrupted(cfg):
+        os.makedirs(cfg.out_dir, exist_ok=True)
+        open(os.path.join(cfg.out_dir, CHECKPOINT), "wb").close()
+        raise KeyboardInterrupt
+
+    with pytest.raises(SystemExit) as e:
+        command_main("train", "test", interrupted, ["pipelines/debug.yaml", f"out_dir={tmp_path}"])
+    msg = str(e.value.code)
+    assert msg == f"timeclr.train: interrupted; the last checkpoint is {tmp_path}/{CHECKPOINT}; the same command " \
+                  "resumes from it", msg

@@ -297,3 +297,13 @@ def test_dali_alone_decodes_a_good_file_and_names_a_damaged_one(tmp_path):
     assert "DALI's cpu decoder fails" in dali_problem(junk, frames, "cpu")
     past_end = np.array([0, 25], dtype=np.int32)  # pad_mode none: asking past the end is an error
     assert dali_problem(np.fromfile(good, dtype=np.uint8), past_end, "cpu") is not None
+
+
+def test_preview_works_with_the_synthetic_config(tmp_path):
+    """synthetic.yaml names no manifest: preview generates the embedded set (here a tiny one) as
+    training does, and previews it."""
+    from timeclr.data import main
+
+    assert main(["preview", "pipelines/synthetic.yaml", f"data.root={tmp_path}/syn", "synthetic.train_per_class=1",
+                 "synthetic.test_per_class=1", "data.batch_size=2", "--out", str(tmp_path / "pv")]) == 0
+    assert os.path.getsize(tmp_path / "pv" / "preview.png") > 0

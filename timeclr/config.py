@@ -12,6 +12,7 @@ import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -178,6 +179,23 @@ def _named_errors(where):
         raise ConfigError(f"config error {where}: key {key!r}: {str(e).splitlines()[0]}") from None
 
 
+def _check_list_index(cfg, key: str, item: str):
+    """An override into a list (``data.views.5.frames``) names an item that exists: OmegaConf's
+    own error for one past the end says only that a dict is not a ViewConfig."""
+    parts = key.split(".")
+    node = cfg
+    for i, part in enumerate(parts):
+        if OmegaConf.is_list(node) and part.isdigit():
+            if int(part) >= len(node):
+                raise ConfigError(f"override {item!r}: {'.'.join(parts[:i])} has {len(node)} items "
+                                  f"(0 to {len(node) - 1}), not item {part}")
+            node = node[int(part)]
+        elif OmegaConf.is_dict(node) and part in node:
+            node = node[part]
+        else:
+            return  # a missing key gets OmegaConf's own message, which names it
+
+
 def load_layers(path: str, _seen: tuple = ()) -> DictConfig:
     """The YAML at ``path`` merged over its ``base`` recipes (paths relative to ``path``'s folder),
     recursively; the ``base`` key itself is consumed.
@@ -191,7 +209,12 @@ def load_layers(path: str, _seen: tuple = ()) -> DictConfig:
     if os.path.abspath(path) in map(os.path.abspath, _seen):
         raise ConfigError(f"config bases form a cycle: {' -> '.join([*_seen, path])}")
     with _named_errors(f"in {path}"):
-        node = OmegaConf.load(path)
+        try:
+            node = OmegaConf.load(path)
+        except yaml.YAMLError as e:  # the parser's own message names the line and column
+            mark = getattr(e, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise ConfigError(f"{path} is not valid YAML{where}: {getattr(e, 'problem', None) or e}") from None
         bases = node.pop(BASE_KEY, None) if isinstance(node, DictConfig) else None
     if bases is None:
         return node
@@ -217,9 +240,12 @@ def load_config(path: str | None = None, overrides: list[str] = (), schema=Confi
         key, eq, value = item.partition("=")
         if not eq or not key:
             raise ConfigError(f"override {item!r} is not of the form key=value")
+        _check_list_index(cfg, key, item)
         with _named_errors(f"in override {item!r}"):
             # parse the value as YAML, like a dotlist; update() also reaches list items (data.views.0.frames)
             OmegaConf.update(cfg, key, OmegaConf.from_dotlist([f"v={value}"]).v, merge=True)
+    if cfg.train.epochs < 1:
+        raise ConfigError(f"train.epochs must be at least 1, got {cfg.train.epochs}")
     for i, view in enumerate(cfg.data.views):
         if view.kind not in VIEW_KINDS:
             raise ConfigError(f"data.views[{i}].kind must be 'segment' or 'interval', got {view.kind!r}")

@@ -19,6 +19,7 @@ import gc
 import json
 import math
 import os
+import pickle
 import time
 
 import torch
@@ -79,10 +80,17 @@ def command_main(name: str, description: str, run_fn, argv=None, config_help: st
     parser.add_argument("config", help=config_help)
     parser.add_argument("overrides", nargs="*", metavar="key=value", help=overrides_help)
     args = parser.parse_args(argv)
+    cfg = None
     try:
-        run_fn(load_config(args.config, args.overrides))
+        cfg = load_config(args.config, args.overrides)
+        run_fn(cfg)
     except (ConfigError, OSError, NonFiniteLoss) as e:  # after a NaN the last checkpoint stays: rerun resumes
         raise SystemExit(f"timeclr.{name}: {e}") from None
+    except KeyboardInterrupt:  # checkpoints are written atomically: the last one is whole
+        ckpt = os.path.join(cfg.out_dir, CHECKPOINT) if cfg is not None and "out_dir" in cfg else None
+        where = (f"the last checkpoint is {ckpt}; the same command resumes from it" if ckpt and os.path.exists(ckpt)
+                 else "no checkpoint was written yet")
+        raise SystemExit(f"timeclr.{name}: interrupted; {where}") from None
     finally:
         teardown_distributed()
     return 0
@@ -154,7 +162,12 @@ def save_checkpoint(path, model, optimizer, step, loader, cfg):
 
 
 def load_checkpoint(path, map_location="cpu"):
-    return torch.load(path, map_location=map_location, weights_only=False)
+    """The checkpoint at ``path``; a file cut short or not a checkpoint is a ConfigError naming it."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=False)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, ValueError) as e:
+        raise ConfigError(f"{path} is not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
+                          "delete it to start over, or choose another out_dir") from None
 
 
 def resume(cfg, model, optimizer, loader, device, rank, total_steps) -> int:

@@ -1,0 +1,110 @@
+"""The README's headline numbers, regenerated at HEAD: the main job over seeds, timed.
+
+  python benchmarks/readme_numbers.py [--seeds 0 1 2] [--out benchmarks/results]
+
+Runs ``python -m timeclr.train pipelines/synthetic.yaml`` once per seed (``train.seed`` and
+``data.seed``; the synthetic videos are the same for every seed), each in its own run folder
+under ``runs/readme/``, and records per seed the wall time and the evaluation of the pretrained
+encoder and of the same network at random initialisation. Writes ``readme_numbers.csv`` (one row
+per seed and encoder) and ``readme_numbers.json`` (mean and sample standard deviation over the
+seeds, the machine, versions and git revision), and prints the table the README quotes.
+The first seed's time includes generating the synthetic set when it is not there yet; the
+generation is timed on its own first, so each seed's time is the job's alone.
+"""
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+METRICS = ["linear_top1", "knn_top1", "retrieval_r1", "retrieval_r5"]
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        model = platform.processor() or "unknown CPU"
+    return f"{model}, {len(os.sched_getaffinity(0))} cores"
+
+
+def versions() -> dict:
+    out = subprocess.run([sys.executable, "-c", "import torch, nvidia.dali as d; print(torch.__version__, d.__version__)"],
+                         capture_output=True, text=True).stdout.split()
+    rev = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout
+    return {"torch": out[0] if out else "?", "dali": out[1] if len(out) > 1 else "?", "git": rev.strip(),
+            "python": platform.python_version()}
+
+
+def run_seed(seed: int) -> dict:
+    out_dir = os.path.join("runs", "readme", f"seed{seed}")
+    if os.path.exists(os.path.join(REPO, out_dir, "eval.json")):  # a finished seed is not rerun: delete it to
+        print(f"seed {seed}: reusing {out_dir}/eval.json")        # measure again
+        with open(os.path.join(REPO, out_dir, "eval.json")) as f:
+            return {"eval": json.load(f), "seconds": None}
+    cmd = [sys.executable, "-m", "timeclr.train", "pipelines/synthetic.yaml", f"out_dir={out_dir}",
+           f"train.seed={seed}", f"data.seed={seed}"]
+    print("$", " ".join(cmd[1:]), flush=True)
+    t0 = time.perf_counter()
+    subprocess.run(cmd, cwd=REPO, check=True)
+    seconds = time.perf_counter() - t0
+    with open(os.path.join(REPO, out_dir, "eval.json")) as f:
+        return {"eval": json.load(f), "seconds": seconds}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--out", default=os.path.join(REPO, "benchmarks", "results"))
+    a = p.parse_args(argv)
+
+    t0 = time.perf_counter()  # the synthetic set, generated once, outside the per-seed times
+    subprocess.run([sys.executable, "-c", "from timeclr.config import load_config; from timeclr.synthetic import "
+                    "prepare_synthetic; prepare_synthetic(load_config('pipelines/synthetic.yaml'), 0)"],
+                   cwd=REPO, check=True)
+    generate_s = time.perf_counter() - t0
+    runs = {seed: run_seed(seed) for seed in a.seeds}
+
+    rows = []
+    for seed, r in runs.items():
+        for encoder, metrics in r["eval"].items():
+            rows.append({"seed": seed, "encoder": encoder, "seconds": r["seconds"],
+                         **{m: metrics.get(m) for m in METRICS}})
+    summary = {}
+    for encoder in sorted({row["encoder"] for row in rows}):
+        vals = {m: [row[m] for row in rows if row["encoder"] == encoder] for m in METRICS}
+        summary[encoder] = {m: {"mean": statistics.mean(v), "std": statistics.stdev(v) if len(v) > 1 else 0.0}
+                            for m, v in vals.items()}
+    times = [r["seconds"] for r in runs.values() if r["seconds"] is not None]
+    meta = {"machine": cpu_name(), **versions(), "seeds": a.seeds, "generate_seconds": round(generate_s, 1),
+            "job_seconds": [round(t, 1) for t in times],
+            "command": "python -m timeclr.train pipelines/synthetic.yaml train.seed=S data.seed=S"}
+
+    os.makedirs(a.out, exist_ok=True)
+    import csv
+
+    with open(os.path.join(a.out, "readme_numbers.csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["seed", "encoder", "seconds", *METRICS])
+        w.writeheader()
+        w.writerows(rows)
+    with open(os.path.join(a.out, "readme_numbers.json"), "w") as f:
+        json.dump({**meta, "summary": summary}, f, indent=1)
+
+    print(f"\n{meta['machine']}; torch {meta['torch']}, DALI {meta['dali']}, git {meta['git']}")
+    if times:
+        print(f"main job: {statistics.mean(times) / 60:.1f} min per seed ({', '.join(f'{t:.0f}' for t in times)} s); "
+              f"generating the synthetic set: {generate_s:.0f} s")
+    print(f"| encoder | {' | '.join(METRICS)} |\n| --- |{' --- |' * len(METRICS)}")
+    for encoder, s in summary.items():
+        print(f"| {encoder} | " + " | ".join(f"{s[m]['mean']:.1f} ± {s[m]['std']:.1f}" for m in METRICS) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
