@@ -86,7 +86,7 @@ section_loss() {  # the loss tests on CUDA tensors (no tuning: values, not speed
     > "$res/loss_tests.log" 2>&1
   local t=$?
   tail -n 3 "$res/loss_tests.log"
-  (cd "$repo" && timeout 110 python3 benchmarks/loss_kernel.py --device cuda --out "$res" --tag _gpu \
+  (cd "$repo" && timeout 110 python3 benchmarks/loss_kernel.py --device cuda --out "$res" --tag gpu \
       --dims 128 --dtypes bf16 fp32 --n2 4096 16384 65536) > "$res/loss_sweep.log" 2>&1
   local s=$?
   tail -n 15 "$res/loss_sweep.log"
@@ -134,7 +134,7 @@ section_train() {  # R(2+1)D-18, 2 views x 16x112^2, bf16, DALI-fed vs in-memory
   need_dali || return $?
   (cd "$repo" && timeout 120 python3 benchmarks/train_throughput.py --device cuda --backbone r2plus1d_18 \
       --frames 16 --crop 112 --batch-size 32 --dali-threads 8 --steps 20 --warmup 5 --rounds 2 --max-wait 0 \
-      --out "$res" --tag _gpu) > "$res/train.log" 2>&1
+      --out "$res" --tag gpu) > "$res/train.log" 2>&1
   local r=$?
   tail -n 12 "$res/train.log"
   return $r

@@ -409,7 +409,8 @@ def report(rows, mm, correctness, meta, args):
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"loss_kernel_{args.device}{'_' + args.tag if args.tag else ''}"
+    tag = args.tag or ("quick" if args.quick else "")  # a quick run never overwrites the full sweep's files
+    stem = out / f"loss_kernel_{args.device}{'_' + tag if tag else ''}"
     with open(f"{stem}.csv", "w", newline="") as f:
         for k, v in meta.items():
             f.write(f"# {k}: {v}\n")
