@@ -178,7 +178,7 @@ def test_resume_reproduces_the_uninterrupted_losses(manifest, pretrained, tmp_pa
 
     cut = tmp_path / "cut"
     restore = die_after_checkpoint(run, monkeypatch, step=4)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(SystemExit, match="interrupted; the last checkpoint is .*checkpoint.pt; the same command resumes"):
         finetune_main(["pipelines/debug.yaml", *overrides(manifest, cut, *args)])
     assert len(losses(cut)) == 4
     restore()

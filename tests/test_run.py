@@ -154,7 +154,8 @@ def test_a_damaged_checkpoint_is_a_one_line_error_naming_the_file(tmp_path):
 
 
 def test_ctrl_c_ends_in_one_line_saying_where_the_checkpoint_is(tmp_path):
-    from timeclr.run import CHECKPOINT, command_main
+    from timeclr.command import command_main
+    from timeclr.run import CHECKPOINT
 
     def interrupted(cfg):
         os.makedirs(cfg.out_dir, exist_ok=True)

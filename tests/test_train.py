@@ -84,7 +84,7 @@ def test_resume_reproduces_the_uninterrupted_losses(manifest, tmp_path, monkeypa
 
     cut = tmp_path / "cut"
     restore = die_after_checkpoint(run, monkeypatch, step=4)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(SystemExit, match="interrupted; the last checkpoint is .*checkpoint.pt; the same command resumes"):
         train_main(["pipelines/debug.yaml", *overrides(manifest, cut, *args)])
     assert len(losses(cut)) == 4
     restore()

@@ -11,11 +11,12 @@ import sys
 
 import torch
 
-from timeclr.atomic import write_json
-from timeclr.errors import ConfigError
-from timeclr.features import RESULTS, evaluate_model, print_table
-from timeclr.pipelines.datasets import require_manifest
 from timeclr import run
+from timeclr.atomic import write_json
+from timeclr.command import command_main
+from timeclr.errors import ConfigError
+from timeclr.features import RESULTS, describe_split, evaluate_model, print_table
+from timeclr.pipelines.datasets import require_manifest
 from timeclr.synthetic import prepare_synthetic
 
 
@@ -31,15 +32,17 @@ def evaluate(cfg) -> dict:
                      "eval.train_manifest" if cfg.eval.train_manifest else "data.manifest")
     require_manifest(cfg.eval.test_manifest, cfg.data, "eval.test_manifest")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    metrics = evaluate_model(cfg, run.load_encoder(cfg, device), device)
+    name = os.path.basename(str(cfg.checkpoint))
+    metrics = evaluate_model(cfg, run.load_encoder(cfg, device), device, name)
     os.makedirs(cfg.out_dir, exist_ok=True)
-    write_json(os.path.join(cfg.out_dir, RESULTS), metrics)
-    print_table({os.path.basename(str(cfg.checkpoint)): metrics})
+    path = os.path.join(cfg.out_dir, RESULTS)
+    write_json(path, metrics)
+    print_table({name: metrics}, describe_split(cfg), path)
     return metrics
 
 
 def main(argv=None):
-    return run.command_main("evaluate", __doc__.split("\n")[0], evaluate, argv, config_help="experiment YAML, e.g. pipelines/synthetic.yaml",
+    return command_main("evaluate", __doc__.split("\n")[0], evaluate, argv, config_help="experiment YAML, e.g. pipelines/synthetic.yaml",
                             overrides_help="checkpoint=PATH|random, eval.knn_k=10 ...")
 
 

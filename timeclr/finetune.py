@@ -36,6 +36,7 @@ from omegaconf import OmegaConf
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from timeclr import objectives, run
+from timeclr.command import command_main
 from timeclr.atomic import write_json
 from timeclr.classifier import build_classifier, param_groups
 from timeclr.config import ViewConfig
@@ -257,7 +258,7 @@ def finetune(cfg) -> dict:
 
 
 def main(argv=None):
-    return run.command_main("finetune", __doc__.split("\n")[0], finetune, argv,
+    return command_main("finetune", __doc__.split("\n")[0], finetune, argv,
                             config_help="experiment YAML, e.g. pipelines/synthetic_finetune.yaml",
                             overrides_help="checkpoint=PATH|random (required), config overrides, e.g. train.epochs=5")
 

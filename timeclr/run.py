@@ -12,9 +12,7 @@ nothing else (``timeclr.train`` pretrains, ``timeclr.finetune`` fine-tunes, and
     Loop                 the bookkeeping around the steps: resume, batches until the last step,
                          clocks, progress bar, log rows, checks and checkpoints when due
     load_encoder         a pretraining checkpoint's model, checked against the config's
-    command_main         ``python -m timeclr.X CONFIG [key=value ...]``: parse, run, one-line errors
 """
-import argparse
 import gc
 import json
 import math
@@ -28,7 +26,7 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from timeclr.atomic import atomic_open, atomic_path
-from timeclr.config import ModelConfig, load_config
+from timeclr.config import ModelConfig
 from timeclr.errors import ConfigError, NonFiniteLoss
 from timeclr.models import build_model
 from timeclr.optim import set_lr
@@ -68,32 +66,6 @@ def teardown_distributed():
     if dist.is_initialized():
         gc.collect()
         dist.destroy_process_group()
-
-
-def command_main(name: str, description: str, run_fn, argv=None, config_help: str = "experiment YAML",
-                 overrides_help: str = "config overrides, e.g. train.epochs=5") -> int:
-    """What every run command's ``main`` is: ``python -m timeclr.NAME CONFIG [key=value ...]``,
-    the config loaded in its layers and passed to ``run_fn``; the errors a user can fix (a config
-    key, a missing file, a non-finite loss) end the command with one line naming what is wrong,
-    not a traceback. The process group is left whatever happens. Returns the exit status 0."""
-    parser = argparse.ArgumentParser(prog=f"python -m timeclr.{name}", description=description)
-    parser.add_argument("config", help=config_help)
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help=overrides_help)
-    args = parser.parse_args(argv)
-    cfg = None
-    try:
-        cfg = load_config(args.config, args.overrides)
-        run_fn(cfg)
-    except (ConfigError, OSError, NonFiniteLoss) as e:  # after a NaN the last checkpoint stays: rerun resumes
-        raise SystemExit(f"timeclr.{name}: {e}") from None
-    except KeyboardInterrupt:  # checkpoints are written atomically: the last one is whole
-        ckpt = os.path.join(cfg.out_dir, CHECKPOINT) if cfg is not None and "out_dir" in cfg else None
-        where = (f"the last checkpoint is {ckpt}; the same command resumes from it" if ckpt and os.path.exists(ckpt)
-                 else "no checkpoint was written yet")
-        raise SystemExit(f"timeclr.{name}: interrupted; {where}") from None
-    finally:
-        teardown_distributed()
-    return 0
 
 
 def barrier():

@@ -13,6 +13,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from timeclr import objectives, run
+from timeclr.command import command_main
 from timeclr.features import evaluate_run
 from timeclr.models import build_model
 from timeclr.optim import build_optimizer, lr_at
@@ -67,7 +68,7 @@ def train(cfg) -> dict:
 
 
 def main(argv=None):
-    return run.command_main("train", __doc__.split("\n")[0], train, argv, config_help="experiment YAML, e.g. pipelines/synthetic.yaml")
+    return command_main("train", __doc__.split("\n")[0], train, argv, config_help="experiment YAML, e.g. pipelines/synthetic.yaml")
 
 
 if __name__ == "__main__":
