@@ -109,3 +109,27 @@ def test_bad_configs_end_in_one_line_naming_the_problem(text, overrides, message
     with pytest.raises(SystemExit) as e:  # the command: the same line, no traceback
         train_main([path, *overrides, f"out_dir={tmp_path}/run"])
     assert message in str(e.value.code) and str(e.value.code).startswith("timeclr.train: "), e.value.code
+
+
+PROBE = """
+import sys
+from timeclr.{cmd} import main
+try:
+    main({argv!r})
+except SystemExit as e:
+    print("exit", e.code)
+print("torch loaded:", "torch" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize("cmd,argv", [("train", ["--help"]), ("evaluate", ["--help"]),
+                                      ("train", ["pipelines/synthetic.yaml", "train.epochz=3"]),
+                                      ("train", ["pipelines/synthetic.yaml", "train.epochs=0"])])
+def test_help_and_config_errors_answer_before_torch_loads(cmd, argv):
+    """--help and a mistyped key or bad value must not wait seconds for torch (and DALI) to import."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", PROBE.format(cmd=cmd, argv=argv)], capture_output=True, text=True,
+                       timeout=120)
+    assert "torch loaded: False" in r.stdout, r.stdout + r.stderr

@@ -28,7 +28,15 @@ def _map_sibling_folders():
 
 _map_sibling_folders()
 
-from timeclr.loss import NTXentLoss, nt_xent  # noqa: E402  (needs timeclr.kernels, mapped above)
-
 __all__ = ["nt_xent", "NTXentLoss"]
+
+
+def __getattr__(name):
+    """``from timeclr import nt_xent, NTXentLoss``, loaded on first use: the loss imports torch
+    (seconds), which a command's ``--help`` or a config error should not wait for."""
+    if name in __all__:
+        from timeclr import loss
+
+        return getattr(loss, name)
+    raise AttributeError(f"module 'timeclr' has no attribute {name!r}")
 __version__ = "0.1.0"

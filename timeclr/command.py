@@ -6,10 +6,10 @@ one line naming it, not a traceback; so does Ctrl-C, with where the last checkpo
 """
 import argparse
 import os
+import sys
 
 from timeclr.config import load_config
 from timeclr.errors import ConfigError, NonFiniteLoss
-from timeclr.run import CHECKPOINT, teardown_distributed
 
 
 def command_main(name: str, description: str, run_fn, argv=None, config_help: str = "experiment YAML",
@@ -29,10 +29,15 @@ def command_main(name: str, description: str, run_fn, argv=None, config_help: st
     except (ConfigError, OSError, NonFiniteLoss) as e:  # after a NaN the last checkpoint stays: rerun resumes
         raise SystemExit(f"timeclr.{name}: {e}") from None
     except KeyboardInterrupt:  # checkpoints are written atomically: the last one is whole
+        from timeclr.run import CHECKPOINT
+
         ckpt = os.path.join(cfg.out_dir, CHECKPOINT) if cfg is not None and "out_dir" in cfg else None
         where = (f"the last checkpoint is {ckpt}; the same command resumes from it" if ckpt and os.path.exists(ckpt)
                  else "no checkpoint was written yet")
         raise SystemExit(f"timeclr.{name}: interrupted; {where}") from None
     finally:
-        teardown_distributed()
+        if "torch.distributed" in sys.modules:  # only a run that got as far as torch can have a group
+            from timeclr.run import teardown_distributed
+
+            teardown_distributed()
     return 0

@@ -17,22 +17,29 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from timeclr.errors import ConfigError
-from timeclr.loss import BACKENDS
-from timeclr.models import BACKBONES
-from timeclr.optim import OPTIMIZERS
 from timeclr.pipelines.datasets import DATASETS
 
 BASE_KEY = "base"
 # the one list of allowed values of each key that names a choice: the registries of the modules
 # that implement them
-CHOICES = {
-    "data.device": ("cpu", "gpu"),
-    "data.dataset": ("", *DATASETS),
-    "model.backbone": tuple(BACKBONES),
-    "model.norm": ("batch", "group"),
-    "train.optimizer": tuple(OPTIMIZERS),
-    "train.loss_backend": BACKENDS,
-}
+def choices() -> dict:
+    """Keys whose value must be one of a registry's names -> the names. The registries live with
+    their code (models, optimizers, loss backends), which imports torch: they are read only here,
+    after the structural checks, so a typo in a key or the YAML answers before torch loads."""
+    from timeclr.loss import BACKENDS
+    from timeclr.models import BACKBONES
+    from timeclr.optim import OPTIMIZERS
+
+    return {
+        "data.device": ("cpu", "gpu"),
+        "data.dataset": ("", *DATASETS),
+        "model.backbone": tuple(BACKBONES),
+        "model.norm": ("batch", "group"),
+        "train.optimizer": tuple(OPTIMIZERS),
+        "train.loss_backend": BACKENDS,
+    }
+
+
 VIEW_KINDS = ("segment", "interval")
 
 
@@ -226,7 +233,7 @@ def load_layers(path: str, _seen: tuple = ()) -> DictConfig:
 
 def load_config(path: str | None = None, overrides: list[str] = (), schema=Config) -> DictConfig:
     """Defaults <- the YAML at ``path`` over its ``base`` recipes <- ``key=value`` overrides,
-    checked against ``schema`` and ``CHOICES``.
+    checked against ``schema`` and ``choices()``.
 
     Raises:
         ConfigError: the message names the file or key at fault.
@@ -249,7 +256,7 @@ def load_config(path: str | None = None, overrides: list[str] = (), schema=Confi
     for i, view in enumerate(cfg.data.views):
         if view.kind not in VIEW_KINDS:
             raise ConfigError(f"data.views[{i}].kind must be 'segment' or 'interval', got {view.kind!r}")
-    for key, allowed in CHOICES.items():
+    for key, allowed in choices().items():
         if OmegaConf.select(cfg, key) not in allowed:
             raise ConfigError(f"{key} must be one of {allowed}, got {OmegaConf.select(cfg, key)!r}")
     return cfg

@@ -9,19 +9,21 @@ Writes ``eval.json`` (percentages) in ``out_dir``.
 import os
 import sys
 
-import torch
-
-from timeclr import run
-from timeclr.atomic import write_json
 from timeclr.command import command_main
 from timeclr.errors import ConfigError
-from timeclr.features import RESULTS, describe_split, evaluate_model, print_table
 from timeclr.pipelines.datasets import require_manifest
-from timeclr.synthetic import prepare_synthetic
 
 
 def evaluate(cfg) -> dict:
     """The six metrics of ``cfg.checkpoint``'s encoder, written to ``out_dir/eval.json``."""
+    # Imported here, not at the top: `--help` and config errors answer before torch and DALI load.
+    import torch
+
+    from timeclr import run
+    from timeclr.atomic import write_json
+    from timeclr.features import RESULTS, describe_split, evaluate_model, print_table
+    from timeclr.synthetic import prepare_synthetic
+
     if not cfg.checkpoint:
         raise ConfigError("say which encoder to evaluate: checkpoint=PATH or checkpoint=random")
     if cfg.synthetic.enabled:

@@ -9,22 +9,24 @@ mechanics (set-up, checkpoints, resume, the metrics log, the step itself) are ``
 import os
 import sys
 
-import torch
-from torch.nn.parallel import DistributedDataParallel as DDP
-
-from timeclr import objectives, run
 from timeclr.command import command_main
-from timeclr.features import evaluate_run
-from timeclr.models import build_model
-from timeclr.optim import build_optimizer, lr_at
 from timeclr.pipelines.datasets import require_manifest
-from timeclr.pipelines.video import VideoLoader, read_videos
-from timeclr.plots import plot_loss
-from timeclr.synthetic import prepare_synthetic
 
 
 def train(cfg) -> dict:
     """Pretrain (or resume) according to ``cfg``; returns the evaluation results, if any."""
+    # Imported here, not at the top: `--help` and config errors answer before torch and DALI load.
+    import torch
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    from timeclr import objectives, run
+    from timeclr.features import evaluate_run
+    from timeclr.models import build_model
+    from timeclr.optim import build_optimizer, lr_at
+    from timeclr.pipelines.video import VideoLoader, read_videos
+    from timeclr.plots import plot_loss
+    from timeclr.synthetic import prepare_synthetic
+
     if not cfg.synthetic.enabled:  # a dataset not set up yet is the likeliest first error: say how
         require_manifest(cfg.data.manifest, cfg.data)
     # -- distributed set-up: torchrun sets WORLD_SIZE / RANK / LOCAL_RANK
