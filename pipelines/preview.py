@@ -2,10 +2,11 @@
 
 ``python -m timeclr.data preview CONFIG [key=value ...] --out DIR`` writes
 
-- ``DIR/preview.png``: a contact sheet, one row per view of each video, frames left to right;
+- ``DIR/preview.png``: a contact sheet, one row per view of each video (titled with its class),
+  frames left to right;
 - ``DIR/preview.npz``: key ``frames``, uint8 (B, V, T, H, W, C), after crop and before
   normalisation (views with fewer frames or smaller crops are zero-padded to the largest);
-- ``DIR/preview.json``: ``{"samples": [{"index", "path", "label", "num_frames",
+- ``DIR/preview.json``: ``{"samples": [{"index", "path", "label", "class", "num_frames",
   "views": [{"kind", "frames"}]}]}`` — which frames each view shows.
 
 With ``data.augment=false`` the frames are exactly the decoded selected frames (resized and
@@ -16,6 +17,7 @@ import os
 
 import numpy as np
 
+from timeclr.pipelines.manifest import read_manifest
 from timeclr.pipelines.video import VideoLoader, read_videos
 
 
@@ -55,6 +57,7 @@ def write_preview(cfg, out_dir) -> dict:
     """Run one batch of ``cfg.data`` and write preview.png / .npz / .json to ``out_dir``."""
     os.makedirs(out_dir, exist_ok=True)
     videos = read_videos(cfg.data.manifest)
+    _, classes = read_manifest(cfg.data.manifest)
     loader = VideoLoader(cfg.data, videos, shard_id=0, num_shards=1, uint8=True)
     batch = next(iter(loader))
     frames = _stack_views([v.cpu().numpy() for v in batch["views"]])
@@ -62,9 +65,11 @@ def write_preview(cfg, out_dir) -> dict:
     for b, index in enumerate(batch["index"].tolist()):
         video = videos[index]
         views = [{"kind": view.kind, "frames": batch["frames"][v][b].tolist()} for v, view in enumerate(cfg.data.views)]
-        samples.append({"index": index, "path": video.path, "label": int(batch["label"][b]),
+        label = int(batch["label"][b])
+        name = classes[label] if 0 <= label < len(classes) else f"label {label}"
+        samples.append({"index": index, "path": video.path, "label": label, "class": name,
                         "num_frames": video.num_frames, "views": views})
-        titles += [f"#{index} {os.path.basename(video.path)}\n{v['kind']} {v['frames']}" for v in views]
+        titles += [f"#{index} {name}: {os.path.basename(video.path)}\n{v['kind']} {v['frames']}" for v in views]
     np.savez_compressed(os.path.join(out_dir, "preview.npz"), frames=frames)
     with open(os.path.join(out_dir, "preview.json"), "w") as f:
         json.dump({"samples": samples}, f, indent=1)

@@ -26,10 +26,11 @@ def _in_repo_root():
         yield
 
 
-# pytest-timeout (pytest.ini) runs in a Python thread: a test stuck in native code that holds the
-# GIL never lets it fire. faulthandler's watchdog is a C thread: a minute after pytest-timeout's
-# limit it prints every thread's stack and ends the process, so CI gets an answer, not its limit.
-_WATCHDOG_S = 960
+# pytest-timeout (pytest.ini) fails a slow test with SIGALRM, whose Python handler runs only when
+# the main thread is back in Python: a test stuck in native code never lets it. faulthandler's
+# watchdog is a C thread: a minute after pytest-timeout's limit it prints every thread's stack and
+# ends the process, so CI gets an answer, not its limit.
+_WATCHDOG_S = 660
 
 
 @pytest.fixture(autouse=True)

@@ -307,3 +307,9 @@ def test_preview_works_with_the_synthetic_config(tmp_path):
     assert main(["preview", "pipelines/synthetic.yaml", f"data.root={tmp_path}/syn", "synthetic.train_per_class=1",
                  "synthetic.test_per_class=1", "data.batch_size=2", "--out", str(tmp_path / "pv")]) == 0
     assert os.path.getsize(tmp_path / "pv" / "preview.png") > 0
+    import json
+
+    from timeclr.synthetic_render import CLASSES
+
+    samples = json.load(open(tmp_path / "pv" / "preview.json"))["samples"]
+    assert all(s["class"] == CLASSES[s["label"]] for s in samples), samples  # the sheet's titles name it too
