@@ -52,7 +52,8 @@ from runinfo import device_name, git_rev, mean_std, print_table, write_csv
 from timeclr import recorded
 from timeclr.atomic import atomic_path, write_json
 from timeclr.config import Config, load_config
-from timeclr.finetune import RESULTS, finetune
+from timeclr.finetune import finetune
+from timeclr.finetuning import RESULTS
 from timeclr.pipelines.video import VideoLoader, read_videos
 from timeclr.run import CHECKPOINT, load_checkpoint
 from timeclr.synthetic import prepare_synthetic

@@ -4,10 +4,16 @@ Probing (``timeclr.pipelines.index``) and preparing (``timeclr.pipelines.prepare
 file of a tree to FFmpeg, and a damaged file can crash a decoder (a segfault, not an exception).
 Such a crash must fail that file alone, not the run or the other files in flight with it.
 """
+import multiprocessing
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 
 from tqdm import tqdm
+
+# Workers come from a fork server (a fresh interpreter that forks them), never by forking the
+# caller: a caller with threads (DALI's, torch's, a test runner's) forked mid-lock leaves a child
+# that waits forever on a lock no thread will release.
+WORKERS = multiprocessing.get_context("forkserver")
 
 
 def run_per_file(task, jobs: dict, workers: int, desc: str, on_crash, progress: bool = True) -> dict:
@@ -25,7 +31,7 @@ def run_per_file(task, jobs: dict, workers: int, desc: str, on_crash, progress: 
                 outcomes[key] = task(*args)
                 bar.update()
         elif jobs:
-            with ProcessPoolExecutor(workers) as pool:
+            with ProcessPoolExecutor(workers, mp_context=WORKERS) as pool:
                 futures = {pool.submit(task, *args): key for key, args in jobs.items()}
                 for future in as_completed(futures):
                     try:
@@ -35,7 +41,7 @@ def run_per_file(task, jobs: dict, workers: int, desc: str, on_crash, progress: 
                     bar.update()
     for key in sorted(crashed):
         try:
-            with ProcessPoolExecutor(1) as pool:
+            with ProcessPoolExecutor(1, mp_context=WORKERS) as pool:
                 outcomes[key] = pool.submit(task, *jobs[key]).result()
         except BrokenProcessPool:
             outcomes[key] = on_crash(key)

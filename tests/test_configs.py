@@ -122,7 +122,7 @@ print("torch loaded:", "torch" in sys.modules)
 """
 
 
-@pytest.mark.parametrize("cmd,argv", [("train", ["--help"]), ("evaluate", ["--help"]),
+@pytest.mark.parametrize("cmd,argv", [("train", ["--help"]), ("evaluate", ["--help"]), ("finetune", ["--help"]),
                                       ("train", ["pipelines/synthetic.yaml", "train.epochz=3"]),
                                       ("train", ["pipelines/synthetic.yaml", "train.epochs=0"])])
 def test_help_and_config_errors_answer_before_torch_loads(cmd, argv):

@@ -10,7 +10,8 @@ import torch
 from timeclr import run
 from timeclr.classifier import build_classifier, param_groups
 from timeclr.config import load_config
-from timeclr.finetune import main as finetune_main, multiview_data_config
+from timeclr.finetune import main as finetune_main
+from timeclr.finetuning import multiview_data_config
 from timeclr.metrics import average_views, confusion_matrix, summarise, topk_accuracy
 from timeclr.pipelines.frame_selection import segment_indices
 from timeclr.pipelines.video import Video, VideoLoader

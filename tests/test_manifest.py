@@ -11,7 +11,7 @@ import pytest
 
 from timeclr import data
 from timeclr.errors import ManifestError, VideoError
-from timeclr.pipelines import index, manifest
+from timeclr.pipelines import index, manifest, pool
 from timeclr.pipelines.encode import write_video
 from timeclr.pipelines.index import index_tree
 from timeclr.pipelines.manifest import COLUMNS, read_manifest
@@ -214,6 +214,9 @@ def test_a_crashing_decoder_rejects_only_its_file(tmp_path, monkeypatch):
         return real_probe(path, device)
 
     monkeypatch.setattr(index, "probe_video", crashing_probe)
+    # the patch reaches the workers only if they are forked from this process (the pool's fork
+    # server would import the real function)
+    monkeypatch.setattr(pool, "WORKERS", multiprocessing.get_context("fork"))
     assert index_tree(root, tmp_path / "m.csv", device="cpu", workers=2, progress=False) == (3, 1)
     _, rejects = outputs(tmp_path / "m.csv")
     assert rejects == {"a/crash.webm": "unreadable: the decoder crashed the probe process"}
@@ -385,3 +388,34 @@ def test_probe_flags_the_real_variable_frame_rate_clips():
     hd = probe_video(REAL_CLIPS / "hd_1080p.mp4", "gpu")
     assert hd["vfr"] and hd["num_frames"] == 72 and hd["duration"] == pytest.approx(2.567, abs=0.01)
     assert not probe_video(REAL_CLIPS / "Megamind.avi")["vfr"]  # timestamps out of order, yet even
+
+
+HELD_LOCK = """
+import threading, time
+from tests.helpers import locked
+from timeclr.pipelines.pool import run_per_file
+threading.Thread(target=lambda: (locked.LOCK.acquire(), time.sleep(600)), daemon=True).start()
+time.sleep(0.2)  # the lock is held by another thread now, as DALI's or torch's threads hold theirs
+out = run_per_file(locked.task, {{k: (k,) for k in range(4)}}, workers=2, desc="t", on_crash=None, progress=False)
+print(sorted(out.items()))
+"""
+
+
+def test_the_worker_pool_never_forks_a_threaded_caller(tmp_path):
+    """run_per_file from a process whose other thread holds a lock the task needs: forked workers
+    would inherit the held lock and hang; the fork server's workers finish."""
+    import signal
+    import subprocess
+    import sys
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    # its own process group: on a hang, the caller and its stuck workers are killed together
+    p = subprocess.Popen([sys.executable, "-c", HELD_LOCK.format()], cwd=repo, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = p.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        out, err = p.communicate()
+        pytest.fail("run_per_file hung: its workers were forked while another thread held a lock")
+    assert p.returncode == 0 and "[(0, 0), (1, 2), (2, 4), (3, 6)]" in out, out + err[-2000:]

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from timeclr.errors import VideoError
-from timeclr.pipelines import gop, index, transcode
+from timeclr.pipelines import gop, index, pool, transcode
 from timeclr.pipelines.encode import write_video
 from timeclr.pipelines.prepare import output_path, prepare_tree
 from timeclr.pipelines.probe import probe_video
@@ -228,6 +228,9 @@ def test_a_crashing_worker_fails_only_its_file_and_leaves_no_part(tmp_path, monk
         return real_transcode(src_path, part, settings, threads)
 
     monkeypatch.setattr(transcode, "_transcode", crashing_transcode)
+    # the patch reaches the workers only if they are forked from this process (the pool's fork
+    # server would import the real function)
+    monkeypatch.setattr(pool, "WORKERS", multiprocessing.get_context("fork"))
     report = run(src, dst, workers=2)
     assert report.done == ["a/v1.webm", "a/v2.webm", "a/v3.webm"], report
     assert report.failed == {"a/crash.webm": "unreadable: the decoder or encoder crashed the worker process"}

@@ -35,6 +35,7 @@ from tqdm import tqdm
 from timeclr.atomic import write_json
 from timeclr.pipelines.encode import write_video
 from timeclr.pipelines.index import index_tree
+from timeclr.pipelines.pool import WORKERS
 from timeclr.recorded import differences
 from timeclr.synthetic_render import CLASSES, SPLITS, VERSION, make_sample
 
@@ -177,7 +178,7 @@ def ensure_dataset(root, train_per_class: int = 40, test_per_class: int = 20, fr
                     _make_one(job)
                     bar.update()
             else:
-                with ProcessPoolExecutor(workers) as pool:
+                with ProcessPoolExecutor(workers, mp_context=WORKERS) as pool:
                     for _ in pool.map(_make_one, jobs, chunksize=4):
                         bar.update()
         generated = time.perf_counter() - began
