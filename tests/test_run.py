@@ -167,3 +167,32 @@ def test_ctrl_c_ends_in_one_line_saying_where_the_checkpoint_is(tmp_path):
     msg = str(e.value.code)
     assert msg == f"timeclr.train: interrupted; the last checkpoint is {tmp_path}/{CHECKPOINT}; the same command " \
                   "resumes from it", msg
+
+
+def test_cpu_threads_leave_the_cores_other_jobs_use(monkeypatch):
+    """cores - busy, at least 1, split between this machine's ranks; OMP_NUM_THREADS wins; busy
+    cores are measured now, not from the lagging load average."""
+    from timeclr import threads
+
+    assert threads.free_cores(2, 0.05) == 2  # quiet: every core
+    assert threads.free_cores(2, 1.0) == 1  # one busy process beside the run (2x faster, measured)
+    assert threads.free_cores(2, 3.7) == 1  # never 0
+    assert threads.free_cores(16, 0.0, local_ranks=4) == 4
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert threads.choose_cpu_threads(verbose=False) is None
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    saved = torch.get_num_threads()
+    monkeypatch.setattr(threads, "busy_cores", lambda: 99.0)
+    try:
+        assert threads.choose_cpu_threads(verbose=False) == 1 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(saved)
+    import subprocess
+    import sys
+
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:  # one process spinning: about one core busy (the rest of the machine may add to it)
+        time.sleep(0.5)
+        assert threads.busy_cores() >= 0.7, threads.busy_cores()
+    finally:
+        busy.kill()

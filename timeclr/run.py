@@ -31,6 +31,7 @@ from timeclr.errors import ConfigError, NonFiniteLoss
 from timeclr.models import build_model
 from timeclr.optim import set_lr
 from timeclr.recorded import differences
+from timeclr.threads import choose_cpu_threads
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
@@ -52,6 +53,7 @@ def setup_distributed(cfg):
         torch.cuda.set_device(device)
     else:
         device = torch.device("cpu")
+        choose_cpu_threads(verbose=rank == 0)  # a shared machine's busy cores are not free
     if cfg.data.device == "gpu" and device.type != "cuda":
         raise ConfigError("data.device=gpu but torch sees no CUDA device; use data.device=cpu")
     if world > 1:

@@ -72,5 +72,5 @@ def free_port() -> int:
 
 def torchrun_env(rank: int, world: int, port: int):
     """Set the environment torchrun gives rank ``rank`` of ``world`` on this machine."""
-    os.environ.update(WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port))
+    os.environ.update(WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
