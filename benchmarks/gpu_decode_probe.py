@@ -76,25 +76,12 @@ def make(folder: str):
     np.savez_compressed(os.path.join(folder, "reference.npz"), frames=FRAMES, **reference)
 
 
-def decode(path: str, device: str, device_id=0):
-    """FRAMES of ``path`` through DALI's video decoder on ``device``: (F, H, W, 3) uint8, as numpy."""
-    from nvidia.dali import fn, pipeline_def, types
+def decode(path: str, device: str):
+    """FRAMES of ``path`` through DALI's video decoder on ``device``, as the training pipeline
+    decodes them (``culprits.decode_alone``): (F, H, W, 3) uint8."""
+    from timeclr.pipelines.culprits import decode_alone
 
-    gpu = device == "gpu"
-
-    @pipeline_def(batch_size=1, num_threads=2, device_id=device_id if gpu else None, prefetch_queue_depth=1)
-    def alone():
-        data = fn.external_source(name="encoded", dtype=types.UINT8)
-        frames = fn.external_source(name="frames", dtype=types.INT32)
-        return fn.decoders.video(data, frames=frames, device="mixed" if gpu else "cpu", pad_mode="none")
-
-    pipe = alone()
-    pipe.build()
-    pipe.feed_input("encoded", [np.fromfile(path, dtype=np.uint8)])
-    pipe.feed_input("frames", [FRAMES])
-    (out,) = pipe.run()
-    out = out.as_cpu() if gpu else out
-    return np.array(out[0])
+    return decode_alone(np.fromfile(path, dtype=np.uint8), FRAMES, device, device_id=0 if device == "gpu" else None)
 
 
 def check(folder: str, device: str, out_dir: str) -> int:

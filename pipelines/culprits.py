@@ -14,6 +14,7 @@ decoded, in two passes:
 A video either finds is skipped and logged by the loader like any damaged video; when neither
 finds one, the failure is not a video's and the loader raises.
 """
+import numpy as np
 
 
 def pyav_problem(video) -> str | None:
@@ -42,9 +43,10 @@ def dali_error(e: Exception) -> str:
     return next((ln for ln in lines if not ln.startswith("Critical error")), lines[0] if lines else repr(e))[:300]
 
 
-def dali_problem(encoded, decode, device: str, device_id=None) -> str | None:
-    """Why DALI's video decoder on ``device`` ('cpu' or 'gpu') fails on one file alone, asked for
-    frames ``decode`` (int32, ascending), or None when it decodes them."""
+def decode_alone(encoded, decode, device: str, device_id=None):
+    """Frames ``decode`` (int32, ascending) of one encoded file through DALI's video decoder on
+    ``device`` ('cpu' or 'gpu'), as the training pipeline decodes them (``pad_mode='none'``):
+    (F, H, W, 3) uint8 numpy. Raises DALI's RuntimeError when the decoder fails."""
     from nvidia.dali import fn, pipeline_def, types
 
     gpu = device == "gpu"
@@ -59,12 +61,19 @@ def dali_problem(encoded, decode, device: str, device_id=None) -> str | None:
         frames = fn.external_source(name="frames", dtype=types.INT32)
         return fn.decoders.video(data, frames=frames, device="mixed" if gpu else "cpu", pad_mode="none")
 
+    pipe = alone()
+    pipe.build()
+    pipe.feed_input("encoded", [encoded])
+    pipe.feed_input("frames", [decode])
+    (out,) = pipe.run()
+    return np.array((out.as_cpu() if gpu else out)[0])
+
+
+def dali_problem(encoded, decode, device: str, device_id=None) -> str | None:
+    """Why DALI's video decoder on ``device`` fails on one file alone, asked for frames
+    ``decode``, or None when it decodes them."""
     try:
-        pipe = alone()
-        pipe.build()
-        pipe.feed_input("encoded", [encoded])
-        pipe.feed_input("frames", [decode])
-        pipe.run()
+        decode_alone(encoded, decode, device, device_id)
     except RuntimeError as e:
         return f"DALI's {device} decoder fails on it (PyAV decodes it): {dali_error(e)}"
     return None
