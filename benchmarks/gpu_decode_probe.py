@@ -26,6 +26,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from timeclr.pipelines.index_pattern import frame_index_image, read_frame_index  # noqa: E402
+
 FRAMES = np.array([0, 5, 13, 14, 37, 59], dtype=np.int32)  # ascending, as the pipeline asks; 13, 14: a B-frame pair
 NUM_FRAMES, WIDTH, HEIGHT = 60, 160, 128
 # clip -> (codec, encoder options, decodable on the GPU, decodable by DALI's CPU backend)
@@ -36,25 +38,6 @@ CLIPS = {
     "mjpeg.avi": ("mjpeg", {}, False, True),
     "av1.mp4": ("av1", {}, False, False),  # Hopper's NVDEC has no AV1
 }
-BITS = 10
-
-
-def index_image(i: int) -> np.ndarray:
-    """A (HEIGHT, WIDTH, 3) frame showing ``i`` as BITS white/black stripes (as tests/helpers/videos.py)."""
-    stripe = WIDTH // BITS
-    img = np.zeros((HEIGHT, WIDTH, 3), np.uint8)
-    for b in range(BITS):
-        if (i >> (BITS - 1 - b)) & 1:
-            img[:, b * stripe:(b + 1) * stripe] = 255
-    return img
-
-
-def read_index(img: np.ndarray) -> int:
-    stripe = WIDTH // BITS
-    centres = img[:, stripe // 2::stripe][:, :BITS].astype(np.float32).mean(axis=(0, 2))
-    return int(sum(1 << (BITS - 1 - b) for b, v in enumerate(centres) if v > 127))
-
-
 def make(folder: str):
     import av
 
@@ -65,7 +48,8 @@ def make(folder: str):
     for name, (codec, options, _, _) in CLIPS.items():
         path = os.path.join(folder, name)
         try:
-            write_video(path, (index_image(i) for i in range(NUM_FRAMES)), codec=codec, gop=12, options=options)
+            write_video(path, (frame_index_image(i, WIDTH, HEIGHT) for i in range(NUM_FRAMES)), codec=codec, gop=12,
+                        options=options)
         except Exception as e:  # e.g. a PyAV built without SVT-AV1
             print(f"skip {name}: {type(e).__name__}: {e}")
             continue
@@ -99,7 +83,7 @@ def check(folder: str, device: str, out_dir: str) -> int:
         except RuntimeError as e:
             row.update(decoded=False, error=dali_error(e))
         else:
-            indices = [read_index(f) for f in got]
+            indices = [read_frame_index(f) for f in got]
             diff = np.abs(got.astype(np.int16) - ref[name].astype(np.int16)) if got.shape == ref[name].shape else None
             row.update(decoded=True, shape=list(got.shape), indices=indices, in_order=indices == FRAMES.tolist(),
                        max_abs_diff=None if diff is None else int(diff.max()),

@@ -12,6 +12,7 @@ The first seed's time includes generating the synthetic set when it is not there
 generation is timed on its own first, so each seed's time is the job's alone.
 """
 import argparse
+import csv
 import json
 import os
 import platform
@@ -87,8 +88,6 @@ def main(argv=None) -> int:
             "command": "python -m timeclr.train pipelines/synthetic.yaml train.seed=S data.seed=S"}
 
     os.makedirs(a.out, exist_ok=True)
-    import csv
-
     with open(os.path.join(a.out, "readme_numbers.csv"), "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=["seed", "encoder", "seconds", *METRICS])
         w.writeheader()
