@@ -4,8 +4,8 @@ DALI reports a failed batch, not the file. The loader collects the videos the fa
 the ones prefetched with it may hold (the *window*), and this module says which of them cannot be
 decoded, in two passes:
 
-1. PyAV decodes each video's frames (``pyav_problem``): damaged or cut files, the usual culprits,
-   found without DALI.
+1. PyAV decodes each video's frames (``pyav_problem``; Pillow each JPEG of a frame archive):
+   damaged or cut files, the usual culprits, found without DALI.
 2. Only when PyAV decodes them all: each video alone, with the frames the batch asked of it,
    through DALI's decoder on the pipeline's own device (``dali_problem``). This finds a file
    that only that decoder fails on, above all one NVDEC refuses under ``data.device=gpu`` while
@@ -16,11 +16,16 @@ finds one, the failure is not a video's and the loader raises.
 """
 import numpy as np
 
+from timeclr.pipelines import frame_archive
+
 
 def pyav_problem(video) -> str | None:
-    """Why PyAV cannot decode all of ``video``'s frames, or None when it can."""
+    """Why PyAV cannot decode all of ``video``'s frames (Pillow, for a frame archive), or None
+    when it can."""
     import av
 
+    if video.codec == frame_archive.CODEC:
+        return frame_archive.archive_problem(video.path)
     needed = video.num_frames
     try:
         with av.open(video.path) as container:
@@ -69,11 +74,38 @@ def decode_alone(encoded, decode, device: str, device_id=None):
     return np.array((out.as_cpu() if gpu else out)[0])
 
 
+def decode_images_alone(jpegs, device: str, device_id=None):
+    """Each JPEG of ``jpegs`` through DALI's image decoder on ``device``, as the archive pipeline
+    decodes them: a list of (H, W, 3) uint8 numpy. Raises DALI's RuntimeError when one fails."""
+    from nvidia.dali import fn, pipeline_def, types
+
+    gpu = device == "gpu"
+    if gpu and device_id is None:
+        import torch
+
+        device_id = torch.cuda.current_device()
+
+    @pipeline_def(batch_size=len(jpegs), num_threads=1, device_id=device_id if gpu else None, prefetch_queue_depth=1)
+    def alone():
+        data = fn.external_source(name="jpegs", dtype=types.UINT8)
+        return fn.decoders.image(data, device="mixed" if gpu else "cpu", output_type=types.RGB)
+
+    pipe = alone()
+    pipe.build()
+    pipe.feed_input("jpegs", list(jpegs))
+    (out,) = pipe.run()
+    out = out.as_cpu() if gpu else out
+    return [np.array(out[i]) for i in range(len(jpegs))]
+
+
 def dali_problem(encoded, decode, device: str, device_id=None) -> str | None:
-    """Why DALI's video decoder on ``device`` fails on one file alone, asked for frames
-    ``decode``, or None when it decodes them."""
+    """Why DALI's decoder on ``device`` fails on one file alone, asked for frames ``decode``
+    (``encoded``: the file's bytes, or a frame archive's list of JPEGs), or None when it decodes them."""
     try:
-        decode_alone(encoded, decode, device, device_id)
+        if isinstance(encoded, (list, tuple)):
+            decode_images_alone(encoded, device, device_id)
+        else:
+            decode_alone(encoded, decode, device, device_id)
     except RuntimeError as e:
         return f"DALI's {device} decoder fails on it (PyAV decodes it): {dali_error(e)}"
     return None

@@ -5,7 +5,7 @@ Input tree
     ``ROOT/<class>/<video>``: a video's class is its parent folder's path relative to ROOT
     (POSIX form, so a nested ``ROOT/a/b/x.mp4`` has class ``a/b``). Candidates are the regular,
     non-hidden files (name not starting with ``.``, not inside a hidden folder) whose extension
-    is one of ``VIDEO_EXTENSIONS``, case-insensitive. Every candidate ends up in exactly one of
+    is one of ``INDEX_EXTENSIONS`` (the video extensions and ``.tar`` frame archives), case-insensitive. Every candidate ends up in exactly one of
     the manifest or the rejects; a candidate sitting directly in ROOT has no class and is
     rejected (``no class folder``). Labels are 0..C-1 in sorted class-name order over the class
     folders that hold candidates, whether or not their videos are accepted, so labels do not
@@ -38,11 +38,12 @@ from timeclr.errors import ManifestError, VideoError
 from timeclr.pipelines.layouts import read_annotations
 from timeclr.pipelines.manifest import sidecar_paths, write_manifest
 from timeclr.pipelines.pool import run_per_file
-from timeclr.pipelines.probe import PREPARE_HINT, VIDEO_EXTENSIONS, describe, probe_video, resolve_device
+from timeclr.pipelines.probe import INDEX_EXTENSIONS, PREPARE_HINT, describe, probe_video, resolve_device
 
 
-def find_videos(root) -> list[Path]:
-    """Every candidate video file under ``root`` (see the module docstring), sorted.
+def find_videos(root, extensions=INDEX_EXTENSIONS) -> list[Path]:
+    """Every candidate video file under ``root`` (see the module docstring), sorted: a file whose
+    extension (lower-case) is in ``extensions``; the indexer's default takes frame archives too.
 
     Raises ManifestError if ``root`` is not a folder or holds no candidate.
     """
@@ -54,10 +55,10 @@ def find_videos(root) -> list[Path]:
         subfolders[:] = [d for d in subfolders if not d.startswith(".")]
         for name in files:
             path = Path(folder) / name
-            if not name.startswith(".") and path.suffix.lower() in VIDEO_EXTENSIONS and path.is_file():
+            if not name.startswith(".") and path.suffix.lower() in extensions and path.is_file():
                 found.append(path)
     if not found:
-        raise ManifestError(f"{root}: no video files (extensions {', '.join(sorted(VIDEO_EXTENSIONS))})")
+        raise ManifestError(f"{root}: no video files (extensions {', '.join(sorted(extensions))})")
     return sorted(found)
 
 

@@ -37,7 +37,7 @@ from timeclr.atomic import atomic_open, write_json
 from timeclr.errors import ManifestError, VideoError
 from timeclr.pipelines.index import find_videos
 from timeclr.pipelines.pool import run_per_file
-from timeclr.pipelines.probe import describe
+from timeclr.pipelines.probe import VIDEO_EXTENSIONS, describe
 from timeclr.pipelines.transcode import CODECS, DEFAULT_GOP, PART_RE, check_settings, part_path, prepare_video
 from timeclr.recorded import differences
 
@@ -80,7 +80,7 @@ def prepare_tree(src, dst, codec: str = "h264", short_side: int | None = None, g
                  crf: int | None = None) -> PrepareReport:
     """Prepare every video under ``src`` (``find_videos``) into ``dst``, keeping relative paths.
 
-    ``codec``: 'h264' (.mp4) or 'vp9' (.webm); ``short_side``: even size of the short side, or
+    ``codec``: 'h264' (.mp4), 'vp9' (.webm) or 'jpeg' (.tar frame archives); ``short_side``: even size of the short side, or
     None to keep the size; ``gop``: keyframe interval in frames; ``fps``: output rate, or None
     for each source's own nominal rate; ``workers``: processes (default min(8, CPUs); 1 = in this
     process); ``crf``: quality, None for the codec's default (``transcode.DEFAULT_CRF``).
@@ -97,7 +97,7 @@ def prepare_tree(src, dst, codec: str = "h264", short_side: int | None = None, g
     if dst.resolve() == src.resolve() or src.resolve() in dst.resolve().parents:
         raise ValueError(f"dst: {dst} is inside src {src}; the outputs would be taken for sources on a rerun")
     try:
-        sources = find_videos(src)
+        sources = find_videos(src, VIDEO_EXTENSIONS)  # a frame archive is no source to re-encode
     except ManifestError as e:
         raise ValueError(f"src: {e}") from None
     workers = workers or min(8, os.cpu_count() or 1)

@@ -38,16 +38,21 @@ from pathlib import Path
 import av
 
 from timeclr.errors import VideoError
+from timeclr.pipelines import frame_archive
 
 # The file extensions that make a file a candidate video (compared lower-case).
 VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".ogv"})
 
-# What DALI's video decoders accept, by FFmpeg codec name (the codec, not the decoder library).
+# What the indexer also takes: frame archives (pipelines/frame_archive.py), prepare's JPEG output.
+INDEX_EXTENSIONS = VIDEO_EXTENSIONS | {frame_archive.SUFFIX}
+
+# What DALI's video decoders accept, by FFmpeg codec name (the codec, not the decoder library);
+# "jpeg" is a frame archive, which DALI's image decoder reads on either device.
 DALI_CODECS = {
-    "cpu": frozenset({"vp8", "vp9", "mjpeg"}),
+    "cpu": frozenset({"vp8", "vp9", "mjpeg", frame_archive.CODEC}),
     # DALI 2.4's mixed backend goes through NVDEC: MJPEG is refused there (despite the operator's
     # docstring), and AV1 decodes only on chips whose NVDEC has it, which Hopper's does not
-    "gpu": frozenset({"h264", "hevc", "mpeg4", "vp8", "vp9"}),
+    "gpu": frozenset({"h264", "hevc", "mpeg4", "vp8", "vp9", frame_archive.CODEC}),
 }
 # NVDEC decodes 8-bit 4:2:0 only (of what these codecs carry), and each codec from a minimum
 # frame size (NVIDIA's Video Codec SDK support matrix): smaller or other formats fail on the GPU
@@ -111,6 +116,10 @@ def probe_video(path, device: str | None = None) -> dict:
     reported, not rejected: that is the caller's policy.
     """
     path = Path(path)
+    if path.suffix.lower() == frame_archive.SUFFIX:
+        if path.stat().st_size == 0:
+            raise VideoError("zero bytes")
+        return frame_archive.probe_archive(path)
     container, stream = open_video(path)
     with container:
         codec = stream.codec_context.codec.canonical_name

@@ -68,19 +68,22 @@ from pathlib import Path
 import av
 
 from timeclr.errors import VideoError
+from timeclr.pipelines import frame_archive
 from timeclr.pipelines.probe import describe, open_video
 
 CODECS = {  # codec name -> (FFmpeg encoder, output extension, container format)
     "h264": ("libx264", ".mp4", "mp4"),
     "vp9": ("libvpx-vp9", ".webm", "webm"),
+    "jpeg": (None, frame_archive.SUFFIX, "tar"),  # a frame archive (pipelines/frame_archive.py)
 }
 DEFAULT_GOP = 16
-DEFAULT_CRF = {"h264": 20, "vp9": 32}
-CRF_RANGE = {"h264": (0, 51), "vp9": (0, 63)}
+# jpeg: the JPEG quality (1-95, Pillow's scale), in the crf slot; every frame is a keyframe
+DEFAULT_CRF = {"h264": 20, "vp9": 32, "jpeg": frame_archive.DEFAULT_QUALITY}
+CRF_RANGE = {"h264": (0, 51), "vp9": (0, 63), "jpeg": (1, 95)}
 MAX_FPS_DENOMINATOR = 1001  # 30000/1001 (NTSC) is the most exotic rate worth keeping exactly
 MAX_NOMINAL_FPS = 300  # a source "rate" above this is a container's time base, not a frame rate
 REORDER_WINDOW = 16  # frames; packed B-frames in AVI displace timestamps by 1 or 2
-PART_RE = re.compile(r"^\..+\.part\.(mp4|webm)$")  # the names part_path gives
+PART_RE = re.compile(r"^\..+\.part\.(mp4|webm|tar)$")  # the names part_path gives
 
 
 def check_settings(codec: str, short_side, gop, fps, crf=None) -> dict:
@@ -104,6 +107,8 @@ def check_settings(codec: str, short_side, gop, fps, crf=None) -> dict:
     low, high = CRF_RANGE[codec]
     if not (_is_int(crf) and low <= crf <= high):
         raise ValueError(f"crf must be an integer in [{low}, {high}] for {codec}, got {crf!r}")
+    if codec == "jpeg":
+        gop = 1  # every frame of an archive stands alone
     return {"codec": codec, "short_side": short_side, "gop": gop, "fps": fps, "crf": crf}
 
 
@@ -242,6 +247,12 @@ class _Writer:
     def __init__(self, path: Path, settings: dict, fps: Fraction, width: int, height: int, threads: int):
         encoder, _, fmt = CODECS[settings["codec"]]
         self.fps, self.gop, self.width, self.height = fps, settings["gop"], width, height
+        self.next_k, self.current, self.held = 0, None, None
+        self.closed = False
+        self.archive = None
+        if settings["codec"] == "jpeg":
+            self.archive = frame_archive.ArchiveWriter(path, fps, settings["crf"])
+            return
         gop = str(self.gop)
         if settings["codec"] == "h264":
             options = {"preset": "veryfast", "crf": str(settings["crf"]), "bf": "0", "g": gop,
@@ -263,8 +274,6 @@ class _Writer:
         except Exception:
             self.out.close()
             raise
-        self.next_k, self.current, self.held = 0, None, None
-        self.closed = False
 
     def show(self, time: Fraction, frame):
         """Source ``frame`` is on screen from ``time`` (seconds, >= the previous frame's)."""
@@ -282,6 +291,9 @@ class _Writer:
         self.next_k += 1
 
     def _encode(self, k: int, frame):
+        if self.archive is not None:
+            self.archive.add(frame.to_ndarray(format="rgb24"))
+            return
         frame.pts, frame.time_base = k, 1 / self.fps
         # Forced keyframes on top of g = keyint_min = gop with scene cuts off: the encoders place
         # keyframes on exactly these frames.
@@ -300,6 +312,9 @@ class _Writer:
         if self.held is not None and self.held[0] < total:
             self._encode(*self.held)
         self.held = None
+        if self.archive is not None:
+            self.close()
+            return total
         try:
             for packet in self.stream.encode():
                 self.out.mux(packet)
@@ -313,7 +328,7 @@ class _Writer:
         if not self.closed:
             self.closed = True
             try:
-                self.out.close()
+                (self.archive or self.out).close()
             except Exception as e:
                 if not quiet:
                     raise VideoError(f"encode failed: closing the output ({describe(e)})") from None

@@ -1,4 +1,5 @@
-"""The DALI pipeline on CPU, on generated VP9 videos whose frames show their own index.
+"""The DALI pipeline on CPU, on generated videos whose frames show their own index, in every
+storage layout: VP9 files (GOP 12, trimmed to the GOPs needed) and frame archives (JPEG per frame).
 
 References are independent of DALI: PyAV's decode of the same frames, and the numpy selection
 functions (the oracle for which frames each view should show).
@@ -12,19 +13,23 @@ import torch
 from timeclr.config import load_config
 from timeclr.pipelines.frame_selection import view_indices
 from timeclr.pipelines.video import Video, VideoLoader
-from tests.helpers.videos import decode_all, make_video, read_frame_index
+from tests.helpers.videos import decode_all, make_archive, make_video, read_frame_index
 
 W, H = 80, 80  # frame size of the generated videos: square, so a full-height centre crop keeps every index stripe
 
 
-@pytest.fixture(scope="module")
-def videos(tmp_path_factory):
-    """9 videos of 3 classes, 20 to 90 frames, VP9 with a keyframe every 12 frames."""
+@pytest.fixture(scope="module", params=["vp9", "jpeg"])
+def videos(tmp_path_factory, request):
+    """9 videos of 3 classes, 20 to 90 frames: VP9 with a keyframe every 12 frames, or frame
+    archives (the manifest's codec 'jpeg')."""
     root = tmp_path_factory.mktemp("videos")
     out = []
     for i, n in enumerate([20, 35, 50, 61, 90, 24, 47, 33, 70]):
-        path = make_video(root / f"v{i}.webm", n, width=W, height=H, gop=12)
-        out.append(Video(path, label=i % 3, num_frames=n))
+        if request.param == "jpeg":
+            path = make_archive(root / f"v{i}.tar", n, width=W, height=H)
+        else:
+            path = make_video(root / f"v{i}.webm", n, width=W, height=H, gop=12)
+        out.append(Video(path, label=i % 3, num_frames=n, codec=request.param))
     return out
 
 

@@ -1,7 +1,7 @@
 """Dataset command line: ``python -m timeclr.data <command> ...``.
 
 Commands
-    prepare SRC DST [--codec h264|vp9] [--short-side N] [--gop N] [--fps F] [--crf Q] [--workers N]
+    prepare SRC DST [--codec h264|vp9|jpeg] [--short-side N] [--gop N] [--fps F] [--crf Q] [--workers N]
         Re-encode every video under SRC into DST: constant frame rate, a closed keyframe every
         N frames, no B-frames, no audio (``timeclr.pipelines.prepare``). Resumable.
     index ROOT -o MANIFEST.csv [--layout folder|kinetics|ucf101|hmdb51|ssv2] [--annotations PATH]
@@ -27,7 +27,7 @@ from timeclr.errors import ConfigError, ManifestError
 from timeclr.pipelines.index import index_tree
 from timeclr.pipelines.layouts import LAYOUTS, SPLITS, SUBSETS
 from timeclr.pipelines.prepare import prepare_tree
-from timeclr.pipelines.transcode import DEFAULT_GOP
+from timeclr.pipelines.transcode import DEFAULT_CRF, DEFAULT_GOP
 from timeclr.synthetic import ensure_dataset
 from timeclr.synthetic_render import CLASSES, DESCRIPTIONS
 
@@ -85,15 +85,19 @@ def add_prepare_parser(subparsers):
                     "skipped. Failures go to DST/prepare.failures.csv. Then index DST.")
     p.add_argument("src", metavar="SRC", help="folder of videos as downloaded (any depth)")
     p.add_argument("dst", metavar="DST", help="folder to write the prepared videos to (not inside SRC)")
-    p.add_argument("--codec", choices=["h264", "vp9"], default="h264",
-                   help="h264 (.mp4) for GPU decoding; vp9 (.webm) for DALI's CPU backend (default h264)")
+    p.add_argument("--codec", choices=["h264", "vp9", "jpeg"], default="h264",
+                   help="h264 (.mp4) for GPU decoding; vp9 (.webm) for DALI's CPU backend; jpeg: a .tar "
+                        "of one JPEG per frame (either device; fastest sparse access, larger files; "
+                        "see the README's storage table) (default h264)")
     p.add_argument("--short-side", type=_positive_int, default=None, metavar="N",
                    help="resize so the short side is N pixels (default: keep the size)")
     p.add_argument("--gop", type=_positive_int, default=DEFAULT_GOP, metavar="N",
                    help=f"keyframe interval in frames (default {DEFAULT_GOP})")
     p.add_argument("--fps", type=float, default=None, metavar="F",
                    help="output frame rate (default: each source's nominal rate)")
-    p.add_argument("--crf", type=int, default=None, help="quality (default: h264 20, vp9 32)")
+    p.add_argument("--crf", type=int, default=None,
+                   help="quality (default: h264 20, vp9 32; for jpeg the JPEG quality 1-95, default "
+                        f"{DEFAULT_CRF['jpeg']})")
     p.add_argument("--workers", type=_positive_int, default=min(8, os.cpu_count() or 1),
                    help="encoding processes (default: min(8, CPU count))")
     p.set_defaults(run=run_prepare)

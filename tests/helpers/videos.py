@@ -8,7 +8,8 @@ import numpy as np
 from timeclr.pipelines.encode import write_video
 from timeclr.pipelines.index_pattern import BITS, frame_index_image, read_frame_index
 
-__all__ = ["BITS", "frame_index_image", "read_frame_index", "make_video", "make_audio_only", "decode_all"]
+__all__ = ["BITS", "frame_index_image", "read_frame_index", "make_video", "make_archive", "make_audio_only",
+           "decode_all"]
 
 
 def make_video(path, num_frames: int, width: int = 80, height: int = 48, fps: int = 25,
@@ -21,6 +22,19 @@ def make_video(path, num_frames: int, width: int = 80, height: int = 48, fps: in
     """
     images = (frame_index_image(i, width, height) if frames is None else frames[i] for i in range(num_frames))
     return write_video(path, images, codec=codec, fps=fps, gop=gop)
+
+
+def make_archive(path, num_frames: int, width: int = 80, height: int = 48, fps: int = 25, quality: int = 90,
+                 frames=None) -> str:
+    """Write a frame archive (``timeclr.pipelines.frame_archive``) of ``num_frames`` index frames
+    (or of the given RGB ``frames``); returns path."""
+    from timeclr.pipelines.frame_archive import ArchiveWriter
+
+    writer = ArchiveWriter(path, fps, quality)
+    for i in range(num_frames):
+        writer.add(frame_index_image(i, width, height) if frames is None else frames[i])
+    writer.close()
+    return str(path)
 
 
 def make_audio_only(path) -> str:
@@ -41,6 +55,18 @@ def make_audio_only(path) -> str:
 
 
 def decode_all(path) -> np.ndarray:
-    """Every frame of ``path`` as (F, H, W, 3) uint8 RGB, decoded by PyAV."""
+    """Every frame of ``path`` as (F, H, W, 3) uint8 RGB, decoded by PyAV; a frame archive's
+    JPEGs by PyAV's (FFmpeg's) MJPEG decoder, independent of the Pillow that wrote them."""
+    if str(path).endswith(".tar"):
+        import tarfile
+
+        with tarfile.open(str(path)) as tar:
+            names = sorted(m.name for m in tar.getmembers() if m.name.endswith(".jpg"))
+            out = []
+            for name in names:
+                ctx = av.CodecContext.create("mjpeg", "r")
+                (frame,) = ctx.decode(av.Packet(tar.extractfile(name).read()))
+                out.append(frame.to_ndarray(format="rgb24"))
+        return np.stack(out)
     with av.open(str(path)) as c:
         return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
