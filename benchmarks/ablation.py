@@ -72,7 +72,6 @@ import shlex
 import signal
 import statistics
 import sys
-import textwrap
 import time
 import traceback
 from pathlib import Path
@@ -80,8 +79,8 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from runinfo import device_name, git_rev, mean_std, print_table, wait_for_quiet, write_csv
-from timeclr.atomic import atomic_path, write_json
+from runinfo import device_name, git_rev, mean_std, print_table, save_figure, wait_for_quiet, write_csv
+from timeclr.atomic import write_json
 from timeclr.config import Config, ViewConfig, load_config
 from timeclr.features import evaluate_model
 from timeclr.models import build_model
@@ -423,12 +422,7 @@ def plot(rows, summary, meta, path):
     ax.text(len(SHOWN) - 0.5, 100 / 8 + 1, "chance", fontsize=7, color="0.4", ha="right")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=7, loc="upper center", ncol=2)  # above the bars (the axis runs to 122 %)
-    info = "TimeCLR view ablation, synthetic motion set | " + " | ".join(f"{k}: {v}" for k, v in meta.items())
-    fig.suptitle("\n".join(textwrap.wrap(info, width=int(17 * fig.get_figwidth()))), fontsize=7)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
+    save_figure(fig, "TimeCLR view ablation, synthetic motion set", meta, path)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -102,7 +102,6 @@ import datetime
 import os
 import shlex
 import sys
-import textwrap
 import time
 import warnings
 from pathlib import Path
@@ -114,8 +113,8 @@ import torch
 from bench_videos import FPS, GOP, HEIGHT, NUM_FRAMES, WIDTH, ensure_videos, keyframe_index
 from pipeline_timing import (BATCH_SIZE, PROBE_CASES, Loader, dali_decode_all, data_config, probe_dali_decoder,
                              raw_decode, time_loader)
-from runinfo import device_name, git_rev, print_table, write_csv
-from timeclr.atomic import atomic_path, write_json
+from runinfo import device_name, git_rev, print_table, save_figure, write_csv
+from timeclr.atomic import write_json
 from timeclr.pipelines.video import Video
 
 REPO = Path(__file__).resolve().parent.parent
@@ -297,12 +296,7 @@ def plot(rows, rates, meta, path, gpu):
         ax.grid(True, axis="y", alpha=0.3)
     ax1.legend(fontsize=7, loc="upper left")
     ax2.legend(fontsize=7, loc="upper left", ncol=2)
-    info = "data pipeline | " + " | ".join(f"{k}: {v}" for k, v in meta.items())
-    fig.suptitle("\n".join(textwrap.wrap(info, width=int(17 * fig.get_figwidth()))), fontsize=7)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
+    save_figure(fig, "data pipeline", meta, path)
 
 
 # ---------------------------------------------------------------------------------------------

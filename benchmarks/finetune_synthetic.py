@@ -41,16 +41,15 @@ import os
 import shlex
 import statistics
 import sys
-import textwrap
 import time
 from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
 
-from runinfo import device_name, git_rev, mean_std, print_table, write_csv
+from runinfo import device_name, git_rev, mean_std, print_table, save_figure, write_csv
 from timeclr import recorded
-from timeclr.atomic import atomic_path, write_json
+from timeclr.atomic import write_json
 from timeclr.config import Config, load_config
 from timeclr.finetune import finetune
 from timeclr.finetuning import RESULTS
@@ -271,13 +270,8 @@ def plot(rows, summary, meta, path):
     ax.axhline(100 / 8, color="0.5", lw=0.8, ls=":")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=7, loc="upper center", ncol=2)
-    info = "Fine-tuning on the synthetic motion set | " + " | ".join(
-        f"{k}: {v}" for k, v in meta.items() if k not in ("command",))
-    fig.suptitle("\n".join(textwrap.wrap(info, width=int(17 * fig.get_figwidth()))), fontsize=6.5)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
+    save_figure(fig, "Fine-tuning on the synthetic motion set", {k: v for k, v in meta.items() if k != "command"},
+                path, fontsize=6.5)
 
 
 def main(argv=None):

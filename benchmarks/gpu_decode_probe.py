@@ -10,8 +10,8 @@ MJPEG and AV1 with an error rather than garbage.
 
 ``make`` (needs PyAV) writes clips whose frames show their own index as stripes, 160x128 (above
 NVDEC's minimum sizes), 60 frames, a keyframe every 12: H.264 without and with B-frames, VP9,
-MJPEG and AV1 (when this PyAV can write it), and ``reference.npz``: PyAV's RGB decode of frames
-FRAMES of each. ``check`` (needs DALI, not PyAV) decodes FRAMES of each clip as the training
+MJPEG and AV1 (when this PyAV can write it), a frame archive (JPEG per frame), and
+``reference.npz``: PyAV's RGB decode of frames FRAMES of each (Pillow's, for the archive). ``check`` (needs DALI, not PyAV) decodes FRAMES of each clip as the training
 pipeline does (``fn.decoders.video(frames=..., pad_mode='none')``) and writes
 ``decode_probe_<device>.json``: per clip, refused or not (and the error line), the frame indices
 read back from the stripes, and the largest and mean |DALI - PyAV| over the frames' pixels.
@@ -37,6 +37,8 @@ CLIPS = {
     "vp9.webm": ("vp9", {}, True, True),
     "mjpeg.avi": ("mjpeg", {}, False, True),
     "av1.mp4": ("av1", {}, False, False),  # Hopper's NVDEC has no AV1
+    # a frame archive (pipelines/frame_archive.py): DALI's image decoder, nvJPEG on the GPU
+    "frames.tar": ("jpeg", {}, True, True),
 }
 def make(folder: str):
     import av
@@ -47,6 +49,16 @@ def make(folder: str):
     reference = {}
     for name, (codec, options, _, _) in CLIPS.items():
         path = os.path.join(folder, name)
+        if codec == "jpeg":
+            from timeclr.pipelines.frame_archive import ArchiveWriter, decode_jpeg, read_frames, read_index
+
+            writer = ArchiveWriter(path, 25, 90)
+            for i in range(NUM_FRAMES):
+                writer.add(frame_index_image(i, WIDTH, HEIGHT))
+            writer.close()
+            reference[name] = np.stack([decode_jpeg(j) for j in read_frames(path, FRAMES, read_index(path))])
+            print(f"wrote {path} ({os.path.getsize(path)} B)")
+            continue
         try:
             write_video(path, (frame_index_image(i, WIDTH, HEIGHT) for i in range(NUM_FRAMES)), codec=codec, gop=12,
                         options=options)
@@ -62,9 +74,15 @@ def make(folder: str):
 
 def decode(path: str, device: str):
     """FRAMES of ``path`` through DALI's video decoder on ``device``, as the training pipeline
-    decodes them (``culprits.decode_alone``): (F, H, W, 3) uint8."""
-    from timeclr.pipelines.culprits import decode_alone
+    decodes them (``culprits.decode_alone``; a frame archive's JPEGs through the image decoder,
+    ``culprits.decode_images_alone``): (F, H, W, 3) uint8."""
+    from timeclr.pipelines.culprits import decode_alone, decode_images_alone
 
+    if path.endswith(".tar"):
+        from timeclr.pipelines.frame_archive import read_frames, read_index
+
+        jpegs = read_frames(path, FRAMES, read_index(path))
+        return np.stack(decode_images_alone(jpegs, device, device_id=0 if device == "gpu" else None))
     return decode_alone(np.fromfile(path, dtype=np.uint8), FRAMES, device, device_id=0 if device == "gpu" else None)
 
 

@@ -3,6 +3,7 @@ decode rates it is compared with, and a probe of DALI's decoder alone.
 
     dali          ``timeclr.pipelines.video.VideoLoader`` as training uses it
     pyav          the DataLoader baseline (``pyav_baseline.PyAVClips``)
+    pillow        the same DataLoader over frame archives (``pyav_baseline.PillowClips``)
     dali-decode   the DALI pipeline cut after ``fn.decoders.video``
     dali-whole    ``data.trim_gops=false``: DALI gets the whole file
     dali-cold     the packet-layout cache off: every visit demuxes the file again
@@ -23,7 +24,7 @@ import torch
 from tqdm import tqdm
 
 from bench_videos import must_decode, no_seek_decode
-from pyav_baseline import EndlessOrder, PyAVClips
+from pyav_baseline import EndlessOrder, PillowClips, PyAVClips
 from timeclr.config import load_config
 from timeclr.pipelines.video import ClipSource, VideoLoader
 
@@ -93,7 +94,7 @@ class Loader:
             self.loader = None
             self.it = dali_decode_only(data, videos, gpu)
         else:
-            dataset = PyAVClips(data, videos, keyframes)
+            dataset = (PillowClips if kind == "pillow" else PyAVClips)(data, videos, keyframes)
             self.loader = torch.utils.data.DataLoader(
                 dataset, batch_size=data.batch_size, sampler=EndlessOrder(dataset.selection),
                 num_workers=threads, pin_memory=gpu, prefetch_factor=2)
@@ -105,7 +106,7 @@ class Loader:
 
     def __next__(self):
         batch = next(self.it)
-        if self.gpu and self.kind == "pyav":  # the baseline's batches still have to reach the GPU
+        if self.gpu and self.kind in ("pyav", "pillow"):  # the baseline's batches still have to reach the GPU
             batch["views"] = [v.cuda(non_blocking=True) for v in batch["views"]]
         return batch
 

@@ -10,10 +10,14 @@ to RGB and applies the same operations as the DALI graph with torch (``augment_v
 resize with antialiasing, flip, brightness / contrast / saturation / hue), or the eval resize +
 centre crop.
 
+``PillowClips`` is the same loader for frame archives: each view frame's JPEG read and decoded
+by Pillow.
+
 ``tests/test_pyav_baseline.py`` checks that ``seek_decode`` returns exactly the wanted frames,
 decodes exactly ``bench_videos.must_decode`` of them, and matches a plain decode of every frame.
 """
 import math
+import os
 
 import av
 import numpy as np
@@ -21,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from bench_videos import Keyframes, frame_of
+from timeclr.pipelines import frame_archive
 from timeclr.pipelines.video import ClipSource
 
 
@@ -117,6 +122,29 @@ class PyAVClips(torch.utils.data.Dataset):
         random_aug = self.data.train and self.data.augment
         params = self.selection.params(index, epoch) if random_aug else [None] * len(self.data.views)  # DALI's
         views = [augment_view(np.stack([decoded[f] for f in frames[a:b]]), p, view, self.data)
+                 for view, p, a, b in zip(self.data.views, params, self.splits[:-1], self.splits[1:])]
+        return {"views": views, "label": video.label, "index": index,
+                "frames": [torch.from_numpy(frames[a:b]) for a, b in zip(self.splits[:-1], self.splits[1:])]}
+
+
+class PillowClips(PyAVClips):
+    """The loader a user writes for frames stored as JPEG files: the same item as ``PyAVClips``
+    from a frame archive (``timeclr.pipelines.frame_archive``), each view frame's JPEG read with
+    one ``pread`` and decoded by Pillow (libjpeg-turbo), then the same torch augmentation."""
+
+    def __init__(self, data, videos, keyframes=None):
+        super().__init__(data, videos, keyframes)
+        self.indexes = frame_archive.IndexCache()
+
+    def __getitem__(self, item):
+        index, epoch = item
+        frames = self.selection.frames(index, epoch)
+        video = self.videos[index]
+        jpegs = frame_archive.read_frames(video.path, frames, self.indexes(video.path, os.path.getsize(video.path)))
+        decoded = np.stack([frame_archive.decode_jpeg(j) for j in jpegs])
+        random_aug = self.data.train and self.data.augment
+        params = self.selection.params(index, epoch) if random_aug else [None] * len(self.data.views)
+        views = [augment_view(decoded[a:b], p, view, self.data)
                  for view, p, a, b in zip(self.data.views, params, self.splits[:-1], self.splits[1:])]
         return {"views": views, "label": video.label, "index": index,
                 "frames": [torch.from_numpy(frames[a:b]) for a, b in zip(self.splits[:-1], self.splits[1:])]}

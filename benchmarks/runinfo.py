@@ -2,7 +2,7 @@
 
 Shared by the benchmark scripts in this folder (run as ``python benchmarks/<name>.py``, so this
 module imports as ``runinfo``): the machine's name, the git revision the numbers come from, a
-wait for a quiet machine, and the plain right-aligned table they all print.
+wait for a quiet machine, the plain right-aligned table they all print, and their figures' titles.
 """
 import os
 import re
@@ -10,7 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from timeclr.atomic import atomic_open
+from timeclr.atomic import atomic_open, atomic_path
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -77,6 +77,21 @@ def print_table(header, cells):
     widths = [max(len(x) for x in col) for col in zip(header, *cells)]
     for line in [header, ["-" * w for w in widths], *cells]:
         print("  ".join(x.rjust(w) for x, w in zip(line, widths)))
+
+
+def save_figure(fig, title: str, meta: dict, path, fontsize: float = 7):
+    """Put ``title | key: value | ...`` (the run's metadata, wrapped) over ``fig``, save it to
+    ``path`` whole or not at all (a PNG an interrupted run leaves is the previous one), close it."""
+    import textwrap
+
+    import matplotlib.pyplot as plt
+
+    info = title + " | " + " | ".join(f"{k}: {v}" for k, v in meta.items())
+    fig.suptitle("\n".join(textwrap.wrap(info, width=int(17 * fig.get_figwidth()))), fontsize=fontsize)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)
 
 
 def write_csv(path, meta: dict, columns: list, rows: list):

@@ -67,13 +67,12 @@ import os
 import shlex
 import statistics
 import sys
-import textwrap
 import time
 from pathlib import Path
 
 import torch
 
-from runinfo import device_name, git_rev, print_table, wait_for_quiet, write_csv
+from runinfo import device_name, git_rev, print_table, save_figure, wait_for_quiet, write_csv
 from timeclr import objectives, run
 from timeclr.config import load_config
 from timeclr.models import build_model
@@ -275,11 +274,7 @@ def plot(rows, summary, meta, path):
     ax.set_ylabel("clips/s (median over rounds; dots: rounds)")
     ax.set_ylim(0, 1.25 * max(s["clips_per_s_max"] for s in summary))
     ax.grid(axis="y", alpha=0.3)
-    info = "TimeCLR training step throughput | " + " | ".join(f"{k}: {v}" for k, v in meta.items())
-    fig.suptitle("\n".join(textwrap.wrap(info, width=int(17 * fig.get_figwidth()))), fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, "TimeCLR training step throughput", meta, path)
 
 
 # ---------------------------------------------------------------------------------------------

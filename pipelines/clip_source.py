@@ -70,8 +70,8 @@ class ClipSource:
     Returns, for video files, (encoded bytes uint8, frame indices of all views int32, the sorted
     distinct frames to decode int32, where each requested frame sits among those int32,
     augmentation parameters (V, augment.PARAMS) float32, label int64, index int64); for frame
-    archives (``storage == 'archive'``), (one JPEG uint8 per view frame..., frame indices int32,
-    where int32 (0..F-1: the JPEGs come in the views' order), parameters, label, index).
+    archives (``storage == 'archive'``), (one JPEG uint8 per view frame, in the views' order...,
+    frame indices int32, parameters, label, index).
 
     Damaged videos: ``skip`` maps manifest indices to the reason they are skipped; a skipped
     video's place is taken by the next usable video of the epoch's order. A file whose size
@@ -182,10 +182,11 @@ class ClipSource:
     def __call__(self, info):
         epoch, index, padding, data = self._read(self.start + info.idx_in_epoch)
         params = self.params(index, epoch) if self.train else self.eval_params(index)
-        tail = (params, np.int64(self.videos[index].label), np.int64(-1 if padding else index))
+        # 0-d arrays, not numpy scalars: DALI's parallel source workers take arrays only
+        tail = (params, np.array(self.videos[index].label, np.int64), np.array(-1 if padding else index, np.int64))
         if self.storage == "archive":  # the JPEGs of the view frames, in the views' order
             frames, jpegs = data
-            return (*jpegs, frames, np.arange(len(frames), dtype=np.int32), *tail)
+            return (*jpegs, frames, *tail)
         data, frames, decode, where = self._decode_plan(index, epoch, data)
         return (data, frames, decode, where, *tail)
 

@@ -28,18 +28,21 @@ import io
 import json
 import os
 import tarfile
-from collections import OrderedDict
 from dataclasses import dataclass
 from fractions import Fraction
 
 import numpy as np
 
 from timeclr.errors import VideoError
+from timeclr.pipelines.lru import LRU
 
 SUFFIX = ".tar"
 CODEC = "jpeg"  # the manifest's codec column for a frame archive
 FORMAT, VERSION = "timeclr-frames", 1
-DEFAULT_QUALITY = 75  # see transcode.DEFAULT_CRF and benchmarks/storage_layouts.py
+# prepare's default JPEG quality: the best quality whose archives stay within 3x the bytes of the
+# benchmark's VP9 (GOP 25) videos (2.7x; q75: 3.9x), at the archives' speed (README, "Storage
+# layouts"); on the real clips, whose VP9 files are smaller, it costs 5x. --crf 90 matches VP9's PSNR.
+DEFAULT_QUALITY = 60
 
 
 def frame_name(k: int) -> str:
@@ -127,22 +130,12 @@ def read_index(path) -> Index:
     return Index(offsets, sizes, info, size)
 
 
-class IndexCache:
+class IndexCache(LRU):
     """``read_index`` per file, remembered for the ``capacity`` most recently used files (16
     bytes per frame), keyed by path and size: a file that changed is read anew."""
 
-    def __init__(self, capacity: int = 10000):
-        self.capacity, self._items = capacity, OrderedDict()
-
     def __call__(self, path, size: int) -> Index:
-        key = (path, size)
-        if key in self._items:
-            self._items.move_to_end(key)
-            return self._items[key]
-        found = self._items[key] = read_index(path)
-        if len(self._items) > self.capacity:
-            self._items.popitem(last=False)
-        return found
+        return self.get((path, size), lambda: read_index(path))
 
 
 def read_frames(path, frames, index: Index) -> list[np.ndarray]:

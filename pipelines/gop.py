@@ -24,10 +24,11 @@ frame count is returned untouched.
 """
 import io
 import struct
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
+
+from timeclr.pipelines.lru import LRU
 
 TRIMMABLE = {"vp8": b"VP80", "vp9": b"VP90"}  # FFmpeg codec name -> IVF fourcc
 
@@ -84,22 +85,12 @@ def layout(data: np.ndarray) -> Layout | None:
         return None  # DALI decodes (or rejects) the whole file, as without trimming
 
 
-class LayoutCache:
+class LayoutCache(LRU):
     """``layout()`` per file, remembered for the ``capacity`` most recently used files (a layout
     is ~13 bytes per frame): later epochs cut GOPs without demuxing."""
 
-    def __init__(self, capacity: int = 10000):
-        self.capacity, self._items = capacity, OrderedDict()
-
     def __call__(self, key, data: np.ndarray) -> Layout | None:
-        key = (key, data.size)  # a file that changed size is demuxed anew
-        if key in self._items:
-            self._items.move_to_end(key)
-            return self._items[key]
-        found = self._items[key] = layout(data)
-        if len(self._items) > self.capacity:
-            self._items.popitem(last=False)
-        return found
+        return self.get((key, data.size), lambda: layout(data))  # a file that changed size is demuxed anew
 
 
 def trim_to_gops(data: np.ndarray, decode: np.ndarray, num_frames: int, packets: Layout | None = None):

@@ -5,7 +5,7 @@ each output is (constant frame rate, fixed closed GOPs, size) and why: ``timeclr
 
 Layout
     Each source ``SRC/<rel>`` becomes ``DST/<rel>`` with the extension of the codec (``.mp4``
-    for H.264, ``.webm`` for VP9): ``output_path``.
+    for H.264, ``.webm`` for VP9, ``.tar`` for a JPEG frame archive): ``output_path``.
 
 Resuming
     Outputs appear whole or not at all (``transcode.part_path``), so an output that exists is

@@ -9,7 +9,9 @@ codecs DALI's CPU backend cannot decode. Re-encoding once fixes all of it for ev
 
 What an output is
     ``DST/<same relative path>`` with the extension of the codec (``.mp4`` for H.264, ``.webm``
-    for VP9), holding one video stream (audio, subtitles and metadata are dropped), yuv420p:
+    for VP9), holding one video stream (audio, subtitles and metadata are dropped), yuv420p; or,
+    with codec ``jpeg``, a frame archive (``.tar``, ``frame_archive.py``): the same frames, each
+    a JPEG of the given quality (the ``crf`` slot), so every frame stands alone (no GOPs):
 
     * Constant frame rate ``fps``: the source's nominal rate (``average_rate``, else
       ``guessed_rate``), as the nearest fraction with a denominator up to 1001 (``1000000/66667``
@@ -46,6 +48,7 @@ Defaults and why
     clips at short side 256, similar sizes), near the source at training resolutions, and fast
     enough for a one-off pass (about 0.3 s per 10 s clip on a 2-core VM with 2 workers). Each
     encoder and decoder gets cpu_count / workers threads, so workers do not oversubscribe cores.
+    Frame archives: see ``frame_archive.DEFAULT_QUALITY`` and ``benchmarks/storage_layouts.py``.
 
 Atomic outputs
     An output is written to a hidden temporary name next to it (``part_path``: ``.NAME.part.mp4``,

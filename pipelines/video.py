@@ -43,16 +43,21 @@ from timeclr.pipelines.clip_source import ClipSource, Video, eval_crop_box, read
 from timeclr.pipelines.culprits import find_culprits
 
 
-def _view_graph(frames, params, view, data, random_aug, uint8):
+def _view_graph(frames, params, view, data, random_aug, uint8, cropped=False):
     """DALI ops for one view: (T, H, W, C) uint8 decoded frames -> (C, T, S, S) float (or uint8
-    (T, S, S, C)); ``params`` is the view's augmentation vector (layout in ``augment``)."""
+    (T, S, S, C)); ``params`` is the view's augmentation vector (layout in ``augment``).
+    ``cropped``: the frames were decoded as the crop box already (frame archives)."""
     from nvidia.dali import fn, types
 
     size = view.crop_size
     mirror = 0
     crop = (size, size)
     if random_aug:
-        frames = fn.resize(frames, size=[size, size], roi_start=params[0:2], roi_end=params[2:4], roi_relative=True)
+        if cropped:
+            frames = fn.resize(frames, size=[size, size])
+        else:
+            frames = fn.resize(frames, size=[size, size], roi_start=params[0:2], roi_end=params[2:4],
+                               roi_relative=True)
         mirror = fn.cast(params[4], dtype=types.INT32)
         if view.jitter_prob > 0 or view.grayscale_prob > 0:
             frames = fn.color_twist(frames, brightness=params[5], contrast=params[6], saturation=params[7],
@@ -72,65 +77,82 @@ def _view_graph(frames, params, view, data, random_aug, uint8):
                                     mean=[255.0 * m for m in data.mean], std=[255.0 * s for s in data.std])
 
 
-def build_pipeline(data, source: ClipSource, device_id=None, uint8=False):
+def build_pipeline(data, source: ClipSource, device_id=None, uint8=False, source_workers=0):
     """The DALI pipeline for ``data`` (a DataConfig). Outputs: one tensor per view, then label,
-    index, the frame indices of all views and the views' augmentation parameters."""
-    from nvidia.dali import fn, pipeline_def, types
+    index, the frame indices of all views and the views' augmentation parameters.
+
+    ``source_workers`` > 0 runs the source in that many DALI parallel external source processes
+    instead of the pipeline's thread. Only ``benchmarks/storage_layouts.py`` uses it (it found no
+    gain on 2 cores: the source takes ~2 % of a batch), and the config does not offer it: a damaged
+    video found inside a worker process would be skipped there without the loader hearing of it."""
+    from nvidia.dali import pipeline_def
 
     gpu = data.device == "gpu"
     if gpu and device_id is None:
         device_id = torch.cuda.current_device()
+    random_aug = data.train and data.augment
+    kw = dict(py_num_workers=source_workers, py_start_method="fork") if source_workers else {}
+    source_options = {"parallel": True} if source_workers else {}
 
     @pipeline_def(batch_size=data.batch_size, num_threads=data.num_threads, device_id=device_id if gpu else None,
-                  seed=data.seed, prefetch_queue_depth=PREFETCH)
+                  seed=data.seed, prefetch_queue_depth=PREFETCH, **kw)
     def graph():
-        if source.storage == "archive":
-            distinct, frame_idx, where, params, label, index = _decode_archive(source, data, gpu)
-        else:
-            distinct, frame_idx, where, params, label, index = _decode_video(source, gpu)
-        views, start = [], 0
-        for v, view in enumerate(data.views):
-            # (T, H, W, C): this view's frames, gathered straight from the decoded ones
-            frames = fn.sequence_rearrange(distinct, new_order=where[start:start + view.frames])
-            views.append(_view_graph(frames, params[v], view, data, random_aug=data.train and data.augment,
-                                     uint8=uint8))
-            start += view.frames
+        decode = _decode_archive if source.storage == "archive" else _decode_video
+        per_view, frame_idx, params, label, index, cropped = decode(source, data, gpu, random_aug, source_options)
+        views = [_view_graph(frames, params[v], view, data, random_aug, uint8, cropped)
+                 for v, (view, frames) in enumerate(zip(data.views, per_view))]
         return (*views, label, index, frame_idx, params)
 
     return graph()
 
 
-def _decode_video(source, gpu):
+def _decode_video(source, data, gpu, random_aug, source_options):
     """Source and decode step for video files: ONE ``fn.decoders.video`` call per video on the
-    sorted distinct frames of all views. Returns (decoded (F, H, W, C), frame indices, where each
-    view frame sits among the decoded, params, label, index)."""
+    sorted distinct frames of all views, then each view's frames gathered from them in the view's
+    order. Returns ([(T, H, W, C) per view], frame indices, params, label, index, cropped=False)."""
     from nvidia.dali import fn, types
 
     encoded, frame_idx, decode_idx, where, params, label, index = fn.external_source(
-        source=source, num_outputs=7, batch=False,
+        source=source, num_outputs=7, batch=False, **source_options,
         dtype=[types.UINT8, types.INT32, types.INT32, types.INT32, types.FLOAT, types.INT64, types.INT64])
     # pad_mode="none": a frame index past the file's end is an error, not a black frame (the
     # default 'constant' pads `frames=` requests too); the loader then finds the file with PyAV
     # and skips it
     distinct = fn.decoders.video(encoded, frames=decode_idx, device="mixed" if gpu else "cpu",
                                  pad_mode="none")  # (F, H, W, C)
-    return distinct, frame_idx, where, params, label, index
+    per_view, start = [], 0
+    for view in data.views:
+        per_view.append(fn.sequence_rearrange(distinct, new_order=where[start:start + view.frames]))
+        start += view.frames
+    return per_view, frame_idx, params, label, index, False
 
 
-def _decode_archive(source, data, gpu):
+def _decode_archive(source, data, gpu, random_aug, source_options):
     """Source and decode step for frame archives: the source hands over one JPEG per view frame
     (F = the views' frames together, fixed by the config), each decoded by DALI's image decoder
-    (nvJPEG on a GPU) and stacked into the same (F, H, W, C) sequence the video decoder gives, so
-    the rest of the graph is the same. Returns what ``_decode_video`` does."""
+    (nvJPEG on a GPU) and stacked into the same (T, H, W, C) sequence per view the video path
+    gives. With random crops, each JPEG is decoded as its view's crop box only
+    (``decoders.image_slice``: libjpeg-turbo skips the rest), which the view then only resizes
+    (``cropped=True``). Returns what ``_decode_video`` does."""
     from nvidia.dali import fn, types
 
     F = sum(v.frames for v in data.views)
-    *jpegs, frame_idx, where, params, label, index = fn.external_source(
-        source=source, num_outputs=F + 5, batch=False,
-        dtype=[types.UINT8] * F + [types.INT32, types.INT32, types.FLOAT, types.INT64, types.INT64])
+    *jpegs, frame_idx, params, label, index = fn.external_source(
+        source=source, num_outputs=F + 4, batch=False, **source_options,
+        dtype=[types.UINT8] * F + [types.INT32, types.FLOAT, types.INT64, types.INT64])
     device = "mixed" if gpu else "cpu"
-    frames = [fn.decoders.image(j, device=device, output_type=types.RGB) for j in jpegs]
-    return fn.stack(*frames), frame_idx, where, params, label, index
+    per_view, start = [], 0
+    for v, view in enumerate(data.views):
+        mine = jpegs[start:start + view.frames]
+        if random_aug:  # anchor (y0, x0) and shape (y1 - y0, x1 - x0), relative to the frame
+            box = params[v]
+            frames = [fn.decoders.image_slice(j, box[0:2], box[2:4] - box[0:2], axis_names="HW", device=device,
+                                              output_type=types.RGB) for j in mine]
+        else:
+            frames = [fn.decoders.image(j, device=device, output_type=types.RGB) for j in mine]
+        per_view.append(fn.stack(*frames))
+        start += view.frames
+    return per_view, frame_idx, params, label, index, random_aug
 
 
 MAX_RECOVERIES = 8

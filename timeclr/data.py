@@ -80,19 +80,21 @@ def add_prepare_parser(subparsers):
     p = subparsers.add_parser(
         "prepare", help="re-encode a video tree for exact, fast frame selection",
         description="Re-encode every video under SRC into DST (same relative paths): constant frame "
-                    "rate (frame k shows the source at time k/fps), a closed keyframe every GOP frames, "
-                    "no B-frames, short side resized, audio dropped. Resumable: finished outputs are "
+                    "rate (frame k shows the source at time k/fps), short side resized, audio dropped; "
+                    "as a frame archive (.tar, one JPEG per frame: the default) or a video with a "
+                    "closed keyframe every GOP frames and no B-frames. Resumable: finished outputs are "
                     "skipped. Failures go to DST/prepare.failures.csv. Then index DST.")
     p.add_argument("src", metavar="SRC", help="folder of videos as downloaded (any depth)")
     p.add_argument("dst", metavar="DST", help="folder to write the prepared videos to (not inside SRC)")
-    p.add_argument("--codec", choices=["h264", "vp9", "jpeg"], default="h264",
-                   help="h264 (.mp4) for GPU decoding; vp9 (.webm) for DALI's CPU backend; jpeg: a .tar "
-                        "of one JPEG per frame (either device; fastest sparse access, larger files; "
-                        "see the README's storage table) (default h264)")
+    p.add_argument("--codec", choices=["jpeg", "h264", "vp9"], default="jpeg",
+                   help="jpeg: a .tar of one JPEG per frame, decoded by DALI on either device, one decode "
+                        "per frame shown: the fastest layout measured (README, 'Storage layouts'), at 3-5x "
+                        "the disk of VP9; h264 (.mp4): NVDEC on a GPU; vp9 (.webm): DALI's CPU video "
+                        "decoder (default jpeg)")
     p.add_argument("--short-side", type=_positive_int, default=None, metavar="N",
                    help="resize so the short side is N pixels (default: keep the size)")
     p.add_argument("--gop", type=_positive_int, default=DEFAULT_GOP, metavar="N",
-                   help=f"keyframe interval in frames (default {DEFAULT_GOP})")
+                   help=f"keyframe interval in frames, h264 / vp9 (default {DEFAULT_GOP})")
     p.add_argument("--fps", type=float, default=None, metavar="F",
                    help="output frame rate (default: each source's nominal rate)")
     p.add_argument("--crf", type=int, default=None,
