@@ -34,6 +34,7 @@ setup(
         "numpy>=1.24",
         "omegaconf>=2.3",
         "av>=12",  # PyAV: writes and probes video files
+        "pillow>=9",  # JPEG frame archives (prepare --codec jpeg) and their probe
         "matplotlib>=3.7",  # benchmark charts and loss curves
         "tqdm>=4.60",  # progress bars
     ],
