@@ -41,7 +41,7 @@ setup(
     extras_require={
         # TensorBoard event files beside metrics.jsonl (loss, lr, evaluation metrics), no flag needed
         "tensorboard": ["tensorboard>=2.10"],
-        # the tests read manifests with pandas and TensorBoard events back
-        "dev": ["pytest>=7", "pytest-timeout>=2.1", "pandas", "tensorboard>=2.10"],
+        # the tests read manifests with pandas, TensorBoard events and WebDataset shards back
+        "dev": ["pytest>=7", "pytest-timeout>=2.1", "pandas", "tensorboard>=2.10", "webdataset>=0.2"],
     },
 )

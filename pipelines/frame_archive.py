@@ -100,12 +100,13 @@ class Index:
     bytes: int  # the file's size when read
 
 
-def read_index(path) -> Index:
-    """Read an archive's member table (headers only, no JPEG data). Raises VideoError naming
-    what is wrong: not a tar, no info.json, frames missing or out of order, a cut file."""
+def read_index(path, data: bytes | None = None) -> Index:
+    """Read an archive's member table (headers only, no JPEG data), from the file ``path`` or,
+    given ``data``, from the archive's bytes (``path`` then only names it). Raises VideoError
+    naming what is wrong: not a tar, no info.json, frames missing or out of order, a cut file."""
     path = str(path)
     try:
-        with tarfile.open(path, "r:") as tar:
+        with (tarfile.open(path, "r:") if data is None else tarfile.open(fileobj=io.BytesIO(data), mode="r:")) as tar:
             members = tar.getmembers()
             info_member = next((m for m in members if m.name == "info.json"), None)
             if info_member is None:
@@ -122,7 +123,7 @@ def read_index(path) -> Index:
         raise VideoError(f"truncated: info.json says {n} frames, the archive holds {len(frames)}"
                          + (f" (missing {missing[0]})" if missing else ""))
     members = [frames[frame_name(k)] for k in range(n)]
-    size = os.path.getsize(path)
+    size = os.path.getsize(path) if data is None else len(data)
     offsets = np.array([m.offset_data for m in members], np.int64)
     sizes = np.array([m.size for m in members], np.int64)
     if n and offsets[-1] + sizes[-1] > size:

@@ -12,6 +12,9 @@ Commands
     preview CONFIG [key=value ...] --out DIR
         Run one batch of the config's pipeline and write DIR/preview.png (contact sheet),
         DIR/preview.npz (uint8 frames) and DIR/preview.json (the frames each view shows).
+    shard MANIFEST OUT_DIR [--shard-size 1GB] [--shuffle-seed S]
+        Pack the manifest's videos into WebDataset tar shards with a JSON record each and an
+        index ``shards.json`` (``timeclr.pipelines.shards``). Resumable.
     synthetic ROOT [--train-per-class N] [--test-per-class N] [--frames N] [--size N] [--seed S]
         Generate (once) the synthetic motion dataset under ROOT and print its manifests
         (``timeclr.synthetic``).
@@ -116,6 +119,35 @@ def run_prepare(args) -> int:
     return 0
 
 
+def add_shard_parser(subparsers):
+    """The ``shard`` command's arguments."""
+    p = subparsers.add_parser(
+        "shard", help="pack a manifest's videos into WebDataset tar shards",
+        description="Write MANIFEST's videos in a shuffled order into WebDataset tar shards "
+                    "OUT_DIR/shard-NNNNNN.tar (each sample: the video's bytes and a JSON record with "
+                    "its label, frame count, size and where its packets or JPEGs sit), an index "
+                    "OUT_DIR/shards.json and OUT_DIR/shard.failures.csv. Resumable: finished shards "
+                    "are kept.")
+    p.add_argument("manifest", metavar="MANIFEST", help="manifest CSV written by index")
+    p.add_argument("out_dir", metavar="OUT_DIR", help="folder for the shards")
+    p.add_argument("--shard-size", default="1GB", metavar="SIZE",
+                   help="largest shard, e.g. 1GB, 500MB, 256MiB (default 1GB; a larger video gets its own)")
+    p.add_argument("--shuffle-seed", type=int, default=0, metavar="S",
+                   help="seed of the order the videos are packed in (default 0)")
+    p.set_defaults(run=run_shard)
+
+
+def run_shard(args) -> int:
+    """Shard ``args.manifest`` into ``args.out_dir``."""
+    from timeclr.pipelines.shards import parse_size, write_shards
+
+    try:
+        write_shards(args.manifest, args.out_dir, parse_size(args.shard_size), args.shuffle_seed)
+    except (ValueError, ManifestError, OSError) as e:
+        raise SystemExit(f"timeclr.data shard: error: {e}") from None
+    return 0
+
+
 def add_preview_parser(subparsers):
     """The ``preview`` command's arguments."""
     p = subparsers.add_parser(
@@ -187,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_prepare_parser(subparsers)
     add_index_parser(subparsers)
     add_preview_parser(subparsers)
+    add_shard_parser(subparsers)
     add_synthetic_parser(subparsers)
     return parser
 
