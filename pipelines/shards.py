@@ -114,6 +114,8 @@ def write_shards(manifest, out_dir, shard_size: int = DEFAULT_SHARD_SIZE, shuffl
     from tqdm import tqdm
 
     rows, classes = read_manifest(manifest)
+    if 0 < sum(r.get("codec") == frame_archive.CODEC for r in rows) < len(rows):
+        raise ValueError(f"{manifest} mixes frame archives and video files; shard them separately")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     settings = {"format": FORMAT, "version": VERSION, "manifest": str(Path(manifest).resolve()),
@@ -134,7 +136,9 @@ def write_shards(manifest, out_dir, shard_size: int = DEFAULT_SHARD_SIZE, shuffl
         w = csv.writer(f)
         w.writerow(["path", "reason"])
         w.writerows(sorted(failed.items()))
-    index = {**settings, "classes": classes, "samples": sum(e["samples"] for e in entries),
+    archives = sum(r.get("codec") == frame_archive.CODEC for r in rows)
+    storage = "archive" if archives == len(rows) else "video"
+    index = {**settings, "classes": classes, "storage": storage, "samples": sum(e["samples"] for e in entries),
              "failures": len(failed), "shards": entries}
     write_json(out / INDEX_NAME, index)
     print(f"sharded {manifest} -> {out}: {index['samples']} videos in {len(entries)} shards "

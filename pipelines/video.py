@@ -34,6 +34,7 @@ W takes every W-th video of it, so the W shards see every video exactly once per
 batch of a shard may be partial. With ``drop_last`` every shard yields the same number of full
 batches (what DDP needs); the videos that do not fill a batch are left for later epochs.
 """
+import tempfile
 import warnings
 
 import numpy as np
@@ -41,6 +42,7 @@ import torch
 
 from timeclr.pipelines.clip_source import ClipSource, Video, eval_crop_box, read_videos  # noqa: F401 (the API)
 from timeclr.pipelines.culprits import find_culprits
+from timeclr.pipelines.shard_source import ShardSource
 
 
 def _view_graph(frames, params, view, data, random_aug, uint8, cropped=False):
@@ -178,7 +180,7 @@ class VideoLoader:
     """
 
     def __init__(self, data, videos=None, shard_id=None, num_shards=None, device_id=None, uint8=False):
-        if videos is None:
+        if videos is None and not data.get("shards"):
             videos = read_videos(data.manifest)
         rank, world = _shard()
         self.data, self.device_id, self.uint8 = data, device_id, uint8
@@ -193,12 +195,14 @@ class VideoLoader:
 
     def _make_source(self, start, skip=None):
         d = self.data
-        return ClipSource(self.videos, list(d.views), d.train, d.seed, d.batch_size, self.shard_id, self.num_shards,
-                          d.drop_last, start=start, skip=skip, on_skip=self._log_skip,
-                          trim_gops=d.trim_gops and d.device == "cpu", short_side=d.short_side)
+        kind, what = (ShardSource, d.shards) if d.get("shards") else (ClipSource, self.videos)
+        extra = {"buffer": d.shuffle_buffer} if kind is ShardSource else {}
+        return kind(what, list(d.views), d.train, d.seed, d.batch_size, self.shard_id, self.num_shards,
+                    d.drop_last, start=start, skip=skip, on_skip=self._log_skip,
+                    trim_gops=d.trim_gops and d.device == "cpu", short_side=d.short_side, **extra)
 
     def _log_skip(self, index, reason):
-        path = self.videos[index].path
+        path = self.source.videos[index].path
         self.skipped.append((path, reason))
         warnings.warn(f"skipping damaged video {path}: {reason}", stacklevel=2)
 
@@ -238,17 +242,27 @@ class VideoLoader:
             B = self.data.batch_size
             window = {}
             for p in range(self._pos, self._pos + (PREFETCH + 1) * B):
-                epoch, index, _ = self.source.index_at(p)
+                try:
+                    epoch, index, _ = self.source.index_at(p)
+                except KeyError:  # a shard stream's position not read yet: not in the failed batches
+                    continue
                 window.setdefault(index, epoch)
-            bad = find_culprits(window, self.videos, self.source.decoder_input, self.data.device, self.device_id)
+            bad = self._culprits(window)
             if not bad:
                 raise RuntimeError(f"DALI failed on a batch whose videos all decode, with PyAV and alone "
-                                   f"through DALI: {[self.videos[i].path for i in sorted(window)]}") from error
+                                   f"through DALI: {[self.source.videos[i].path for i in sorted(window)]}") from error
             for i, reason in bad.items():
                 self.source.mark_bad(i, reason)
             self.source = self._make_source(start=self._pos, skip=self.source.skip)
             self._iter = None
         raise RuntimeError(f"gave up after {MAX_RECOVERIES} pipeline failures in a row") from error
+
+    def _culprits(self, window):
+        if not isinstance(self.source, ShardSource):
+            return find_culprits(window, self.videos, self.source.decoder_input, self.data.device, self.device_id)
+        with tempfile.TemporaryDirectory(prefix="timeclr-culprits-") as folder:  # PyAV and Pillow read files
+            videos = self.source.materialize(window, folder)
+            return find_culprits(window, videos, self.source.decoder_input, self.data.device, self.device_id)
 
     def __iter__(self):
         B = self.data.batch_size

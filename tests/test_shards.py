@@ -151,3 +151,149 @@ def test_shard_command_line(manifest, tmp_path, capsys):
         main(["shard", str(manifest), str(tmp_path / "s2"), "--shard-size", "lots"])
     with pytest.raises(SystemExit, match="timeclr.data shard: error: .*nope.csv"):
         main(["shard", str(tmp_path / "nope.csv"), str(tmp_path / "s3")])
+
+
+# ---------------------------------------------------------------------------------------------
+# reading: pipelines/shard_stream.py
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def shard_dir(manifest, tmp_path_factory):
+    out = tmp_path_factory.mktemp("shards")
+    write_shards(manifest, out, shard_size=parse_size("15KB"), shuffle_seed=1, progress=False)
+    return out
+
+
+def keys(stream, epoch, skip=0):
+    return [s.key for s in stream.samples(epoch, skip)]
+
+
+@pytest.mark.parametrize("world", [1, 3, 4])
+def test_ranks_read_every_sample_exactly_once_per_epoch(shard_dir, world):
+    from timeclr.pipelines.shard_stream import ShardStream
+
+    total = read_index(shard_dir)["samples"]
+    orders = []
+    for epoch in range(2):
+        seen = [keys(ShardStream(str(shard_dir), r, world, seed=5, buffer=4), epoch) for r in range(world)]
+        flat = [k for ks in seen for k in ks]
+        assert sorted(flat) == list(range(total)), f"epoch {epoch}, {world} ranks: {seen}"
+        assert max(map(len, seen)) - min(map(len, seen)) <= 1, [len(s) for s in seen]
+        orders.append(flat)
+    assert orders[0] != orders[1], "two epochs read in the same order"
+
+
+def test_the_stream_is_reproducible_and_resumes_exactly(shard_dir):
+    from timeclr.pipelines.shard_stream import ShardStream
+
+    stream = ShardStream(str(shard_dir), 1, 2, seed=3, buffer=4)
+    whole = keys(stream, 2)
+    assert whole == keys(ShardStream(str(shard_dir), 1, 2, seed=3, buffer=4), 2)
+    for k in (0, 1, 4, len(whole) - 1, len(whole)):
+        assert keys(stream, 2, skip=k) == whole[k:], f"resume after {k} samples"
+    assert whole != sorted(whole), "the buffer did not shuffle"
+
+
+def test_shards_read_over_http_as_from_the_folder(shard_dir):
+    import functools
+    import http.server
+    import threading
+
+    from timeclr.pipelines.shard_stream import ShardStream
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(shard_dir))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        local, remote = ShardStream(str(shard_dir), 0, 2, seed=1), ShardStream(url, 0, 2, seed=1)
+        got = {s.key: s.data for s in remote.samples(0)}
+        assert list(got) == keys(local, 0)
+        assert all(got[s.key] == s.data for s in local.samples(0))
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_missing_shard_index_is_named(tmp_path):
+    from timeclr.errors import ManifestError
+    from timeclr.pipelines.shard_stream import ShardStream
+
+    with pytest.raises(ManifestError, match="shards.json: cannot read the shard index"):
+        ShardStream(str(tmp_path))
+
+
+# ---------------------------------------------------------------------------------------------
+# the DALI loader over shards
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module", params=["vp9", "jpeg"])
+def index_shards(tmp_path_factory, request):
+    """10 videos of index frames (VP9, GOP 8, or frame archives) in 3 shards, and their frame counts."""
+    root = tmp_path_factory.mktemp(f"index-{request.param}")
+    counts = {}
+    for i in range(10):
+        (root / f"c{i % 2}").mkdir(exist_ok=True)
+        n = 24 + 3 * i
+        if request.param == "jpeg":
+            make_archive(root / f"c{i % 2}" / f"v{i}.tar", n, 80, 80)
+        else:
+            make_video(root / f"c{i % 2}" / f"v{i}.webm", n, 80, 80, gop=8)
+    manifest = root.parent / f"{root.name}.csv"
+    index_tree(root, manifest, device="cpu", workers=1, progress=False)
+    out = root.parent / f"{root.name}-shards"
+    write_shards(manifest, out, shard_size=parse_size("60KB" if request.param == "vp9" else "300KB"), progress=False)
+    for shard in sorted(out.glob("shard-*.tar")):
+        with tarfile.open(shard) as tar:
+            for m in tar.getmembers():
+                if m.name.endswith(".json"):
+                    counts[int(m.name.split(".")[0])] = json.loads(tar.extractfile(m).read())["num_frames"]
+    return out, counts
+
+
+def shard_loader(out, rank, world, *overrides):
+    from timeclr.config import load_config
+    from timeclr.pipelines.video import VideoLoader
+
+    data = load_config("pipelines/debug.yaml", ["data.manifest=unused", f"data.shards={out}", "data.batch_size=2",
+                                                "data.augment=false", "data.short_side=80", "data.views.0.crop_size=80",
+                                                "data.views.1.crop_size=80", "data.shuffle_buffer=3",
+                                                *overrides]).data
+    return VideoLoader(data, shard_id=rank, num_shards=world, uint8=True), data
+
+
+def test_the_loader_reads_shards_over_two_ranks_once_per_epoch_with_the_selected_frames(index_shards):
+    from tests.helpers.videos import read_frame_index
+    from timeclr.pipelines.frame_selection import view_indices
+
+    out, counts = index_shards
+    loaders = [shard_loader(out, r, 2) for r in range(2)]
+    for epoch in range(2):
+        seen = []
+        for loader, data in loaders:
+            for batch in loader:
+                for b, key in enumerate(batch["index"].tolist()):
+                    seen.append(key)
+                    rng = np.random.default_rng([data.seed, epoch, key])
+                    for v, (view_cfg, view, frames) in enumerate(zip(data.views, batch["views"], batch["frames"])):
+                        want = view_indices(view_cfg, counts[key], True, rng)
+                        assert frames[b].tolist() == want.tolist(), f"epoch {epoch} sample {key} view {v}"
+                        shown = [read_frame_index(f) for f in view[b].numpy()]
+                        assert shown == want.tolist(), f"sample {key} view {v}: shows {shown}, selected {want}"
+        assert sorted(seen) == sorted(counts), f"epoch {epoch}: {sorted(seen)}"
+
+
+def test_a_resumed_shard_loader_gives_the_same_batches(index_shards):
+    out, _ = index_shards
+    loader, _ = shard_loader(out, 1, 2)
+    it = iter(loader)
+    next(it)
+    state = loader.state_dict()
+    rest = [b["index"].tolist() for b in it]
+    loader.epoch += 0
+    resumed, _ = shard_loader(out, 1, 2)
+    resumed.load_state_dict(state)
+    assert [b["index"].tolist() for b in resumed] == rest and rest

@@ -75,6 +75,10 @@ class ViewConfig:
 @dataclass
 class DataConfig:
     manifest: str = "???"  # CSV written by `python -m timeclr.data index`
+    # a shard set written by `python -m timeclr.data shard` (folder or http(s)/s3 URL prefix): read
+    # instead of data.manifest's files, each rank its share (pipelines/shard_stream.py)
+    shards: str = ""
+    shuffle_buffer: int = 64  # samples a rank shuffles among when reading shards (training)
     root: str = "data"  # where the dataset lives (or is generated)
     dataset: str = ""  # a real dataset of pipelines/datasets.py: a missing manifest then says how to set it up
     device: str = "cpu"  # 'cpu' or 'gpu' (DALI's mixed backend: NVDEC decode, GPU augmentation)

@@ -283,7 +283,9 @@ class FiniteCheck:
         if bool(finite.all()):
             return
         step, lr, loss, index = pending[int((~finite).nonzero()[0])]
-        paths = [self.videos[i].path for i in index.tolist()]
+        # a shard stream keeps its recent samples' records only: a sample number when it has moved on
+        keyed = isinstance(self.videos, dict)
+        paths = [self.videos[i].path if not keyed or i in self.videos else f"sample {i}" for i in index.tolist()]
         raise NonFiniteLoss(f"non-finite loss {loss.item()} at step {step} (lr {lr:.3g}); "
                             f"the batch's videos: {paths}")
 
@@ -350,7 +352,7 @@ class Loop:
             raise ConfigError(f"{self.ckpt_path} is not a checkpoint of this model and config: "
                               f"{str(e).splitlines()[0]}; choose another out_dir") from None
         self.log = MetricsLog(cfg.out_dir, self.step, enabled=rank == 0)
-        self.finite = FiniteCheck(loader.videos)
+        self.finite = FiniteCheck(loader.videos if loader.videos is not None else loader.source.videos)
         self.bar = tqdm(total=self.total, initial=self.step, disable=rank != 0, dynamic_ncols=True)
         self.wait = self.busy = 0.0
         self.t_last = self.t_batch = time.perf_counter()

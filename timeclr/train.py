@@ -27,7 +27,7 @@ def train(cfg) -> dict:
     from timeclr.plots import plot_loss
     from timeclr.synthetic import prepare_synthetic
 
-    if not cfg.synthetic.enabled:  # a dataset not set up yet is the likeliest first error: say how
+    if not cfg.synthetic.enabled and not cfg.data.shards:  # a dataset not set up yet: say how
         require_manifest(cfg.data.manifest, cfg.data)
     # -- distributed set-up: torchrun sets WORLD_SIZE / RANK / LOCAL_RANK
     world, rank, device = run.setup_distributed(cfg)
@@ -35,7 +35,8 @@ def train(cfg) -> dict:
     # -- data
     if cfg.synthetic.enabled:
         prepare_synthetic(cfg, rank)
-    loader = VideoLoader(cfg.data, read_videos(cfg.data.manifest))
+    # a shard set (data.shards) streams its videos; otherwise the manifest lists the files
+    loader = VideoLoader(cfg.data) if cfg.data.shards else VideoLoader(cfg.data, read_videos(cfg.data.manifest))
 
     # -- model and optimizer
     torch.manual_seed(cfg.train.seed)
