@@ -1,0 +1,36 @@
+"""Multi-node training on real torchrun agents: two "nodes" on this machine (two agents on
+localhost meeting through the c10d rendezvous, 2 gloo ranks each).
+
+References: one process with the global batch (4 ranks x 2 videos = 8), and an uninterrupted run.
+"""
+import pytest
+
+from tests.helpers.runs import assert_same_parameters, losses, moving_bars_manifest
+from tests.helpers.torchrun import logs, run_agents
+from timeclr.train import main as train_main
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory):
+    return moving_bars_manifest(tmp_path_factory.mktemp("bars"))
+
+
+def overrides(manifest, out_dir, *extra):
+    # GroupNorm and SGD: per-rank BatchNorm statistics and Adam's amplification of float noise
+    # would make "the same parameters" a tolerance question
+    return [f"data.manifest={manifest}", f"out_dir={out_dir}", "data.drop_last=true", "data.views.0.crop_size=32",
+            "data.views.1.crop_size=32", "data.short_side=32", "model.proj_hidden=64", "model.proj_dim=32",
+            "model.norm=group", "train.loss_backend=torch", "train.optimizer=sgd", "train.lr=0.05",
+            "train.warmup_steps=2", "train.evaluate=false", *extra]
+
+
+def test_two_torchrun_agents_train_as_one_process_with_the_global_batch(manifest, tmp_path):
+    one = tmp_path / "one"
+    train_main(["pipelines/debug.yaml", *overrides(manifest, one, "train.epochs=3", "data.batch_size=8")])
+    two = tmp_path / "nodes"
+    codes = run_agents(2, 2, ["-m", "timeclr.train"],
+                       ["pipelines/debug.yaml", *overrides(manifest, two, "train.epochs=3", "data.batch_size=2")],
+                       tmp_path)
+    assert codes == [0, 0], f"agents exited {codes}:\n{logs(tmp_path, 2)}"
+    assert losses(two) == pytest.approx(losses(one), rel=1e-4), (losses(two), losses(one))
+    assert_same_parameters(one, two, tol=1e-5)
