@@ -118,13 +118,19 @@ class PyAVClips(torch.utils.data.Dataset):
         index, epoch = item
         frames = self.selection.frames(index, epoch)
         video = self.videos[index]
-        decoded, _ = seek_decode(video.path, np.unique(frames), self.keyframes[index])
+        decoded = self.decode(index, frames)  # (ΣT, H, W, 3): every view's frames, in order
         random_aug = self.data.train and self.data.augment
         params = self.selection.params(index, epoch) if random_aug else [None] * len(self.data.views)  # DALI's
-        views = [augment_view(np.stack([decoded[f] for f in frames[a:b]]), p, view, self.data)
+        views = [augment_view(decoded[a:b], p, view, self.data)
                  for view, p, a, b in zip(self.data.views, params, self.splits[:-1], self.splits[1:])]
         return {"views": views, "label": video.label, "index": index,
                 "frames": [torch.from_numpy(frames[a:b]) for a, b in zip(self.splits[:-1], self.splits[1:])]}
+
+    def decode(self, index, frames) -> np.ndarray:
+        """``frames`` of video ``index`` as (len(frames), H, W, 3) uint8: each distinct frame
+        decoded once with keyframe seeking."""
+        decoded, _ = seek_decode(self.videos[index].path, np.unique(frames), self.keyframes[index])
+        return np.stack([decoded[f] for f in frames])
 
 
 class PillowClips(PyAVClips):
@@ -136,18 +142,10 @@ class PillowClips(PyAVClips):
         super().__init__(data, videos, keyframes)
         self.indexes = frame_archive.IndexCache()
 
-    def __getitem__(self, item):
-        index, epoch = item
-        frames = self.selection.frames(index, epoch)
-        video = self.videos[index]
-        jpegs = frame_archive.read_frames(video.path, frames, self.indexes(video.path, os.path.getsize(video.path)))
-        decoded = np.stack([frame_archive.decode_jpeg(j) for j in jpegs])
-        random_aug = self.data.train and self.data.augment
-        params = self.selection.params(index, epoch) if random_aug else [None] * len(self.data.views)
-        views = [augment_view(decoded[a:b], p, view, self.data)
-                 for view, p, a, b in zip(self.data.views, params, self.splits[:-1], self.splits[1:])]
-        return {"views": views, "label": video.label, "index": index,
-                "frames": [torch.from_numpy(frames[a:b]) for a, b in zip(self.splits[:-1], self.splits[1:])]}
+    def decode(self, index, frames) -> np.ndarray:
+        path = self.videos[index].path
+        jpegs = frame_archive.read_frames(path, frames, self.indexes(path, os.path.getsize(path)))
+        return np.stack([frame_archive.decode_jpeg(j) for j in jpegs])
 
 
 class EndlessOrder(torch.utils.data.Sampler):

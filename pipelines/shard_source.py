@@ -18,7 +18,7 @@ from collections import OrderedDict
 import numpy as np
 
 from timeclr.pipelines import frame_archive, gop
-from timeclr.pipelines.clip_source import ClipSource, Video
+from timeclr.pipelines.clip_source import ClipSource, Video, plain_views
 from timeclr.pipelines.shard_stream import ShardStream
 
 KEEP = 256  # recent samples whose bytes are kept: the culprit finder's window of a failed batch
@@ -29,9 +29,7 @@ class ShardSource(ClipSource):
 
     def __init__(self, base, views, train, seed, batch_size, shard_id=0, num_shards=1, drop_last=False,
                  start=0, skip=None, on_skip=None, trim_gops=True, short_side=None, buffer=64):
-        from omegaconf import OmegaConf
-
-        self.views = [OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v for v in views]
+        self.views = plain_views(views)
         self.train, self.seed, self.trim_gops, self.short_side = train, seed, trim_gops, short_side
         self.stream = ShardStream(base, shard_id, num_shards, seed, buffer if train else 0)
         self.storage = self.stream.index.get("storage", "video")

@@ -114,7 +114,8 @@ def write_shards(manifest, out_dir, shard_size: int = DEFAULT_SHARD_SIZE, shuffl
     from tqdm import tqdm
 
     rows, classes = read_manifest(manifest)
-    if 0 < sum(r.get("codec") == frame_archive.CODEC for r in rows) < len(rows):
+    archives = sum(r.get("codec") == frame_archive.CODEC for r in rows)
+    if 0 < archives < len(rows):
         raise ValueError(f"{manifest} mixes frame archives and video files; shard them separately")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -136,8 +137,7 @@ def write_shards(manifest, out_dir, shard_size: int = DEFAULT_SHARD_SIZE, shuffl
         w = csv.writer(f)
         w.writerow(["path", "reason"])
         w.writerows(sorted(failed.items()))
-    archives = sum(r.get("codec") == frame_archive.CODEC for r in rows)
-    storage = "archive" if archives == len(rows) else "video"
+    storage = "archive" if rows and archives == len(rows) else "video"
     index = {**settings, "classes": classes, "storage": storage, "samples": sum(e["samples"] for e in entries),
              "failures": len(failed), "shards": entries}
     write_json(out / INDEX_NAME, index)
