@@ -18,6 +18,7 @@ import json
 import math
 import os
 import pickle
+import sys
 import time
 
 import torch
@@ -45,6 +46,10 @@ def setup_distributed(cfg):
     """(world size, rank, device): joins the process group under torchrun (which sets WORLD_SIZE /
     RANK / LOCAL_RANK) and makes every rank's batches full and equal, or the collectives hang."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and restarts_share_the_agent_store() and os.environ.get("RANK") == "0":
+        print("warning: torchrun --max-restarts with the agent's shared TCPStore can hand a restarted job "
+              "the old attempt's addresses (pytorch/pytorch#135712); run torchrun with "
+              "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1", file=sys.stderr)
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     rank = dist.get_rank() if dist.is_initialized() else 0
@@ -59,6 +64,14 @@ def setup_distributed(cfg):
     if world > 1:
         cfg.data.drop_last = True
     return world, rank, device
+
+
+def restarts_share_the_agent_store() -> bool:
+    """True under a torchrun that may restart its workers and shares its rendezvous TCPStore with
+    them (torch's default since 2.5): the store outlives an attempt, so the process group of a
+    restart can read the previous attempt's rank addresses and fail to connect."""
+    return (os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+            and int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0")) > 0)
 
 
 def teardown_distributed():

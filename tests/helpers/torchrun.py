@@ -24,7 +24,10 @@ def run_agents(nodes: int, nproc: int, entry: list, args: list, log_dir, max_res
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nnodes={nodes}", f"--nproc-per-node={nproc}",
            "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}", f"--rdzv-id=timeclr-test-{port}",
            f"--max-restarts={max_restarts}", "--monitor-interval=0.5", *entry, *args]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": REPO, **(env or {})}
+    # a fresh TCPStore per attempt: the agent's shared one keeps the old attempt's rank addresses
+    # (pytorch/pytorch#135712), which the README's torchrun line also sets
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": REPO, "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1",
+           **(env or {})}
     agents = []
     for k in range(nodes):
         log = open(os.path.join(log_dir, f"agent{k}.log"), "w")
