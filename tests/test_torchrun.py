@@ -55,3 +55,19 @@ def test_a_rank_killed_mid_run_restarts_from_the_last_checkpoint_and_ends_as_an_
     assert "resuming" in log and "at step 4/6" in log, log
     assert losses(killed) == pytest.approx(losses(whole), rel=1e-4), (losses(killed), losses(whole))
     assert_same_parameters(whole, killed, tol=1e-5)
+
+
+@pytest.mark.parametrize("env, warns", [
+    ({"TORCHELASTIC_USE_AGENT_STORE": "True", "TORCHELASTIC_MAX_RESTARTS": "1"}, True),
+    ({"TORCHELASTIC_USE_AGENT_STORE": "False", "TORCHELASTIC_MAX_RESTARTS": "1"}, False),  # the variable is set
+    ({"TORCHELASTIC_USE_AGENT_STORE": "True", "TORCHELASTIC_MAX_RESTARTS": "0"}, False),  # nothing restarts
+    ({}, False),  # not under torchrun
+])
+def test_restarts_with_the_shared_agent_store_are_detected(monkeypatch, env, warns):
+    from timeclr import run
+
+    for k in ("TORCHELASTIC_USE_AGENT_STORE", "TORCHELASTIC_MAX_RESTARTS"):
+        monkeypatch.delenv(k, raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    assert run.restarts_share_the_agent_store() is warns, env
