@@ -225,7 +225,7 @@ def read_metrics(out_dir):
     path = Path(out_dir) / "metrics.jsonl"
     if not path.exists():
         return None, None
-    rows = [json.loads(line) for line in open(path)]
+    rows = [r for r in map(json.loads, open(path)) if "loss" in r]  # not the online kNN's rows
     if not rows:
         return None, None
     last = [r["loss"] for r in rows if r["epoch"] == rows[-1]["epoch"]] or [rows[-1]["loss"]]

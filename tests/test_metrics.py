@@ -193,3 +193,30 @@ def test_non_tensor_inputs():
         knn_top1(X4.tolist(), Y4, X4, Y4)
     with pytest.raises(TypeError, match="test_y"):
         retrieval_recall(X4, Y4, X4, Y4.tolist())
+
+
+def test_groups_score_the_same_classifiers_on_their_classes_test_videos_only():
+    # classes 0 and 1 have their own directions; 2 and 3 share one, so at most one of them can be
+    # right per direction: the group scores must be 100 and 50, the overall one 75
+    torch.manual_seed(0)
+    dirs = torch.eye(8)[[0, 1, 2, 2]]
+
+    def split(n):
+        y = torch.arange(4).repeat_interleave(n)
+        return dirs[y] + 0.01 * torch.randn(len(y), 8), y
+
+    train_x, train_y = split(10)
+    test_x, test_y = split(5)
+    out = evaluate_features(train_x, train_y, test_x, test_y, k=5, groups={"apart": [0, 1], "shared": [2, 3]})
+    for metric in ("knn_top1", "linear_top1"):
+        got = (out[metric], out[f"{metric}_apart"], out[f"{metric}_shared"])
+        assert got == pytest.approx((75.0, 100.0, 50.0), abs=10.01), (metric, got)
+        assert out[f"{metric}_apart"] == 100.0, (metric, got)
+        # the group numbers are the overall one split by test video: 10 of 20 each
+        assert (out[f"{metric}_apart"] + out[f"{metric}_shared"]) / 2 == pytest.approx(out[metric]), (metric, got)
+
+
+def test_a_group_without_test_videos_is_an_error():
+    x, y = torch.eye(4), torch.arange(4)
+    with pytest.raises(ValueError, match="group 'none'"):
+        evaluate_features(x, y, x, y, k=1, groups={"none": [7]})

@@ -11,6 +11,7 @@ runs save beside their outputs.
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Dict, List
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
@@ -37,6 +38,7 @@ def choices() -> dict:
         "model.norm": ("batch", "group"),
         "train.optimizer": tuple(OPTIMIZERS),
         "train.loss_backend": BACKENDS,
+        "eval.split": ("test", "val"),
     }
 
 
@@ -125,6 +127,7 @@ class TrainConfig:
     log_every: int = 1  # steps between metrics.jsonl lines
     ckpt_every: int = 50  # steps between checkpoints (one is always written at the end)
     evaluate: bool = True  # evaluate the encoder (and a random-init one) when training ends
+    knn_every: int = 0  # epochs between kNN top-1 on the validation split, logged (0: off; needs eval.val_fraction)
 
 
 @dataclass
@@ -135,6 +138,13 @@ class EvalConfig:
     batch_size: int = 16
     knn_k: int = 20
     random_init: bool = True  # also evaluate the same architecture untrained, as a baseline
+    # class groups scored on their own as well (knn_top1_<group>, linear_top1_<group>): {group: [class names]}
+    groups: Dict[str, List[str]] = field(default_factory=dict)
+    # a validation split carved from the train manifest (per class, fixed by val_seed, not by the
+    # run's seed): split=val fits on the rest and scores on it; choose hyperparameters there
+    val_fraction: float = 0.0
+    val_seed: int = 0
+    split: str = "test"  # 'test' (train manifest -> test manifest) or 'val'
 
 
 @dataclass
@@ -252,14 +262,22 @@ def load_config(path: str | None = None, overrides: list[str] = (), schema=Confi
         if not eq or not key:
             raise ConfigError(f"override {item!r} is not of the form key=value")
         _check_list_index(cfg, key, item)
+        try:  # the value is YAML, as in a dotlist
+            parsed = OmegaConf.from_dotlist([f"v={value}"]).v
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override {item!r}: the value is not valid YAML ({str(e).splitlines()[0]}; "
+                              "in a YAML mapping a colon needs a space after it: {a: [x, y]})") from None
         with _named_errors(f"in override {item!r}"):
-            # parse the value as YAML, like a dotlist; update() also reaches list items (data.views.0.frames)
-            OmegaConf.update(cfg, key, OmegaConf.from_dotlist([f"v={value}"]).v, merge=True)
+            OmegaConf.update(cfg, key, parsed, merge=True)  # update() also reaches list items (data.views.0.frames)
     if cfg.train.epochs < 1:
         raise ConfigError(f"train.epochs must be at least 1, got {cfg.train.epochs}")
     for i, view in enumerate(cfg.data.views):
         if view.kind not in VIEW_KINDS:
             raise ConfigError(f"data.views[{i}].kind must be 'segment' or 'interval', got {view.kind!r}")
+    if not 0.0 <= cfg.eval.val_fraction < 1.0:
+        raise ConfigError(f"eval.val_fraction must be in [0, 1), got {cfg.eval.val_fraction}")
+    if (cfg.eval.split == "val" or cfg.train.knn_every > 0) and cfg.eval.val_fraction == 0:
+        raise ConfigError("eval.split=val and train.knn_every need a validation split: set eval.val_fraction, e.g. 0.2")
     for key, allowed in choices().items():
         if OmegaConf.select(cfg, key) not in allowed:
             raise ConfigError(f"{key} must be one of {allowed}, got {OmegaConf.select(cfg, key)!r}")

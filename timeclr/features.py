@@ -1,16 +1,25 @@
 """Frozen-feature evaluation of an encoder: features of every video of a split from the eval
 pipeline (deterministic frame selection, short-side resize, centre crop), scored by
-``timeclr.metrics`` (linear probe, kNN, retrieval R@k). Shared by ``timeclr.evaluate`` and the end
-of ``timeclr.train``.
+``timeclr.metrics`` (linear probe, kNN, retrieval R@k, and each of ``eval.groups`` on its own).
+Shared by ``timeclr.evaluate``, the end of ``timeclr.train`` and its online kNN (``OnlineKNN``).
+
+Splits (``eval.split``): ``test`` fits on the whole train manifest and scores on the test manifest;
+``val`` fits on the train manifest less a validation split and scores on that split. The
+validation split (``validation_split``) takes ``eval.val_fraction`` of each class's videos, drawn
+by ``eval.val_seed`` alone, so every run, seed and variant is validated on the same videos.
+Pretraining itself (no labels) still sees all train videos.
 """
 import copy
 import os
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
 from timeclr.atomic import write_json
-from timeclr.metrics import evaluate_features
+from timeclr.errors import ConfigError
+from timeclr.metrics import evaluate_features, knn_top1
+from timeclr.pipelines.manifest import read_manifest
 from timeclr.pipelines.video import VideoLoader, read_videos
 from timeclr.run import gather_in_order, random_model, to_device
 
@@ -29,12 +38,53 @@ def eval_data_config(cfg):
     return data
 
 
+def validation_split(videos, fraction: float, seed: int = 0) -> tuple[list, list]:
+    """(fit, val): ``round(fraction * n)`` of each class's n videos (at least one while the class
+    keeps one to fit on) drawn by ``seed`` into val, the rest into fit; both in manifest order."""
+    by_label = {}
+    for i, v in enumerate(videos):
+        by_label.setdefault(v.label, []).append(i)
+    val = set()
+    for label, members in by_label.items():
+        k = min(max(1, round(fraction * len(members))), len(members) - 1) if fraction > 0 else 0
+        rng = np.random.default_rng([seed, label])
+        val.update(members[j] for j in rng.permutation(len(members))[:k].tolist())
+    return [v for i, v in enumerate(videos) if i not in val], [v for i, v in enumerate(videos) if i in val]
+
+
+def eval_splits(cfg) -> tuple[list, list, str]:
+    """(videos to fit on, videos to score, what the scored split is) for ``eval.split``."""
+    train_manifest = cfg.eval.train_manifest or cfg.data.manifest
+    if not train_manifest:
+        raise ConfigError("evaluation needs eval.train_manifest or data.manifest (the labelled train videos)")
+    train = read_videos(train_manifest)
+    if cfg.eval.split == "val":
+        fit, val = validation_split(train, cfg.eval.val_fraction, cfg.eval.val_seed)
+        return fit, val, f"validation split ({cfg.eval.val_fraction:.0%} of {train_manifest} per class)"
+    return train, read_videos(cfg.eval.test_manifest), f"test split {cfg.eval.test_manifest}"
+
+
+def group_labels(cfg) -> dict:
+    """``eval.groups`` ({group: [class names]}) as {group: [labels]}, by the train manifest's class list."""
+    if not cfg.eval.groups:
+        return {}
+    _, classes = read_manifest(cfg.eval.train_manifest or cfg.data.manifest)
+    out = {}
+    for group, names in cfg.eval.groups.items():
+        unknown = [n for n in names if n not in classes]
+        if unknown:
+            raise ConfigError(f"eval.groups.{group}: {unknown} are not classes of the manifest (its classes: {classes})")
+        out[group] = [classes.index(n) for n in names]
+    return out
+
+
 @torch.no_grad()
-def extract_features(model, data, manifest, device, desc: str = "features"):
-    """(N, F) encoder features and (N,) labels of every video of ``manifest``, in manifest order.
-    Under DDP each rank extracts its shard and every rank gets them all (``run.gather_in_order``).
-    Rank 0 shows a progress bar named ``desc``."""
-    loader = VideoLoader(data, read_videos(manifest))
+def extract_features(model, data, videos, device, desc: str = "features"):
+    """(N, F) encoder features and (N,) labels of ``videos`` (a list, or a manifest path), in
+    that order. Under DDP each rank extracts its shard and every rank gets them all
+    (``run.gather_in_order``). Rank 0 shows a progress bar named ``desc``. Leaves the model in
+    eval mode."""
+    loader = VideoLoader(data, read_videos(videos) if isinstance(videos, (str, os.PathLike)) else videos)
     feats, labels, order = [], [], []
     model.eval()
     rank0 = not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
@@ -47,21 +97,39 @@ def extract_features(model, data, manifest, device, desc: str = "features"):
 
 
 def evaluate_model(cfg, model, device, name: str = "encoder") -> dict:
-    """The six metrics of ``model``'s frozen features (train split -> test split)."""
+    """The six metrics of ``model``'s frozen features (fit -> scored split of ``eval.split``),
+    and each of ``eval.groups``'s kNN and linear top-1."""
     data = eval_data_config(cfg)
-    train_x, train_y = extract_features(model, data, cfg.eval.train_manifest or cfg.data.manifest, device,
-                                        desc=f"{name}: train-split features")
-    test_x, test_y = extract_features(model, data, cfg.eval.test_manifest, device, desc=f"{name}: test-split features")
-    return evaluate_features(train_x, train_y, test_x, test_y, k=cfg.eval.knn_k)
+    fit, scored, _ = eval_splits(cfg)
+    train_x, train_y = extract_features(model, data, fit, device, desc=f"{name}: train-split features")
+    test_x, test_y = extract_features(model, data, scored, device, desc=f"{name}: {cfg.eval.split}-split features")
+    return evaluate_features(train_x, train_y, test_x, test_y, k=cfg.eval.knn_k, groups=group_labels(cfg))
+
+
+class OnlineKNN:
+    """kNN top-1 on the validation split during pretraining (``train.knn_every``): the eval
+    pipeline's features of the fit and validation videos, k = ``eval.knn_k``. Every rank calls
+    it (each extracts its shard); the model is put back in training mode."""
+
+    def __init__(self, cfg):
+        vcfg = copy.deepcopy(cfg)
+        vcfg.eval.split = "val"
+        self.data, self.k = eval_data_config(vcfg), cfg.eval.knn_k
+        self.fit, self.val, _ = eval_splits(vcfg)
+
+    def __call__(self, model, device) -> float:
+        train_x, train_y = extract_features(model, self.data, self.fit, device, desc="online kNN: fit features")
+        val_x, val_y = extract_features(model, self.data, self.val, device, desc="online kNN: val features")
+        model.train()
+        return knn_top1(train_x, train_y, val_x, val_y, k=self.k)
 
 
 def describe_split(cfg) -> str:
-    """What the numbers are measured on: the test split's size, classes and chance level."""
-    test = read_videos(cfg.eval.test_manifest)
-    train = read_videos(cfg.eval.train_manifest or cfg.data.manifest)
-    classes = len({v.label for v in test})
-    return (f"test split {cfg.eval.test_manifest}: {len(test)} videos, {classes} classes (chance "
-            f"{100 / max(classes, 1):.1f}%); probe and kNN fitted on {len(train)} train-split videos; kNN k={cfg.eval.knn_k}")
+    """What the numbers are measured on: the scored split's size, classes and chance level."""
+    fit, scored, what = eval_splits(cfg)
+    classes = len({v.label for v in scored})
+    return (f"{what}: {len(scored)} videos, {classes} classes (chance {100 / max(classes, 1):.1f}%); "
+            f"probe and kNN fitted on {len(fit)} train-split videos; kNN k={cfg.eval.knn_k}")
 
 
 def print_table(results: dict, about: str = "", saved: str = ""):
@@ -72,6 +140,11 @@ def print_table(results: dict, about: str = "", saved: str = ""):
     print(f"{'encoder':<16}" + "".join(f"{LABELS[k]:>13}" for k in KEYS))
     for name, metrics in results.items():
         print(f"{name:<16}" + "".join(f"{metrics[k]:>13.1f}" for k in KEYS))
+    groups = sorted({k[len("knn_top1_"):] for m in results.values() for k in m if k.startswith("knn_top1_")})
+    if groups:
+        print("per class group (kNN / linear top-1): " + "; ".join(
+            f"{name}: " + ", ".join(f"{g} {m[f'knn_top1_{g}']:.1f}/{m[f'linear_top1_{g}']:.1f}" for g in groups)
+            for name, m in results.items()))
     if saved:
         print(f"(percent; written to {saved})")
 

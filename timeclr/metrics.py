@@ -126,8 +126,9 @@ def _nearest(train_x, test_x, k, chunk_size=None):
 # ---------------------------------------------------------------------------------------------
 
 
-def knn_top1(train_x, train_y, test_x, test_y, k=20, temperature=0.07, num_classes=None, chunk_size=None) -> float:
-    """Top-1 accuracy (%) of a weighted k-nearest-neighbour classifier on cosine similarity.
+def knn_predict(train_x, train_y, test_x, test_y, k=20, temperature=0.07, num_classes=None, chunk_size=None) -> torch.Tensor:
+    """(Nte,) predicted classes of a weighted k-nearest-neighbour classifier on cosine similarity
+    (``knn_top1`` scores them; ``test_y`` is only checked, never used to predict).
 
     DINO's protocol: each test feature finds its k most similar train features, and each
     neighbour votes for its class with weight exp(sim / temperature), so close neighbours count
@@ -149,7 +150,7 @@ def knn_top1(train_x, train_y, test_x, test_y, k=20, temperature=0.07, num_class
     ):
         raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
 
-    correct = torch.zeros(test_y.shape[0], dtype=torch.bool, device=test_y.device)
+    pred = torch.empty(test_y.shape[0], dtype=torch.long, device=test_y.device)
     for start, sims, idx in _nearest(train_x, test_x, k, chunk_size):
         # exp(sim / T) scaled by exp(-max_sim / T): the same ratios between votes, but the
         # nearest neighbour weighs exactly 1, so a small T can neither overflow nor underflow
@@ -157,9 +158,15 @@ def knn_top1(train_x, train_y, test_x, test_y, k=20, temperature=0.07, num_class
         weights = torch.exp((sims - sims[:, :1]) / temperature)  # (B, k)
         votes = torch.zeros(sims.shape[0], num_classes, device=sims.device)  # (B, C)
         votes.scatter_add_(1, train_y[idx], weights)
-        pred = votes.argmax(dim=1)  # first maximum: the lowest class wins a tie
-        correct[start:start + sims.shape[0]] = pred == test_y[start:start + sims.shape[0]]
-    return _percent(correct)
+        pred[start:start + sims.shape[0]] = votes.argmax(dim=1)  # first maximum: the lowest class wins a tie
+    return pred
+
+
+def knn_top1(train_x, train_y, test_x, test_y, k=20, temperature=0.07, num_classes=None, chunk_size=None) -> float:
+    """Top-1 accuracy (%) of ``knn_predict``'s weighted kNN classifier (DINO's protocol; the
+    arguments are ``knn_predict``'s)."""
+    pred = knn_predict(train_x, train_y, test_x, test_y, k, temperature, num_classes, chunk_size)
+    return _percent(pred == test_y.to(pred.device).long())
 
 
 def retrieval_recall(train_x, train_y, test_x, test_y, ks=RETRIEVAL_KS, chunk_size=None) -> dict:
@@ -195,10 +202,18 @@ def retrieval_recall(train_x, train_y, test_x, test_y, ks=RETRIEVAL_KS, chunk_si
     return {k: _percent(first_hit <= k) for k in ks}
 
 
-def linear_probe_top1(
+def linear_probe_top1(train_x, train_y, test_x, test_y, num_classes=None, weight_decay=1e-4, epochs=100,
+                      history_size=10) -> float:
+    """Top-1 accuracy (%) of ``linear_probe_predict``'s classifier (the arguments are its)."""
+    pred = linear_probe_predict(train_x, train_y, test_x, test_y, num_classes, weight_decay, epochs, history_size)
+    return _percent(pred == test_y.to(pred.device).long())
+
+
+def linear_probe_predict(
     train_x, train_y, test_x, test_y, num_classes=None, weight_decay=1e-4, epochs=100, history_size=10
-) -> float:
-    """Top-1 accuracy (%) of a linear classifier fitted on frozen train features.
+) -> torch.Tensor:
+    """(Nte,) classes predicted by a linear classifier fitted on frozen train features
+    (``test_y`` is only checked, never used to predict).
 
     Multinomial logistic regression: features are standardised with the train split's mean and
     std (so one weight decay suits any encoder's feature scale, and L-BFGS sees a well
@@ -249,25 +264,35 @@ def linear_probe_top1(
     with torch.enable_grad():  # callers often evaluate under torch.no_grad()
         opt.step(closure)  # one step runs up to `epochs` iterations
     with torch.no_grad():
-        pred = (x_te @ W + b).argmax(dim=1)
-    return _percent(pred == test_y)
+        return (x_te @ W + b).argmax(dim=1)
 
 
-def evaluate_features(train_x, train_y, test_x, test_y, k=20) -> dict:
+def evaluate_features(train_x, train_y, test_x, test_y, k=20, groups=None) -> dict:
     """Every protocol on one split: the dict the training and eval commands write to eval.json.
 
     Returns percentages under the keys ``linear_top1`` (linear probe), ``knn_top1`` (k-NN with
     ``k`` neighbours, temperature 0.07) and ``retrieval_r1``, ``retrieval_r5``, ``retrieval_r10``,
     ``retrieval_r20`` (retrieval recall at 1, 5, 10, 20). Shapes as in the functions above.
+
+    ``groups`` ({name: [label, ...]}) adds ``knn_top1_<name>`` and ``linear_top1_<name>``: the
+    same classifiers (fitted on every class), scored on the test videos of the group's classes
+    only, so a group's number says how well its classes are told apart from all the others.
     """
     _check_split(train_x, train_y, test_x, test_y)  # fail before any work, with one message
     _check_positive_int("k", k)
     recall = retrieval_recall(train_x, train_y, test_x, test_y, ks=RETRIEVAL_KS)
-    return {
-        "linear_top1": linear_probe_top1(train_x, train_y, test_x, test_y),
-        "knn_top1": knn_top1(train_x, train_y, test_x, test_y, k=k),
-        **{f"retrieval_r{r}": recall[r] for r in RETRIEVAL_KS},
-    }
+    preds = {"linear_top1": linear_probe_predict(train_x, train_y, test_x, test_y),
+             "knn_top1": knn_predict(train_x, train_y, test_x, test_y, k=k)}
+    test_y = test_y.to(preds["knn_top1"].device).long()
+    out = {name: _percent(pred == test_y) for name, pred in preds.items()}
+    out.update({f"retrieval_r{r}": recall[r] for r in RETRIEVAL_KS})
+    for group, labels in (groups or {}).items():
+        member = torch.isin(test_y, torch.as_tensor(list(labels), device=test_y.device))
+        if not member.any():
+            raise ValueError(f"group {group!r}: no test video has one of its labels {list(labels)}")
+        for name, pred in preds.items():
+            out[f"{name}_{group}"] = _percent(pred[member] == test_y[member])
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

@@ -20,8 +20,11 @@ def _pyplot():
 
 
 def plot_loss(metrics_path, png_path, ylabel="NT-Xent loss"):
-    """The loss of every logged step of ``metrics.jsonl`` (and a moving average) as ``png_path``."""
-    rows = [json.loads(line) for line in open(metrics_path)]
+    """The loss of every logged step of ``metrics.jsonl`` (and a moving average) as ``png_path``,
+    with the online kNN top-1 on the validation split on a second axis when the run logged it."""
+    every = [json.loads(line) for line in open(metrics_path)]
+    rows = [r for r in every if "loss" in r]
+    knn = [r for r in every if "val_knn_top1" in r]
     if not rows:
         return
     plt = _pyplot()
@@ -32,10 +35,15 @@ def plot_loss(metrics_path, png_path, ylabel="NT-Xent loss"):
     if w > 1:
         smooth = [sum(loss[max(0, i - w + 1):i + 1]) / len(loss[max(0, i - w + 1):i + 1]) for i in range(len(loss))]
         ax.plot(steps, smooth, lw=1.5, label=f"mean of {w} steps")
-    ax.legend()
+    ax.legend(loc="upper left")
     ax.set_xlabel("step")
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
+    if knn:
+        ax2 = ax.twinx()
+        ax2.plot([r["step"] for r in knn], [r["val_knn_top1"] for r in knn], "o-", color="C3", label="val kNN top-1")
+        ax2.set_ylabel("kNN top-1 on the validation split (%)", color="C3")
+        ax2.legend(loc="upper right")
     fig.tight_layout()
     with atomic_path(png_path) as tmp:
         fig.savefig(tmp, dpi=100)

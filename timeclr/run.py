@@ -334,7 +334,8 @@ def due(step: int, every: int, total: int) -> bool:
 def _postfix(row: dict) -> dict:
     """The progress bar's short form of a log row."""
     formats = {"loss": ("loss", "{:.3f}"), "train_top1": ("acc", "{:.0f}%"), "lr": ("lr", "{:.2e}"),
-               "clips_per_s": ("clips_s", "{:.1f}"), "data_wait": ("wait", "{:.0%}")}
+               "clips_per_s": ("clips_s", "{:.1f}"), "data_wait": ("wait", "{:.0%}"),
+               "val_knn_top1": ("val_knn", "{:.1f}%")}
     return {name: fmt.format(row[key]) for key, (name, fmt) in formats.items() if key in row}
 
 
@@ -408,6 +409,13 @@ class Loop:
         self.bar.set_postfix(_postfix(row))
         self.wait = self.busy = 0.0
         return row
+
+    def log_extra(self, values: dict):
+        """Log ``values`` (e.g. the online kNN) as a row of their own at this step; the time they
+        took counts neither as a step nor as waiting for data."""
+        self.log.log({"step": self.step, "epoch": self.step // len(self.loader), **values})
+        self.bar.set_postfix(_postfix(values))
+        self.t_last = time.perf_counter()
 
     def close(self):
         self.bar.close()

@@ -20,7 +20,7 @@ def train(cfg) -> dict:
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     from timeclr import objectives, run
-    from timeclr.features import evaluate_run
+    from timeclr.features import OnlineKNN, evaluate_run
     from timeclr.models import build_model
     from timeclr.optim import build_optimizer, lr_at
     from timeclr.pipelines.video import VideoLoader, read_videos
@@ -51,12 +51,16 @@ def train(cfg) -> dict:
     loop = run.Loop(cfg, model, optimizer, loader, device, rank, world)
     net = DDP(model) if world > 1 else model
     loss_fn = objectives.contrastive(cfg.train, device, world)
+    knn = OnlineKNN(cfg) if cfg.train.knn_every else None  # representation quality while training
+    knn_steps = cfg.train.knn_every * len(loader)
 
-    # -- loop: no host sync except at log and checkpoint steps
+    # -- loop: no host sync except at log and checkpoint steps (and the online kNN's epochs)
     for batch in loop:
         lr = lr_at(loop.step, loop.total, cfg.train)
         loss, _ = run.train_step(net, optimizer, loss_fn, batch, lr, cfg.train.grad_clip)
         loop.end_step(loss, batch, lr, lambda: {"loss": loss.item(), "lr": lr})
+        if knn and loop.step % knn_steps == 0:
+            loop.log_extra({"val_knn_top1": knn(model, device)})
 
     # -- outputs: loss curve, evaluation of the encoder against the same encoder untrained
     results = {}
