@@ -94,6 +94,7 @@ VARIANTS = {
     "interval": "2 interval views (CVRL-style clips)",
     "segment": "2 segment views (VCLR-style global)",
     "timeclr": "segment + interval (TimeCLR)",
+    "timeclr4": "2 segment + 2 interval (V = 4)",
 }
 FRAMES = 8
 INTERVAL_STRIDES = [1, 2, 3]
@@ -127,10 +128,12 @@ def variant_views(cfg, variant):
     elif variant == "segment":
         for v in views:
             v.update(kind="segment", frames=FRAMES)
-    elif variant == "timeclr":
+    elif variant in ("timeclr", "timeclr4"):
         if sorted(v["kind"] for v in views) != ["interval", "segment"]:
             raise SystemExit(f"ablation: the config's views are {[v['kind'] for v in views]}, "
                              "not TimeCLR's segment + interval")
+        if variant == "timeclr4":  # one multi-positive NT-Xent over all four: 3 positives per view
+            views = [copy.deepcopy(v) for v in views + views]
     else:
         raise ValueError(f"unknown variant {variant!r}")
     return views
@@ -147,19 +150,22 @@ def eval_view(cfg, kind="segment"):
     return {**view, "kind": "segment", "frames": FRAMES}
 
 
-def eval_file(kind):
-    """The primary protocol (segment) writes eval.json, the secondary one eval_interval.json."""
-    return "eval.json" if kind == "segment" else f"eval_{kind}.json"
+def eval_file(kind, split="test"):
+    """The primary protocol (segment view, test split) writes eval.json, the others
+    eval_interval.json, eval_val.json, eval_interval_val.json."""
+    parts = [p for p in ("eval", "" if kind == "segment" else kind, "" if split == "test" else split) if p]
+    return "_".join(parts) + ".json"
 
 
-def protocol(cfg, kind="segment"):
+def protocol(cfg, kind="segment", split="test"):
     """What the evaluation depends on, stored in each eval.json: a changed protocol re-evaluates."""
     v = eval_view(cfg, kind)
     keys = ("kind", "frames", "crop_size") + (("strides",) if kind == "interval" else ())
     return {"view": {k: v[k] for k in keys}, "short_side": cfg.data.short_side,
             "knn_k": cfg.eval.knn_k, "batch_size": cfg.eval.batch_size,
             "train_manifest": os.path.basename(cfg.eval.train_manifest or cfg.data.manifest),
-            "test_manifest": os.path.basename(cfg.eval.test_manifest)}
+            "test_manifest": os.path.basename(cfg.eval.test_manifest), "split": split,
+            "val": [cfg.eval.val_fraction, cfg.eval.val_seed], "groups": OmegaConf.to_container(cfg.eval.groups)}
 
 
 def run_dir(root, variant, seed, epochs, default_epochs):
@@ -176,11 +182,13 @@ def variant_config(base, variant, seed, epochs, out_dir):
     return cfg
 
 
-def eval_config(cfg, checkpoint="", kind="segment"):
-    """``cfg`` with the common eval view as its only view (eval.view = 0), no random-init baseline."""
+def eval_config(cfg, checkpoint="", kind="segment", split="test"):
+    """``cfg`` with the common eval view as its only view (eval.view = 0), scored on ``split``,
+    no random-init baseline."""
     ecfg = copy.deepcopy(cfg)
     ecfg.data.views = [ViewConfig(**eval_view(cfg, kind))]
     ecfg.eval.view = 0
+    ecfg.eval.split = split
     ecfg.eval.random_init = False
     ecfg.checkpoint = str(checkpoint)
     return ecfg
@@ -236,22 +244,22 @@ def run_variant(base, variant, seed, epochs, args):
     """Train (or resume) one run, evaluate it with the common protocol; returns its row."""
     out_dir = run_dir(args.out_root, variant, seed, epochs, base.train.epochs)
     cfg = variant_config(base, variant, seed, epochs, out_dir)
-    kind = args.eval_view
-    eval_json = out_dir / eval_file(kind)
+    kind, split = args.eval_view, args.split
+    eval_json = out_dir / eval_file(kind, split)
     row = dict(kind="run", variant=variant, seed=seed, epochs=epochs, out_dir=os.path.relpath(out_dir, REPO))
     check_same_run(cfg)
     if eval_json.exists():
         done = json.load(open(eval_json))
-        if done.get("protocol") == protocol(cfg, kind) and "pretrained" in done:
+        if done.get("protocol") == protocol(cfg, kind, split) and "pretrained" in done:
             print(f"[{variant} seed {seed}] done before: {eval_json}", flush=True)
             return finish_row(row, done, status="reused")
     primary = out_dir / eval_file("segment")
-    if kind != "segment" and primary.exists():  # trained already: only the secondary evaluation is missing
+    if (kind, split) != ("segment", "test") and primary.exists():  # trained already: only this evaluation is missing
         done = {k: v for k, v in json.load(open(primary)).items() if k not in ("pretrained", "protocol")}
-        ecfg = eval_config(cfg, out_dir / CHECKPOINT, kind)
+        ecfg = eval_config(cfg, out_dir / CHECKPOINT, kind, split)
         t0 = time.perf_counter()
         done.update(pretrained=evaluate_model(ecfg, load_trained(ecfg, ecfg.checkpoint), device()),
-                    protocol=protocol(cfg, kind), eval_seconds=round(time.perf_counter() - t0, 1))
+                    protocol=protocol(cfg, kind, split), eval_seconds=round(time.perf_counter() - t0, 1))
         write_json(eval_json, done)
         print(f"[{variant} seed {seed}] {kind} eval: kNN {done['pretrained']['knn_top1']:.1f}  "
               f"linear {done['pretrained']['linear_top1']:.1f}", flush=True)
@@ -264,11 +272,11 @@ def run_variant(base, variant, seed, epochs, args):
     train(cfg)
     train_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    ecfg = eval_config(cfg, out_dir / CHECKPOINT, kind)
+    ecfg = eval_config(cfg, out_dir / CHECKPOINT, kind, split)
     metrics = evaluate_model(ecfg, load_trained(ecfg, ecfg.checkpoint), device())
     eval_s = time.perf_counter() - t0
     clips_per_s, final_loss = read_metrics(out_dir)
-    done = {"pretrained": metrics, "protocol": protocol(cfg, kind), "train_seconds": round(train_s, 1),
+    done = {"pretrained": metrics, "protocol": protocol(cfg, kind, split), "train_seconds": round(train_s, 1),
             "eval_seconds": round(eval_s, 1), "clips_per_s": clips_per_s, "final_loss": final_loss,
             "load_start": round(load_start, 2), "load_end": round(os.getloadavg()[0], 2),
             "views": OmegaConf.to_container(cfg.data.views)}
@@ -287,18 +295,19 @@ def run_random_init(base, seed, args):
     cfg = copy.deepcopy(base)
     cfg.train.seed = cfg.data.seed = seed
     cfg.out_dir = str(out_dir)
-    kind = args.eval_view
-    eval_json = out_dir / eval_file(kind)
+    kind, split = args.eval_view, args.split
+    eval_json = out_dir / eval_file(kind, split)
     row = dict(kind="run", variant="random_init", seed=seed, epochs=0, out_dir=os.path.relpath(out_dir, REPO))
     if eval_json.exists():
         done = json.load(open(eval_json))
-        if done.get("protocol") == protocol(cfg, kind) and "pretrained" in done:
+        if done.get("protocol") == protocol(cfg, kind, split) and "pretrained" in done:
             return finish_row(row, done, status="reused")
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    ecfg = eval_config(cfg, kind=kind)
+    ecfg = eval_config(cfg, kind=kind, split=split)
     metrics = evaluate_model(ecfg, random_model(ecfg, device()), device())
-    done = {"pretrained": metrics, "protocol": protocol(cfg, kind), "eval_seconds": round(time.perf_counter() - t0, 1)}
+    done = {"pretrained": metrics, "protocol": protocol(cfg, kind, split),
+            "eval_seconds": round(time.perf_counter() - t0, 1)}
     write_json(eval_json, done)
     print(f"[random init seed {seed}] kNN {metrics['knn_top1']:.1f}  linear {metrics['linear_top1']:.1f}  "
           f"R@1 {metrics['retrieval_r1']:.1f}", flush=True)
@@ -316,15 +325,36 @@ def finish_row(row, done, status):
     return row
 
 
+def group_metrics(rows) -> list:
+    """The per-group keys the runs have (``knn_top1_<group>``, ``linear_top1_<group>``), in order."""
+    keys = dict.fromkeys(k for r in rows for k in r if k.startswith(("knn_top1_", "linear_top1_"))
+                         and not k.endswith(("_margin", "_std", "_ci95")))
+    return sorted(keys, key=lambda k: (not k.startswith("knn"), k))
+
+
+def groups_of(rows) -> list:
+    return [k[len("knn_top1_"):] for k in group_metrics(rows) if k.startswith("knn_top1_")]
+
+
 def summarise(rows):
-    """One summary row per variant (and random init): mean and sample std over its seeds."""
+    """One summary row per variant (and random init): mean, sample std and the 95 % t interval
+    over its seeds, and each group's margin over random init (the mean of the per-seed margins:
+    random init is seeded like the variant)."""
     out = []
+    extra = group_metrics(rows)
     for variant in dict.fromkeys(r["variant"] for r in rows):
         runs = [r for r in rows if r["variant"] == variant and r.get("knn_top1") is not None]
         if not runs:
             continue
+        for r in runs:  # margins over the untrained network of the same seed
+            base = next((b for b in rows if b["variant"] == "random_init" and b["seed"] == r["seed"]), None)
+            if base is not None and variant != "random_init":
+                for k in ["knn_top1"] + [g for g in extra if g.startswith("knn_top1_")]:
+                    if r.get(k) is not None and base.get(k) is not None:
+                        r[f"{k}_margin"] = r[k] - base[k]
+        margins = [k for k in dict.fromkeys(k for r in runs for k in r if k.endswith("_margin"))]
         out.append(dict(kind="summary", variant=variant, seed="", epochs=runs[0]["epochs"], n=len(runs), status="",
-                        **mean_std(runs, METRICS + ["train_s", "clips_per_s", "final_loss"])))
+                        **mean_std(runs, METRICS + extra + margins + ["train_s", "clips_per_s", "final_loss"])))
     return out
 
 
@@ -359,10 +389,16 @@ def metadata(args, base, epochs, load):
 # report: tables, CSV, plot
 # ---------------------------------------------------------------------------------------------
 
-COLUMNS = ["kind", "variant", "seed", "epochs", "n", "status"] + \
-    [c for m in METRICS for c in (m, f"{m}_std")] + \
-    ["train_s", "train_s_std", "clips_per_s", "clips_per_s_std", "final_loss", "final_loss_std",
-     "load_start", "load_end", "out_dir"]
+def columns(rows) -> list:
+    """The CSV's columns: each metric (overall, then per group, then margins over random init)
+    with its std and 95 % interval, then the run's bookkeeping."""
+    metrics = METRICS + group_metrics(rows)
+    margins = [k for k in dict.fromkeys(k for r in rows for k in r if k.endswith("_margin") and not k.endswith(
+        ("_std", "_ci95")))]
+    return (["kind", "variant", "seed", "epochs", "n", "status"]
+            + [c for m in metrics + margins for c in (m, f"{m}_std", f"{m}_ci95")]
+            + ["train_s", "train_s_std", "clips_per_s", "clips_per_s_std", "final_loss", "final_loss_std",
+               "load_start", "load_end", "out_dir"])
 
 
 def _f(v, fmt="{:.1f}"):
@@ -380,15 +416,22 @@ def report(rows, summary, meta, args):
                   _f(r.get("train_s"), "{:.0f}"), _f(r.get("clips_per_s"), "{:.0f}"), _f(r.get("final_loss"), "{:.3f}"),
                   "-" if r.get("load_start") is None else f"{r['load_start']:.2f}/{r['load_end']:.2f}"]
                  for r in rows])
-    print("\nmean ± std over seeds (%):")
+    print("\nmean ± std over seeds (%), [95 % interval of the mean]:")
     print_table(["variant", "n", *[h for _, h in SHOWN]],
-                [[s["variant"], str(s["n"]), *[f"{s[k]:.1f} ± {s[f'{k}_std']:.1f}" for k, _ in SHOWN]]
-                 for s in summary])
+                [[s["variant"], str(s["n"]), *[f"{s[k]:.1f} ± {s[f'{k}_std']:.1f} [±{s[f'{k}_ci95']:.1f}]"
+                                               for k, _ in SHOWN]] for s in summary])
+    groups = groups_of(rows)
+    if groups:
+        print("\nkNN top-1 per class group, mean [95 % interval] (margin over random init of the same seeds):")
+        print_table(["variant", *groups],
+                    [[s["variant"], *[f"{s[f'knn_top1_{g}']:.1f} [±{s[f'knn_top1_{g}_ci95']:.1f}]"
+                                      + (f" ({s[f'knn_top1_{g}_margin']:+.1f})" if f"knn_top1_{g}_margin" in s else "")
+                                      for g in groups]] for s in summary])
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = out / ("ablation" + (f"_{args.tag}" if args.tag else ""))
-    write_csv(f"{stem}.csv", meta, COLUMNS, rows + summary)
+    write_csv(f"{stem}.csv", meta, columns(rows + summary), rows + summary)
     plot(rows, summary, meta, f"{stem}.png")
     print(f"\nwrote {stem}.csv and {stem}.png")
 
@@ -401,9 +444,11 @@ def plot(rows, summary, meta, path):
     import matplotlib.pyplot as plt
 
     names = [s["variant"] for s in summary]
-    colors = {"interval": "C0", "segment": "C1", "timeclr": "C3", "random_init": "0.6"}
+    colors = {"interval": "C0", "segment": "C1", "timeclr": "C3", "timeclr4": "C4", "random_init": "0.6"}
     width = 0.8 / max(1, len(names))
-    fig, ax = plt.subplots(figsize=(8.5, 5))
+    groups = groups_of(rows)
+    fig, axes = plt.subplots(1, 2 if groups else 1, figsize=(15 if groups else 8.5, 5), squeeze=False)
+    ax = axes[0][0]
     for i, s in enumerate(summary):
         xs = [g + (i - (len(names) - 1) / 2) * width for g in range(len(SHOWN))]
         label = VARIANTS.get(s["variant"], "random init (untrained)") + f", n={s['n']}"
@@ -422,6 +467,20 @@ def plot(rows, summary, meta, path):
     ax.text(len(SHOWN) - 0.5, 100 / 8 + 1, "chance", fontsize=7, color="0.4", ha="right")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=7, loc="upper center", ncol=2)  # above the bars (the axis runs to 122 %)
+    if groups:
+        ax = axes[0][1]
+        for i, s in enumerate(summary):
+            xs = [g + (i - (len(names) - 1) / 2) * width for g in range(len(groups))]
+            keys = [f"knn_top1_{g}" for g in groups]
+            ax.bar(xs, [s[k] for k in keys], width * 0.9, yerr=[s[f"{k}_ci95"] for k in keys], capsize=3,
+                   color=colors.get(s["variant"], f"C{i}"), alpha=0.85)
+            for x, k in zip(xs, keys):
+                pts = [r[k] for r in rows if r["variant"] == s["variant"] and r.get(k) is not None]
+                ax.plot([x] * len(pts), pts, "k.", ms=4)
+        ax.set_xticks(range(len(groups)), groups)
+        ax.set_ylabel("kNN top-1 % per class group (bars: 95 % interval of the mean)")
+        ax.set_ylim(0, 105)
+        ax.grid(axis="y", alpha=0.3)
     save_figure(fig, "TimeCLR view ablation, synthetic motion set", meta, path)
 
 
@@ -441,6 +500,10 @@ def parse_args():
                    help="the eval protocol's view (default segment: eval.json). 'interval' (8 consecutive frames, "
                    "centred) is a secondary protocol: trained runs are only re-evaluated (eval_interval.json), "
                    "outputs tagged 'eval-interval'")
+    p.add_argument("--split", choices=("test", "val"), default="test",
+                   help="score on the test split (the final tables) or on the validation split carved from the "
+                   "train videos (eval.val_fraction; every choice is made there): trained runs are re-evaluated, "
+                   "outputs tagged 'val'")
     p.add_argument("--no-random-init", action="store_true", help="skip the random-init baseline")
     p.add_argument("--out-root", default=str(REPO / "runs" / "ablation"), help="where the run folders go")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results"), help="where the CSV and PNG go")
@@ -455,7 +518,8 @@ def parse_args():
     args.seed_list = list(range(args.seeds or (1 if args.quick else 3)))
     if args.tag is None:
         args.tag = "_".join(t for t in ("quick" if args.quick else "",
-                                         "eval-interval" if args.eval_view == "interval" else "") if t)
+                                         "eval-interval" if args.eval_view == "interval" else "",
+                                         "val" if args.split == "val" else "") if t)
     return args
 
 

@@ -54,16 +54,25 @@ def wait_for_quiet(max_load: float, max_wait: int):
     return first, load, waited
 
 
+# Student's t, two-sided 95 %, by degrees of freedom (n - 1): the half-width of a 95 % interval
+# of a mean of n runs is T95[n - 1] * std / sqrt(n); beyond the table, the normal 1.96
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
+
+
 def mean_std(runs: list, keys) -> dict:
-    """``{key: mean, key_std: sample std}`` over the runs that have ``key`` (std 0 for one run)."""
+    """``{key: mean, key_std: sample std, key_ci95: half-width of the 95 % t interval of the
+    mean}`` over the runs that have ``key`` (std and interval 0 for one run)."""
+    import math
     import statistics
 
     out = {}
     for key in keys:
         values = [r[key] for r in runs if r.get(key) is not None]
         if values:
+            n = len(values)
             out[key] = statistics.fmean(values)
-            out[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+            out[f"{key}_std"] = statistics.stdev(values) if n > 1 else 0.0
+            out[f"{key}_ci95"] = T95.get(n - 1, 1.96) * out[f"{key}_std"] / math.sqrt(n) if n > 1 else 0.0
     return out
 
 
