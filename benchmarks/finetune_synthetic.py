@@ -19,7 +19,17 @@ What runs
    ``finetune.test_crops`` crops, softmax averaged): top-1, top-5, mean per-class accuracy, and the
    mean top-1 of a single view.
 
-Runs live in ``runs/finetune_synthetic/<init>-seed<k>`` (``-e<N>`` with ``--epochs``). A run whose
+4. Label fractions (``--label-fractions``, default 1, 0.1, 0.01): fine-tuning sees a
+   class-balanced subset of the train split, ``max(1, round(f * n))`` videos of each class's n
+   (drawn once by ``SUBSET_SEED``, the same for every seed and init), listed in a manifest beside
+   the full one with each chosen video repeated to the full manifest's length, so a run takes as
+   many steps of the same batch size as at 100 %: the same budget. Below 100 % only the config's
+   budget runs. Pretraining, which needs no labels, still saw every train video.
+5. ``--pretrained-pattern runs/ablation/timeclr-seed{seed}/checkpoint.pt`` fine-tunes seed k
+   from the pretraining run of seed k (the ablation's TimeCLR runs), so the spread includes the
+   pretraining's; by default every seed starts from the one checkpoint of step 1.
+
+Runs live in ``runs/finetune_synthetic/<init>-seed<k>`` (``-l<percent>`` below 100 %, ``-e<N>`` with ``--epochs``). A run whose
 ``finetune.json`` exists and whose saved config matches is reused; an interrupted one resumes
 (``timeclr.finetune`` does that), so the script can be stopped and rerun.
 
@@ -59,6 +69,7 @@ from timeclr.synthetic import prepare_synthetic
 from timeclr.train import train
 
 REPO = Path(__file__).resolve().parent.parent
+SUBSET_SEED = 0
 INITS = {"pretrained": "TimeCLR-pretrained (synthetic.yaml)", "random": "random init (same network)"}
 METRICS = [("top1", "top-1"), ("top5", "top-5"), ("mean_class_accuracy", "mean class"),
            ("single_view_top1", "1-view top-1")]
@@ -87,7 +98,7 @@ def with_defaults(cfg):
 
 PRETRAIN_KEYS = ("model", "train", "data.views", "data.batch_size", "data.seed", "data.short_side", "synthetic")
 FINETUNE_KEYS = ("model", "train", "finetune", "data.views", "data.batch_size", "data.seed", "data.short_side",
-                 "eval.batch_size", "synthetic")
+                 "data.manifest", "checkpoint", "eval.batch_size", "synthetic")
 
 
 def differences(saved, wanted, keys) -> list[str]:
@@ -125,17 +136,51 @@ def pretrained_checkpoint(args) -> Path:
     return path
 
 
-def run_dir(args, init, seed, epochs, default_epochs):
-    return Path(args.out_root) / (f"{init}-seed{seed}" + ("" if epochs == default_epochs else f"-e{epochs}"))
+def labelled_manifest(manifest, fraction: float) -> str:
+    """The manifest of a class-balanced ``fraction`` of ``manifest``'s videos (see the module
+    docstring, item 4), written beside it with its class list; ``manifest`` itself at 1."""
+    if fraction >= 1:
+        return str(manifest)
+    import csv
+    import shutil
+
+    import numpy as np
+
+    manifest = Path(manifest)
+    out = manifest.with_name(f"{manifest.stem}_labels{fraction:g}.csv")
+    with open(manifest, newline="") as f:
+        reader = csv.DictReader(f)
+        header, rows = reader.fieldnames, list(reader)
+    chosen = []
+    for label in sorted({r["label"] for r in rows}, key=int):
+        members = [r for r in rows if r["label"] == label]
+        k = max(1, round(fraction * len(members)))
+        picks = np.random.default_rng([SUBSET_SEED, int(label)]).permutation(len(members))[:k]
+        chosen += [members[i] for i in sorted(picks.tolist())]
+    repeated = [chosen[i % len(chosen)] for i in range(len(rows))]  # the full length: the same steps per epoch
+    with open(out, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=header)
+        writer.writeheader()
+        writer.writerows(repeated)
+    shutil.copyfile(manifest.with_suffix(".classes.txt"), out.with_suffix(".classes.txt"))
+    return str(out)
 
 
-def run_one(args, init, seed, epochs, checkpoint, default_epochs):
+def run_dir(args, init, seed, epochs, default_epochs, fraction=1.0):
+    return Path(args.out_root) / (f"{init}-seed{seed}" + ("" if fraction >= 1 else f"-l{100 * fraction:g}")
+                                  + ("" if epochs == default_epochs else f"-e{epochs}"))
+
+
+def run_one(args, init, seed, epochs, checkpoint, default_epochs, fraction=1.0, manifest=None):
     """Fine-tune (or reuse / resume) one run and test it; returns its row."""
-    out_dir = run_dir(args, init, seed, epochs, default_epochs)
+    out_dir = run_dir(args, init, seed, epochs, default_epochs, fraction)
+    checkpoint = str(checkpoint).format(seed=seed)
+    extra = [f"data.manifest={manifest}"] if manifest else []
     cfg = absolute(load_config(args.config, [f"out_dir={out_dir}", f"train.seed={seed}", f"data.seed={seed}",
-                                             f"train.epochs={epochs}",
+                                             f"train.epochs={epochs}", *extra,
                                              f"checkpoint={checkpoint if init == 'pretrained' else 'random'}"]))
-    row = dict(kind="run", init=init, seed=seed, epochs=epochs, out_dir=os.path.relpath(out_dir, REPO))
+    row = dict(kind="run", init=init, seed=seed, epochs=epochs, labels=fraction,
+               out_dir=os.path.relpath(out_dir, REPO))
     saved = out_dir / "config.yaml"
     if saved.exists():
         diff = differences(OmegaConf.load(saved), cfg, FINETUNE_KEYS)
@@ -159,10 +204,17 @@ def run_one(args, init, seed, epochs, checkpoint, default_epochs):
     return finish(row, results, out_dir, status="resumed" if resumed else "ok")
 
 
+def group_names() -> dict:
+    """The pretraining config's class groups (``eval.groups`` of synthetic.yaml)."""
+    return OmegaConf.to_container(load_config(str(REPO / "pipelines" / "synthetic.yaml")).eval.groups)
+
+
 def finish(row, done, out_dir, status):
     metrics = [json.loads(line) for line in open(out_dir / "metrics.jsonl")]
     last_epoch = [m["loss"] for m in metrics if m["epoch"] == metrics[-1]["epoch"]]
     row.update({k: done[k] for k, _ in METRICS})
+    for group, names in group_names().items():  # the test split is class-balanced: the mean of its classes'
+        row[f"top1_{group}"] = statistics.fmean(done["per_class"][n] for n in names)
     row.update(status=status + ("+resumed" if status == "reused" and done.get("resumed") else ""),
                seconds=done.get("seconds"), test_seconds=done.get("test_seconds"),
                clips_per_s=statistics.median(m["clips_per_s"] for m in metrics),
@@ -172,15 +224,17 @@ def finish(row, done, out_dir, status):
 
 
 def summarise(rows):
-    """Mean and sample std over the seeds, one row per (budget, init)."""
+    """Mean, sample std and 95 % interval over the seeds, one row per (labels, budget, init)."""
     out = []
-    for epochs in dict.fromkeys(r["epochs"] for r in rows):
-        for init in INITS:
-            runs = [r for r in rows if r["init"] == init and r["epochs"] == epochs]
-            if not runs:
-                continue
-            out.append(dict(kind="summary", init=init, seed="", epochs=epochs, n=len(runs), status="",
-                            **mean_std(runs, [k for k, _ in METRICS] + ["seconds", "clips_per_s", "final_loss"])))
+    for fraction in dict.fromkeys(r["labels"] for r in rows):
+        for epochs in dict.fromkeys(r["epochs"] for r in rows):
+            for init in INITS:
+                runs = [r for r in rows if r["init"] == init and r["epochs"] == epochs and r["labels"] == fraction]
+                if not runs:
+                    continue
+                out.append(dict(kind="summary", init=init, seed="", epochs=epochs, labels=fraction, n=len(runs),
+                                status="", **mean_std(runs, [k for k, _ in METRICS] + GROUP_KEYS()
+                                                      + ["seconds", "clips_per_s", "final_loss"])))
     return out
 
 
@@ -202,7 +256,9 @@ def metadata(args, cfg, checkpoint, load_start, wall):
         "DALI": nvidia.dali.__version__,
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "config": args.config,
-        "pretrained checkpoint": os.path.relpath(checkpoint, REPO),
+        "pretrained checkpoint": str(checkpoint) if "{seed}" in str(checkpoint) else os.path.relpath(checkpoint, REPO),
+        "labels": ", ".join(f"{f:.0%}" for f in args.label_fractions) + f" of the train split (class-balanced, "
+                  f"subset seed {SUBSET_SEED}, repeated to the full length: the same steps)",
         "budget": f"{' or '.join(map(str, args.epochs))} epochs x {cfg.data.batch_size} clips/batch, "
                   f"{cfg.model.backbone} backbone, {cfg.train.optimizer} lr {cfg.train.lr:g} "
                   f"(backbone x{ft.backbone_lr:g}, layer decay {ft.layer_decay:g}), dropout {ft.dropout:g}, "
@@ -216,8 +272,12 @@ def metadata(args, cfg, checkpoint, load_start, wall):
     }
 
 
-COLUMNS = ["kind", "init", "seed", "epochs", "n", "status"] + \
-    [c for k, _ in METRICS for c in (k, f"{k}_std")] + \
+def GROUP_KEYS():  # noqa: N802 -- a constant that needs the config
+    return [f"top1_{g}" for g in group_names()]
+
+
+COLUMNS = ["kind", "init", "seed", "labels", "epochs", "n", "status"] + \
+    [c for k in [k for k, _ in METRICS] + GROUP_KEYS() for c in (k, f"{k}_std", f"{k}_ci95")] + \
     ["seconds", "seconds_std", "clips_per_s", "clips_per_s_std", "final_loss", "final_loss_std", "test_seconds",
      "load_start", "load_end", "out_dir"]
 
@@ -227,14 +287,21 @@ def report(rows, summary, meta, args):
     for k, v in meta.items():
         print(f"# {k}: {v}")
     print("\nruns:")
-    print_table(["init", "seed", "epochs", "status", *[h for _, h in METRICS], "s", "clips/s", "last loss"],
-                [[r["init"], str(r["seed"]), str(r["epochs"]), r["status"], *[f"{r[k]:.1f}" for k, _ in METRICS],
+    print_table(["init", "seed", "labels", "epochs", "status", *[h for _, h in METRICS], "s", "clips/s", "last loss"],
+                [[r["init"], str(r["seed"]), f"{r['labels']:.0%}", str(r["epochs"]), r["status"],
+                  *[f"{r[k]:.1f}" for k, _ in METRICS],
                   "-" if r.get("seconds") is None else f"{r['seconds']:.0f}", f"{r['clips_per_s']:.0f}",
                   f"{r['final_loss']:.3f}"] for r in rows])
-    print("\nmean ± std over seeds (%, synthetic test split):")
-    print_table(["init", "epochs", "n", *[h for _, h in METRICS], "s per run"],
-                [[s["init"], str(s["epochs"]), str(s["n"]), *[f"{s[k]:.1f} ± {s[f'{k}_std']:.1f}" for k, _ in METRICS],
+    print("\nmean ± std [95 % interval] over seeds (%, synthetic test split):")
+    print_table(["init", "labels", "epochs", "n", *[h for _, h in METRICS], "s per run"],
+                [[s["init"], f"{s['labels']:.0%}", str(s["epochs"]), str(s["n"]),
+                  *[f"{s[k]:.1f} ± {s[f'{k}_std']:.1f} [±{s[f'{k}_ci95']:.1f}]" for k, _ in METRICS],
                   "-" if s.get("seconds") is None else f"{s['seconds']:.0f}"] for s in summary])
+    groups = list(group_names())
+    print("\ntop-1 per class group, mean [95 % interval] over seeds (%):")
+    print_table(["init", "labels", "epochs", *groups],
+                [[s["init"], f"{s['labels']:.0%}", str(s["epochs"]),
+                  *[f"{s[f'top1_{g}']:.1f} [±{s[f'top1_{g}_ci95']:.1f}]" for g in groups]] for s in summary])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = out / ("finetune_synthetic" + (f"_{args.tag}" if args.tag else ""))
@@ -250,17 +317,20 @@ def plot(rows, summary, meta, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    budgets = list(dict.fromkeys(s["epochs"] for s in summary))
-    shades = {"pretrained": ["#f4a582", "#d6604d", "#b2182b"], "random": ["#d9d9d9", "#a6a6a6", "#737373"]}
+    settings = list(dict.fromkeys((s["labels"], s["epochs"]) for s in summary))
+    shades = {"pretrained": ["#fddbc7", "#f4a582", "#d6604d", "#b2182b"],
+              "random": ["#f0f0f0", "#d9d9d9", "#a6a6a6", "#737373"]}
     width = 0.8 / max(1, len(summary))
-    fig, ax = plt.subplots(figsize=(9, 4.8))
+    fig, ax = plt.subplots(figsize=(11, 4.8))
     for i, s in enumerate(summary):
         xs = [g + (i - (len(summary) - 1) / 2) * width for g in range(len(METRICS))]
-        shade = shades[s["init"]][min(budgets.index(s["epochs"]) + 3 - len(budgets), 2)]
+        shade = shades[s["init"]][min(settings.index((s["labels"], s["epochs"])) + 4 - len(settings), 3)]
         ax.bar(xs, [s[k] for k, _ in METRICS], width * 0.9, yerr=[s[f"{k}_std"] for k, _ in METRICS], capsize=3,
-               color=shade, label=f"{INITS[s['init']]}, {s['epochs']} epochs, n={s['n']}")
+               color=shade, edgecolor="0.3", lw=0.3,
+               label=f"{INITS[s['init']]}, {s['labels']:.0%} labels, {s['epochs']} epochs, n={s['n']}")
         for x, (k, _) in zip(xs, METRICS):
-            pts = [r[k] for r in rows if r["init"] == s["init"] and r["epochs"] == s["epochs"]]
+            pts = [r[k] for r in rows if r["init"] == s["init"] and r["epochs"] == s["epochs"]
+                   and r["labels"] == s["labels"]]
             ax.plot([x] * len(pts), pts, "k.", ms=4)
             ax.text(x, s[k] + s[f"{k}_std"] + 0.8, f"{s[k]:.1f}", ha="center", fontsize=7)
     ax.set_xticks(range(len(METRICS)), [h for _, h in METRICS])
@@ -282,6 +352,11 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0 .. N-1 for each init")
     parser.add_argument("--epochs", type=int, nargs="+", default=None,
                         help="fine-tuning budgets in epochs (default: half the config's, and the config's)")
+    parser.add_argument("--label-fractions", type=float, nargs="+", default=[1.0, 0.1, 0.01],
+                        help="fractions of the train labels fine-tuning sees (class-balanced; default 1 0.1 0.01)")
+    parser.add_argument("--pretrained-pattern", default=None,
+                        help="checkpoint of seed k's pretraining, '{seed}' standing for k (e.g. "
+                        "runs/ablation/timeclr-seed{seed}/checkpoint.pt); default: one pretraining run for all seeds")
     parser.add_argument("--out-root", default="runs/finetune_synthetic")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     parser.add_argument("--tag", default="", help="suffix of the result files")
@@ -289,9 +364,22 @@ def main(argv=None):
     t0, load_start = time.perf_counter(), os.getloadavg()[0]
     cfg = load_config(args.config)
     args.epochs = args.epochs or [cfg.train.epochs // 2, cfg.train.epochs]
-    checkpoint = pretrained_checkpoint(args)
-    rows = [run_one(args, init, seed, epochs, checkpoint, cfg.train.epochs)
-            for epochs in args.epochs for seed in range(args.seeds) for init in INITS]
+    if args.pretrained_pattern:
+        checkpoint = args.pretrained_pattern
+        missing = [checkpoint.format(seed=k) for k in range(args.seeds) if not Path(checkpoint.format(seed=k)).exists()]
+        if missing:
+            raise SystemExit(f"finetune_synthetic: no pretraining checkpoint {missing[0]} (run benchmarks/ablation.py)")
+    else:
+        checkpoint = pretrained_checkpoint(args)
+    full = absolute(load_config(args.config))
+    prepare_synthetic(full, rank=0)
+    rows = []
+    for fraction in args.label_fractions:
+        manifest = labelled_manifest(full.data.manifest, fraction)
+        for epochs in (args.epochs if fraction >= 1 else [cfg.train.epochs]):
+            for seed in range(args.seeds):
+                for init in INITS:
+                    rows.append(run_one(args, init, seed, epochs, checkpoint, cfg.train.epochs, fraction, manifest))
     summary = summarise(rows)
     report(rows, summary, metadata(args, cfg, checkpoint, load_start, time.perf_counter() - t0), args)
     return 0

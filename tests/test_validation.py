@@ -102,3 +102,32 @@ def test_eval_reports_each_group_and_the_validation_split_on_request(manifest, t
                                                        f"eval.test_manifest={manifest}", "eval.groups={bad: [up]}")])
     with pytest.raises(SystemExit, match="eval.val_fraction"):
         train_main(["pipelines/debug.yaml", *overrides(manifest, tmp_path / "v", "eval.val_fraction=0", "train.knn_every=1")])
+
+
+def test_the_labelled_subsets_are_class_balanced_fixed_and_as_long_as_the_full_manifest(tmp_path):
+    import csv
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "benchmarks"))
+    from finetune_synthetic import labelled_manifest
+
+    full = tmp_path / "train.csv"
+    rows = [{"path": f"{c}/{i}.webm", "label": str(c), "class_name": f"c{c}"} for c in range(4) for i in range(40)]
+    with open(full, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["path", "label", "class_name"])
+        w.writeheader()
+        w.writerows(rows)
+    (tmp_path / "train.classes.txt").write_text("".join(f"c{c}\n" for c in range(4)))
+    assert labelled_manifest(full, 1.0) == str(full)
+    for fraction, per_class in ((0.1, 4), (0.01, 1)):
+        path = labelled_manifest(full, fraction)
+        with open(path, newline="") as f:
+            got = list(csv.DictReader(f))
+        assert len(got) == len(rows), "repeated to the full length: the same steps per epoch"
+        distinct = {r["path"] for r in got}
+        for c in range(4):
+            n = len({p for p in distinct if p.startswith(f"{c}/")})
+            assert n == per_class, (fraction, c, n)
+        assert labelled_manifest(full, fraction) == path and list(csv.DictReader(open(path))) == got, "fixed"
+        assert open(path.replace(".csv", ".classes.txt")).read() == (tmp_path / "train.classes.txt").read_text()

@@ -214,7 +214,8 @@ def prepare_synthetic(cfg, rank):
     """Generate the embedded dataset once (rank 0), then point the config at its manifests.
 
     Reads ``cfg.synthetic`` (train_per_class, test_per_class, frames, size) and ``cfg.data.root``;
-    sets ``cfg.data.manifest``, and ``cfg.eval.test_manifest`` unless one is given. The other
+    sets ``cfg.data.manifest`` and ``cfg.eval.test_manifest``, each unless one is given (a labelled
+    subset of the train split, say). The other
     ranks wait at a barrier, so they never race rank 0's generation, then find it done.
     """
     s = cfg.synthetic
@@ -225,7 +226,7 @@ def prepare_synthetic(cfg, rank):
         dist.barrier()
     if rank != 0:
         train_csv, test_csv = ensure_dataset(cfg.data.root, **args)  # present now: returns at once
-    cfg.data.manifest = str(train_csv)
+    cfg.data.manifest = cfg.data.manifest or str(train_csv)
     cfg.eval.test_manifest = cfg.eval.test_manifest or str(test_csv)
 
 
