@@ -82,7 +82,12 @@ class ClipSource:
     frame indices int32, parameters, label, index).
 
     Damaged videos: ``skip`` maps manifest indices to the reason they are skipped; a skipped
-    video's place is taken by the next usable video of the epoch's order. A file whose size
+    video's place is taken by a usable video not already in the same batch (NT-Xent would
+    treat a second copy as a negative of the first): the first of the epoch's order from the
+    next batch on (wrapping around), other than the batch's members so far and its own videos
+    still to come. Every rank's batches stay full (only when a shard has fewer usable videos
+    than a batch does a batch repeat one). The rule depends on (epoch order, skip) alone, so a
+    resumed or rebuilt pipeline finds the same replacements. A file whose size
     differs from the manifest's is added here (DALI would decode a cut file into black frames
     without an error); ``VideoLoader`` adds the ones DALI fails on. ``on_skip(index, reason)``
     is called once for each.
@@ -111,6 +116,8 @@ class ClipSource:
             self.batches = math.ceil(self.shard_len / batch_size)
         self.epoch_len = self.batches * batch_size
         self._orders = {}
+        self.batch_size = batch_size
+        self._members = {}  # (epoch, first position of a batch) -> the batch's videos so far
         self.skip = {} if skip is None else skip
         self.on_skip = on_skip or (lambda index, reason: None)
 
@@ -149,16 +156,39 @@ class ClipSource:
         if index not in self.skip:
             self.skip[index] = reason
             self.on_skip(index, reason)
+            self._members.clear()  # replacements are drawn again with the new skip list
 
     def index_at(self, position: int) -> tuple[int, int, bool]:
-        """(epoch, manifest index, is padding) of stream ``position``, skipped videos replaced."""
+        """(epoch, manifest index, is padding) of stream ``position``, skipped videos replaced
+        (see the class docstring)."""
         epoch, pos = divmod(position, self.epoch_len)
         order = self.order(epoch)
-        start = min(pos, len(order) - 1)
-        for k in range(len(order)):  # the next usable video of the epoch's order
-            index = int(order[(start + k) % len(order)])
-            if index not in self.skip:
-                return epoch, index, pos >= len(order)
+        if pos >= len(order):  # padding of the last batch (dropped by the loader): any usable video
+            return epoch, self._usable(order, len(order) - 1, set()), True
+        b0 = pos - pos % self.batch_size
+        members = self._members.setdefault((epoch, b0), [])
+        if len(self._members) > 4:  # only the batches being read are needed
+            for key in [k for k in self._members if k != (epoch, b0)][:-2]:
+                del self._members[key]
+        while len(members) <= pos - b0:
+            p = b0 + len(members)
+            own = int(order[p])
+            taken = set(members)
+            if own in self.skip or own in taken:
+                coming = {int(i) for i in order[p + 1:min(b0 + self.batch_size, len(order))]}
+                start = min(b0 + self.batch_size, len(order)) % len(order)  # the next batch's first position
+                own = self._usable(order, start, taken | coming, fallback=taken)
+            members.append(own)
+        return epoch, members[pos - b0], False
+
+    def _usable(self, order, start: int, avoid: set, fallback: set | None = None) -> int:
+        """The first video of ``order`` from ``start`` on (wrapping) that is neither skipped nor
+        in ``avoid``; failing that, one not skipped nor in ``fallback``, then any not skipped."""
+        for exclude in (avoid, fallback if fallback is not None else avoid, set()):
+            for k in range(len(order)):
+                index = int(order[(start + k) % len(order)])
+                if index not in self.skip and index not in exclude:
+                    return index
         raise RuntimeError(f"every video of shard {self.shard_id} is damaged: {sorted(self.skip.items())[:5]} ...")
 
     def _read(self, position):

@@ -226,7 +226,10 @@ def prepare_synthetic(cfg, rank):
         dist.barrier()
     if rank != 0:
         train_csv, test_csv = ensure_dataset(cfg.data.root, **args)  # present now: returns at once
-    cfg.data.manifest = cfg.data.manifest or str(train_csv)
+    from omegaconf import OmegaConf
+
+    missing = OmegaConf.is_config(cfg.data) and OmegaConf.is_missing(cfg.data, "manifest")  # '???': none given
+    cfg.data.manifest = str(train_csv) if missing or not cfg.data.manifest else cfg.data.manifest
     cfg.eval.test_manifest = cfg.eval.test_manifest or str(test_csv)
 
 
