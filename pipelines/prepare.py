@@ -35,6 +35,7 @@ from pathlib import Path
 
 from timeclr.atomic import atomic_open, write_json
 from timeclr.errors import ManifestError, VideoError
+from timeclr.lock import FolderLock
 from timeclr.pipelines.index import find_videos
 from timeclr.pipelines.pool import run_per_file
 from timeclr.pipelines.probe import VIDEO_EXTENSIONS, describe
@@ -104,6 +105,12 @@ def prepare_tree(src, dst, codec: str = "h264", short_side: int | None = None, g
     threads = max(1, (os.cpu_count() or 1) // workers)
 
     dst.mkdir(parents=True, exist_ok=True)
+    with FolderLock(dst, "prepare"):  # a second prepare into dst refuses instead of interleaving
+        return _prepare_into(src, dst, sources, settings, codec, workers, threads, progress)
+
+
+def _prepare_into(src, dst, sources, settings, codec, workers, threads, progress) -> PrepareReport:
+    """``prepare_tree``'s work, under ``dst``'s lock."""
     _check_settings_file(dst, settings)
     leftovers = _remove_parts(dst)
     if leftovers:

@@ -43,6 +43,7 @@ import numpy as np
 
 from timeclr.atomic import atomic_open, atomic_path, write_json
 from timeclr.errors import ManifestError
+from timeclr.lock import FolderLock
 from timeclr.pipelines import frame_archive, gop
 from timeclr.pipelines.manifest import read_manifest
 
@@ -119,32 +120,33 @@ def write_shards(manifest, out_dir, shard_size: int = DEFAULT_SHARD_SIZE, shuffl
         raise ValueError(f"{manifest} mixes frame archives and video files; shard them separately")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    settings = {"format": FORMAT, "version": VERSION, "manifest": str(Path(manifest).resolve()),
-                "shard_size": shard_size, "shuffle_seed": shuffle_seed}
-    _check_settings(out, settings)
-    shards, failed = plan(rows, shard_size, shuffle_seed)
-    entries, written = [], 0
-    bar = tqdm(total=sum(len(s) for s in shards), unit="video", desc="writing shards", disable=not progress or None)
-    for k, samples in enumerate(shards):
-        path = out / SHARD_NAME.format(k)
-        if not path.exists():
-            failed.update(_write_shard(path, samples))
-            written += 1
-        entries.append({"name": path.name, "samples": _count_samples(path), "bytes": path.stat().st_size})
-        bar.update(len(samples))
-    bar.close()
-    with atomic_open(out / FAILURES_NAME, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["path", "reason"])
-        w.writerows(sorted(failed.items()))
-    storage = "archive" if rows and archives == len(rows) else "video"
-    index = {**settings, "classes": classes, "storage": storage, "samples": sum(e["samples"] for e in entries),
-             "failures": len(failed), "shards": entries}
-    write_json(out / INDEX_NAME, index)
-    print(f"sharded {manifest} -> {out}: {index['samples']} videos in {len(entries)} shards "
-          f"({written} written, {len(entries) - written} already there), {len(failed)} failed"
-          + (f" (listed in {out / FAILURES_NAME})" if failed else ""))
-    return index
+    with FolderLock(out, "shard"):  # a second shard run into out_dir refuses instead of interleaving
+        settings = {"format": FORMAT, "version": VERSION, "manifest": str(Path(manifest).resolve()),
+                    "shard_size": shard_size, "shuffle_seed": shuffle_seed}
+        _check_settings(out, settings)
+        shards, failed = plan(rows, shard_size, shuffle_seed)
+        entries, written = [], 0
+        bar = tqdm(total=sum(len(s) for s in shards), unit="video", desc="writing shards", disable=not progress or None)
+        for k, samples in enumerate(shards):
+            path = out / SHARD_NAME.format(k)
+            if not path.exists():
+                failed.update(_write_shard(path, samples))
+                written += 1
+            entries.append({"name": path.name, "samples": _count_samples(path), "bytes": path.stat().st_size})
+            bar.update(len(samples))
+        bar.close()
+        with atomic_open(out / FAILURES_NAME, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["path", "reason"])
+            w.writerows(sorted(failed.items()))
+        storage = "archive" if rows and archives == len(rows) else "video"
+        index = {**settings, "classes": classes, "storage": storage, "samples": sum(e["samples"] for e in entries),
+                 "failures": len(failed), "shards": entries}
+        write_json(out / INDEX_NAME, index)
+        print(f"sharded {manifest} -> {out}: {index['samples']} videos in {len(entries)} shards "
+              f"({written} written, {len(entries) - written} already there), {len(failed)} failed"
+              + (f" (listed in {out / FAILURES_NAME})" if failed else ""))
+        return index
 
 
 def _write_shard(path: Path, samples) -> dict:

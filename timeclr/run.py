@@ -4,7 +4,7 @@ nothing else (``timeclr.train`` pretrains, ``timeclr.finetune`` fine-tunes, and
 
     setup_distributed    torchrun's environment -> (world, rank, device); teardown_distributed
     start_run_dir        out_dir with the resolved config.yaml beside the run
-    save/load_checkpoint atomic checkpoints (model, optimizer, step, reader position, config), read
+    save/load_checkpoint (timeclr.checkpoints) atomic checkpoints (model, optimizer, step, reader position, config), read
                          back before they replace the previous one, which is kept (checkpoint.prev.pt)
     resume               the step to go on from, with model, optimizer and reader restored
     MetricsLog           metrics.jsonl (+ TensorBoard events when tensorboard is installed)
@@ -18,19 +18,19 @@ import gc
 import json
 import math
 import os
-import pickle
 import sys
 import time
-import zipfile
 
 import torch
 import torch.distributed as dist
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from timeclr.atomic import atomic_open, atomic_path
+from timeclr.atomic import atomic_open
+from timeclr.checkpoints import latest_good_checkpoint, load_checkpoint, previous_path, save_checkpoint  # noqa: F401
 from timeclr.config import ModelConfig
 from timeclr.errors import ConfigError, NonFiniteLoss
+from timeclr.lock import FolderLock
 from timeclr.models import build_model
 from timeclr.optim import set_lr
 from timeclr.recorded import differences
@@ -141,65 +141,6 @@ def start_run_dir(cfg, rank: int) -> str:
         with atomic_open(os.path.join(cfg.out_dir, "config.yaml")) as f:
             f.write(OmegaConf.to_yaml(cfg, resolve=True))
     return os.path.join(cfg.out_dir, CHECKPOINT)
-
-
-def previous_path(path) -> str:
-    """Where the checkpoint before the latest is kept: ``checkpoint.prev.pt`` beside ``checkpoint.pt``."""
-    root, ext = os.path.splitext(str(path))
-    return f"{root}.prev{ext}"
-
-
-def save_checkpoint(path, model, optimizer, step, loader, cfg):
-    """Model, optimizer, step, the reader's position and the resolved config, atomically; the
-    new file is read back before it replaces the old one, which is kept as ``previous_path``
-    (a write the disk damaged, or a kill between the two renames, leaves a good checkpoint)."""
-    with atomic_path(path) as tmp:
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                    "loader": loader.state_dict(), "config": OmegaConf.to_container(cfg, resolve=True)}, tmp)
-        if load_checkpoint(tmp)["step"] != step:  # raises on a file that does not read back
-            raise ConfigError(f"{tmp}: the checkpoint just written reads back another step")
-        if os.path.exists(path):
-            os.replace(path, previous_path(path))
-
-
-def load_checkpoint(path, map_location="cpu"):
-    """The checkpoint at ``path``; a file cut short, changed or not a checkpoint is a ConfigError
-    naming it. torch's zip container records a CRC-32 of every member, which torch itself does not
-    check: bytes overwritten in a tensor would load as silently wrong weights, so they are checked
-    here first (``zipfile``, ~1 ms per 4 MB)."""
-    try:
-        if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as z:
-                bad = z.testzip()
-            if bad is not None:
-                raise ValueError(f"member {bad} fails its CRC-32 check: the file changed after it was written")
-        return torch.load(path, map_location=map_location, weights_only=False)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, ValueError, zipfile.BadZipFile, OSError) as e:
-        raise ConfigError(f"{path} is not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
-                          "delete it to start over, or choose another out_dir") from None
-
-
-def latest_good_checkpoint(path, map_location="cpu", warn=True):
-    """(checkpoint, its path) of the latest readable one of ``path`` and ``previous_path(path)``,
-    or (None, None) when there is neither; a damaged latest one is passed over with a warning,
-    and two damaged ones are a ConfigError naming both."""
-    prev = previous_path(path)
-    errors = []
-    for candidate in (path, prev):
-        if not os.path.exists(candidate):
-            continue
-        try:
-            ckpt = load_checkpoint(candidate, map_location=map_location)
-        except ConfigError as e:
-            errors.append(str(e))
-            continue
-        if errors and warn:
-            print(f"warning: {errors[0]}; resuming from the previous checkpoint {candidate} (step {ckpt['step']})",
-                  file=sys.stderr)
-        return ckpt, candidate
-    if errors:
-        raise ConfigError(" and ".join(errors))
-    return None, None
 
 
 def resume(cfg, model, optimizer, loader, device, rank, total_steps) -> int:
@@ -403,6 +344,8 @@ class Loop:
     def __init__(self, cfg, model, optimizer, loader, device, rank: int, world: int):
         self.cfg, self.model, self.optimizer, self.loader = cfg, model, optimizer, loader
         self.rank, self.world = rank, world
+        # one job per run directory: a second training into it refuses instead of overwriting
+        self.lock = FolderLock(cfg.out_dir, "training").acquire() if rank == 0 else None
         self.ckpt_path = start_run_dir(cfg, rank)
         self.total = cfg.train.epochs * len(loader)
         try:
@@ -465,3 +408,5 @@ class Loop:
     def close(self):
         self.bar.close()
         self.log.close()
+        if self.lock is not None:
+            self.lock.release()
