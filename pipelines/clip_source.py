@@ -18,6 +18,7 @@ are stored (the manifest's ``codec`` column; one kind per manifest):
 """
 import math
 import os
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,6 +50,7 @@ class Video:
     height: int | None = None
     bytes: int | None = None  # file size when indexed; a different size now means the file was damaged
     codec: str | None = None  # FFmpeg's codec name; None: not known (then trimming probes it)
+    crc32: int | None = None  # the file's CRC-32 when indexed (video files: checked on every read)
 
     def size(self):
         if self.width is None or self.height is None:
@@ -206,6 +208,10 @@ class ClipSource:
                 if video.bytes is not None and size != video.bytes:
                     self.mark_bad(index, f"size changed since indexing: {video.bytes} -> {size} bytes")
                     continue
+                if self.storage != "archive" and video.crc32 is not None and zlib.crc32(data) != video.crc32:
+                    self.mark_bad(index, f"content changed since indexing: CRC-32 {zlib.crc32(data):08x}, "
+                                         f"the manifest says {video.crc32:08x} (same size: bytes overwritten)")
+                    continue
                 if self.storage == "archive":
                     frames = self.frames(index, epoch).astype(np.int32)
                     data = frames, frame_archive.read_frames(video.path, frames, self.indexes(video.path, size))
@@ -272,4 +278,4 @@ def read_videos(manifest) -> list[Video]:
     """The manifest's rows as ``Video`` records, with absolute paths."""
     rows, _ = read_manifest(manifest)
     return [Video(r["abs_path"], int(r["label"]), int(r["num_frames"]), int(r["width"]), int(r["height"]),
-                  r.get("bytes"), r.get("codec") or None) for r in rows]
+                  r.get("bytes"), r.get("codec") or None, r.get("crc32")) for r in rows]

@@ -14,7 +14,8 @@ What a frame archive is (``NAME.tar``, written by ``python -m timeclr.data prepa
     000001.jpg           frame 1
     ...
     info.json            {"format": "timeclr-frames", "version": 1, "fps": "30000/1001",
-                          "num_frames": N, "width": W, "height": H, "quality": Q}
+                          "num_frames": N, "width": W, "height": H, "quality": Q,
+                          "crc32": [CRC-32 of each frame's JPEG]}  (older archives: no "crc32")
 
 ``info.json`` comes last because the frame count is known only at the end (writing it first
 would need a second pass over the frames).
@@ -28,6 +29,7 @@ import io
 import json
 import os
 import tarfile
+import zlib
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -59,6 +61,7 @@ class ArchiveWriter:
         self.path, self.fps, self.quality = str(path), Fraction(fps), quality
         self.tar = tarfile.open(self.path, "w", format=tarfile.PAX_FORMAT)
         self.count, self.size = 0, None
+        self.crcs = []
         self.closed = False
 
     def add(self, rgb: np.ndarray):
@@ -69,6 +72,7 @@ class ArchiveWriter:
         buf = io.BytesIO()
         Image.fromarray(rgb).save(buf, format="JPEG", quality=self.quality, subsampling="4:2:0")
         self._member(frame_name(self.count), buf.getvalue())
+        self.crcs.append(zlib.crc32(buf.getvalue()))
         self.count += 1
 
     def _member(self, name: str, payload: bytes):
@@ -84,7 +88,7 @@ class ArchiveWriter:
         try:
             width, height = self.size or (0, 0)
             info = {"format": FORMAT, "version": VERSION, "fps": str(self.fps), "num_frames": self.count,
-                    "width": width, "height": height, "quality": self.quality}
+                    "width": width, "height": height, "quality": self.quality, "crc32": self.crcs}
             self._member("info.json", json.dumps(info).encode())
         finally:
             self.tar.close()
@@ -141,7 +145,9 @@ class IndexCache(LRU):
 
 def read_frames(path, frames, index: Index) -> list[np.ndarray]:
     """The JPEG bytes (uint8 arrays) of ``frames`` (frame indices, any order, repeats allowed):
-    one ``os.pread`` per frame, nothing else of the file is read."""
+    one ``os.pread`` per frame, nothing else of the file is read. Each is checked against its
+    CRC-32 in ``info.json`` when the archive has them: VideoError for a changed frame."""
+    crcs = index.info.get("crc32")
     fd = os.open(path, os.O_RDONLY)
     try:
         out = []
@@ -150,6 +156,8 @@ def read_frames(path, frames, index: Index) -> list[np.ndarray]:
             data = os.pread(fd, size, offset)
             if len(data) != size:
                 raise VideoError(f"truncated: frame {f} cut short ({len(data)} of {size} bytes)")
+            if crcs is not None and zlib.crc32(data) != crcs[f]:
+                raise VideoError(f"unreadable: frame {f}'s JPEG fails its CRC-32 check (changed after it was written)")
             out.append(np.frombuffer(data, np.uint8))
         return out
     finally:

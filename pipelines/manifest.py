@@ -12,8 +12,8 @@ Files, for ``-o NAME.csv``
     Both CSVs are plain CSV, the first line their header, so ``csv.DictReader`` and
     ``pandas.read_csv`` read them as they are::
 
-        path,label,class_name,num_frames,fps,duration,width,height,codec,vfr,bytes,root
-        archery/abc.mp4,0,archery,250,25.0,10.0,340,256,h264,0,1250311,../videos
+        path,label,class_name,num_frames,fps,duration,width,height,codec,vfr,bytes,crc32,root
+        archery/abc.mp4,0,archery,250,25.0,10.0,340,256,h264,0,1250311,2771915380,../videos
 
     ``path`` is relative to the indexed ROOT, with ``/`` separators, as in the rejects.
     ``root`` is ROOT relative to the manifest's own folder, so a manifest and its videos can move
@@ -29,7 +29,10 @@ Columns
     measurements of ``timeclr.pipelines.probe.probe_video`` (``vfr`` written 1 or 0). ``label``
     and ``class_name`` agree with ``NAME.classes.txt``. ``bytes`` is the file's size when
     indexed: the pipelines skip (and log) a video whose size changed since, since DALI decodes a
-    file cut short after indexing into black frames without an error.
+    file cut short after indexing into black frames without an error. ``crc32`` is the file's
+    CRC-32 (``zlib.crc32``, unsigned) when indexed: bytes overwritten in place keep the size, so
+    the source checks it on every read of a video file (a frame archive checks each JPEG it reads
+    against the CRC-32s in its ``info.json`` instead). Manifests without it still load.
 """
 import csv
 import os
@@ -40,7 +43,7 @@ from timeclr.atomic import atomic_open
 from timeclr.errors import ManifestError
 
 COLUMNS = ("path", "label", "class_name", "num_frames", "fps", "duration", "width", "height", "codec", "vfr",
-           "bytes", "root")
+           "bytes", "crc32", "root")
 REJECT_COLUMNS = ("path", "reason")
 # What a row needs to be read; ``bytes`` came later than the rest, ``root`` with the plain-CSV format.
 _REQUIRED = ("path", "label", "class_name", "num_frames", "fps", "duration", "width", "height", "vfr")
@@ -126,7 +129,7 @@ def read_manifest(path, root=None) -> tuple[list[dict], list[str]]:
 
 
 def _typed(row: dict, root: Path) -> dict:
-    ints = ("label", "num_frames", "width", "height") + (("bytes",) if row.get("bytes") else ())
+    ints = ("label", "num_frames", "width", "height") + tuple(k for k in ("bytes", "crc32") if row.get(k))
     return {**row, **{k: int(row[k]) for k in ints},
             "fps": float(row["fps"]), "duration": float(row["duration"]),
             "vfr": row["vfr"] == "1", "abs_path": str(root / row["path"])}

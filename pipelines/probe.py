@@ -32,6 +32,7 @@ Variable frame rate
 import os
 import statistics
 import struct
+import zlib
 from fractions import Fraction
 from pathlib import Path
 
@@ -109,7 +110,7 @@ def open_video(path):
 def probe_video(path, device: str | None = None) -> dict:
     """Open and fully decode one video with PyAV and measure it.
 
-    Returns a dict with ``num_frames, fps, duration, width, height, codec, vfr, bytes`` (the
+    Returns a dict with ``num_frames, fps, duration, width, height, codec, vfr, bytes, crc32`` (the
     manifest's measured columns; ``vfr`` a bool) and ``vfr_detail`` (why it is flagged, or None).
     With ``device`` 'cpu' or 'gpu', first checks that DALI can decode the codec there; with
     None, skips that check. Raises VideoError for an unusable file. A variable frame rate is
@@ -119,7 +120,7 @@ def probe_video(path, device: str | None = None) -> dict:
     if path.suffix.lower() == frame_archive.SUFFIX:
         if path.stat().st_size == 0:
             raise VideoError("zero bytes")
-        return frame_archive.probe_archive(path)
+        return {**frame_archive.probe_archive(path), "crc32": file_crc32(path)}
     container, stream = open_video(path)
     with container:
         codec = stream.codec_context.codec.canonical_name
@@ -137,7 +138,16 @@ def probe_video(path, device: str | None = None) -> dict:
                 raise VideoError(f"container avi not safe on gpu: its frames may decode out of order "
                                  f"(packed B-frames, no timestamps); {PREPARE_HINT}")
         frames = _decode_timing(container, stream)
-        return {**_measure(container, stream, codec, frames), "bytes": path.stat().st_size}
+        return {**_measure(container, stream, codec, frames), "bytes": path.stat().st_size, "crc32": file_crc32(path)}
+
+
+def file_crc32(path) -> int:
+    """The file's CRC-32 (``zlib.crc32``, unsigned), read in 1 MiB blocks: the manifest's ``crc32``."""
+    crc = 0
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            crc = zlib.crc32(block, crc)
+    return crc
 
 
 def _check_nvdec(stream, codec: str):

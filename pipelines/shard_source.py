@@ -13,6 +13,7 @@ the sample number (the shard key) here.
 """
 import math
 import os
+import zlib
 from collections import OrderedDict
 
 import numpy as np
@@ -52,6 +53,12 @@ class ShardSource(ClipSource):
         _, at, it = self._at
         for sample in it:
             if sample.key in self.skip:
+                continue
+            crc = sample.record.get("crc32")
+            if crc is not None and zlib.crc32(sample.data) != crc:  # changed since indexing (or in the shard)
+                self._remember(sample)
+                self.mark_bad(sample.key, f"content changed since indexing: CRC-32 {zlib.crc32(sample.data):08x}, "
+                                          f"the manifest said {crc:08x} ({sample.shard})")
                 continue
             if at == pos:
                 self._at = (epoch, pos + 1, it)

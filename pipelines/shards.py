@@ -37,6 +37,7 @@ import json
 import os
 import re
 import tarfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +51,8 @@ from timeclr.pipelines.manifest import read_manifest
 FORMAT, VERSION = "timeclr-shards", 1
 INDEX_NAME, FAILURES_NAME = "shards.json", "shard.failures.csv"
 SHARD_NAME = "shard-{:06d}.tar"
-RECORD_KEYS = ("path", "label", "class_name", "num_frames", "fps", "duration", "width", "height", "codec", "bytes")
+RECORD_KEYS = ("path", "label", "class_name", "num_frames", "fps", "duration", "width", "height", "codec", "bytes",
+               "crc32")
 DEFAULT_SHARD_SIZE = 10 ** 9
 
 
@@ -157,6 +159,9 @@ def _write_shard(path: Path, samples) -> dict:
             for number, row in samples:
                 try:
                     data = np.fromfile(row["abs_path"], dtype=np.uint8)
+                    if row.get("crc32") is not None and zlib.crc32(data) != row["crc32"]:
+                        failed[row["path"]] = "content changed since indexing (CRC-32 differs from the manifest's)"
+                        continue
                     rec = record(row, data)
                 except (OSError, frame_archive.VideoError) as e:
                     failed[row["path"]] = f"cannot read: {e}"
