@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from timeclr.pipelines.video import VideoLoader, read_videos
 
+from timeclr.pipelines.video import VideoLoader, read_videos
+from timeclr.train import main as train_main
 from tests.helpers.videos import decode_all, make_archive, make_audio_only, make_video
 from tests.test_video_pipeline import data_config
-from timeclr.train import main as train_main
 
 W, H, N = 64, 48, 24
 REPO = Path(__file__).resolve().parent.parent
