@@ -5,8 +5,9 @@
 Runs ``python -m timeclr.train pipelines/synthetic.yaml`` once per seed (``train.seed`` and
 ``data.seed``; the synthetic videos are the same for every seed), each in its own run folder
 under ``runs/readme/``, and records per seed the wall time and the evaluation of the pretrained
-encoder and of the same network at random initialisation. Writes ``readme_numbers.csv`` (one row
-per seed and encoder) and ``readme_numbers.json`` (mean and sample standard deviation over the
+encoder and of the same network at random initialisation, and the margin between the two per
+seed (overall and per class group). Writes ``readme_numbers.csv`` (one row per seed and encoder,
+and a 'margin' row per seed) and ``readme_numbers.json`` (mean and sample standard deviation over the
 seeds, the machine, versions and git revision), and prints the table the README quotes.
 The first seed's time includes generating the synthetic set when it is not there yet; the
 generation is timed on its own first, so each seed's time is the job's alone.
@@ -72,16 +73,21 @@ def main(argv=None) -> int:
     generate_s = time.perf_counter() - t0
     runs = {seed: run_seed(seed) for seed in a.seeds}
 
+    groups = sorted({k for r in runs.values() for m in r["eval"].values() for k in m if k.startswith("knn_top1_")})
+    metrics_all = METRICS + groups
     rows = []
     for seed, r in runs.items():
         for encoder, metrics in r["eval"].items():
             rows.append({"seed": seed, "encoder": encoder, "seconds": r["seconds"],
-                         **{m: metrics.get(m) for m in METRICS}})
+                         **{m: metrics.get(m) for m in metrics_all}})
+        base = r["eval"].get("random_init", {})  # the margin of each seed over its own untrained network
+        rows.append({"seed": seed, "encoder": "margin", "seconds": None,
+                     **{m: r["eval"]["pretrained"][m] - base[m] if m in base else None for m in metrics_all}})
     summary = {}
-    for encoder in sorted({row["encoder"] for row in rows}):
-        vals = {m: [row[m] for row in rows if row["encoder"] == encoder] for m in METRICS}
-        summary[encoder] = {m: {"mean": statistics.mean(v), "std": statistics.stdev(v) if len(v) > 1 else 0.0}
-                            for m, v in vals.items()}
+    for encoder in ("pretrained", "random_init", "margin"):
+        vals = {m: [row[m] for row in rows if row["encoder"] == encoder and row[m] is not None] for m in metrics_all}
+        summary[encoder] = {m: {"mean": statistics.mean(v), "std": statistics.stdev(v) if len(v) > 1 else 0.0,
+                                "min": min(v), "max": max(v)} for m, v in vals.items() if v}
     times = [r["seconds"] for r in runs.values() if r["seconds"] is not None]
     meta = {"machine": cpu_name(), **versions(), "seeds": a.seeds, "generate_seconds": round(generate_s, 1),
             "job_seconds": [round(t, 1) for t in times],
@@ -89,7 +95,7 @@ def main(argv=None) -> int:
 
     os.makedirs(a.out, exist_ok=True)
     with open(os.path.join(a.out, "readme_numbers.csv"), "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["seed", "encoder", "seconds", *METRICS])
+        w = csv.DictWriter(f, fieldnames=["seed", "encoder", "seconds", *metrics_all])
         w.writeheader()
         w.writerows(rows)
     with open(os.path.join(a.out, "readme_numbers.json"), "w") as f:
@@ -99,9 +105,10 @@ def main(argv=None) -> int:
     if times:
         print(f"main job: {statistics.mean(times) / 60:.1f} min per seed ({', '.join(f'{t:.0f}' for t in times)} s); "
               f"generating the synthetic set: {generate_s:.0f} s")
-    print(f"| encoder | {' | '.join(METRICS)} |\n| --- |{' --- |' * len(METRICS)}")
+    print(f"| encoder | {' | '.join(metrics_all)} |\n| --- |{' --- |' * len(metrics_all)}")
     for encoder, s in summary.items():
-        print(f"| {encoder} | " + " | ".join(f"{s[m]['mean']:.1f} ± {s[m]['std']:.1f}" for m in METRICS) + " |")
+        print(f"| {encoder} | " + " | ".join(f"{s[m]['mean']:.1f} ± {s[m]['std']:.1f} ({s[m]['min']:.1f} to "
+                                              f"{s[m]['max']:.1f})" if m in s else "-" for m in metrics_all) + " |")
     return 0
 
 
