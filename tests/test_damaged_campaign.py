@@ -51,39 +51,40 @@ def variants(base: bytes, suffix: str) -> dict:
     return out
 
 
+def _text(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def _named(path: Path, make, real_suffix: str) -> Path:
+    """What ``make`` writes for a file of ``real_suffix``, under ``path``'s (wrong) name."""
+    tmp = path.with_name(f"tmp{real_suffix}")
+    make(tmp)
+    os.replace(tmp, path)
+    return path
+
+
 def odd_files(folder: Path, kind: str) -> dict:
     """{name: path} of files damaged in ways other than bytes: names, containers, sizes, rates."""
-    out = {}
+    video, archive = (lambda p: make_video(p, N, W, H)), (lambda p: make_archive(p, N, W, H))
     if kind == "archives":
-        out["empty.tar"] = folder / "empty.tar"
-        out["empty.tar"].write_bytes(b"")
-        out["text-as.tar"] = folder / "text-as.tar"
-        out["text-as.tar"].write_text("this is not an archive\n" * 50)
-        out["video-as.tar"] = folder / "video-as.tar"
-        make_video(folder / "tmp.webm", N, W, H)
-        os.replace(folder / "tmp.webm", out["video-as.tar"])
-        _absurd_archives(folder, out)
-        return out
-    out["empty.webm"] = folder / "empty.webm"
-    out["empty.webm"].write_bytes(b"")
-    out["text-as.webm"] = folder / "text-as.webm"
-    out["text-as.webm"].write_text("this is not a video\n" * 50)
-    out["archive-as.webm"] = folder / "archive-as.webm"
-    make_archive(folder / "tmp.tar", N, W, H)
-    os.replace(folder / "tmp.tar", out["archive-as.webm"])
-    out["vp9-as.mp4"] = folder / "vp9-as.mp4"  # a misleading name: the content decides
-    make_video(folder / "tmp.webm", N, W, H)
-    os.replace(folder / "tmp.webm", out["vp9-as.mp4"])
-    out["h264.mp4"] = Path(make_video(folder / "h264.mp4", N, W, H, codec="libx264"))  # no CPU decoder in DALI
-    out["audio-only.mp4"] = Path(make_audio_only(folder / "audio-only.mp4"))
-    out["one-frame.webm"] = Path(make_video(folder / "one-frame.webm", 1, W, H))
-    out["fps1000.webm"] = Path(make_video(folder / "fps1000.webm", N, W, H, fps=1000))
-    out["tiny-2x2.webm"] = Path(make_video(folder / "tiny-2x2.webm", N, 2, 2))
-    return out
+        files = [_text(folder / "empty.tar", ""), _text(folder / "text-as.tar", "this is not an archive\n" * 50),
+                 _named(folder / "video-as.tar", video, ".webm"), *_absurd_archives(folder)]
+    else:
+        files = [_text(folder / "empty.webm", ""), _text(folder / "text-as.webm", "this is not a video\n" * 50),
+                 _named(folder / "archive-as.webm", archive, ".tar"),
+                 _named(folder / "vp9-as.mp4", video, ".webm"),  # a misleading name: the content decides
+                 Path(make_video(folder / "h264.mp4", N, W, H, codec="libx264")),  # no CPU decoder in DALI
+                 Path(make_audio_only(folder / "audio-only.mp4")),
+                 Path(make_video(folder / "one-frame.webm", 1, W, H)),
+                 Path(make_video(folder / "fps1000.webm", N, W, H, fps=1000)),
+                 Path(make_video(folder / "tiny-2x2.webm", N, 2, 2))]
+    return {p.name: p for p in files}
 
 
-def _absurd_archives(folder, out):
+def _absurd_archives(folder) -> list:
     """Archives whose info.json claims absurd dimensions or frame rate."""
+    out = []
     for name, patch in (("absurd-size.tar", {"width": 100000, "height": 100000}), ("absurd-fps.tar", {"fps": "0/1"})):
         path = folder / name
         make_archive(path, N, W, H)
@@ -94,7 +95,8 @@ def _absurd_archives(folder, out):
         text = json.dumps({**info, **patch}).encode()
         text = text[:end - start].ljust(end - start)  # the same length: the tar stays consistent
         path.write_bytes(data[:start] + text + data[end:])
-        out[name] = path
+        out.append(path)
+    return out
 
 
 def _inside_a_frame(path) -> int:

@@ -12,6 +12,7 @@ from timeclr.models import build_model
 from timeclr.pipelines.video import read_videos
 from timeclr.train import main as train_main
 from tests.helpers.runs import losses, moving_bars_manifest
+from tests.test_train import overrides as train_overrides
 
 
 @dataclass
@@ -61,10 +62,7 @@ def manifest(tmp_path_factory):
 
 
 def overrides(manifest, out_dir, *extra):
-    return [f"data.manifest={manifest}", f"out_dir={out_dir}", "data.batch_size=4", "data.drop_last=true",
-            "data.views.0.crop_size=32", "data.views.1.crop_size=32", "data.short_side=32",
-            "model.proj_hidden=64", "model.proj_dim=32", "train.warmup_steps=2", "train.lr=0.003",
-            "eval.val_fraction=0.25", "eval.knn_k=2", *extra]
+    return train_overrides(manifest, out_dir, "eval.val_fraction=0.25", "eval.knn_k=2", *extra)
 
 
 def test_online_knn_is_logged_every_n_epochs_and_matches_an_evaluation_of_the_checkpoint(manifest, tmp_path):
@@ -92,14 +90,16 @@ def test_eval_reports_each_group_and_the_validation_split_on_request(manifest, t
     out = tmp_path / "run"
     groups = "eval.groups={leftward: [left], rightward: [right]}"
     train_main(["pipelines/debug.yaml", *overrides(manifest, out, "train.epochs=1", f"eval.test_manifest={manifest}",
-                                                   groups, "eval.random_init=false")])
+                                                   groups, "eval.random_init=false", "train.evaluate=true")])
     result = json.load(open(out / "eval.json"))["pretrained"]
     for metric in ("knn_top1", "linear_top1"):
         # 4 test videos per class: the overall number is the mean of the two groups'
         assert (result[f"{metric}_leftward"] + result[f"{metric}_rightward"]) / 2 == pytest.approx(result[metric]), result
     with pytest.raises(SystemExit, match="eval.groups.bad"):
         train_main(["pipelines/debug.yaml", *overrides(manifest, tmp_path / "bad", "train.epochs=1",
-                                                       f"eval.test_manifest={manifest}", "eval.groups={bad: [up]}")])
+                                                       f"eval.test_manifest={manifest}", "eval.groups={bad: [up]}",
+                                                       "train.evaluate=true")])
+    assert not (tmp_path / "bad" / "checkpoint.pt").exists(), "refused before training"
     with pytest.raises(SystemExit, match="eval.val_fraction"):
         train_main(["pipelines/debug.yaml", *overrides(manifest, tmp_path / "v", "eval.val_fraction=0", "train.knn_every=1")])
 

@@ -20,7 +20,7 @@ def train(cfg) -> dict:
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     from timeclr import objectives, run
-    from timeclr.features import OnlineKNN, evaluate_run
+    from timeclr.features import OnlineKNN, evaluate_run, group_labels
     from timeclr.models import build_model
     from timeclr.optim import build_optimizer, lr_at
     from timeclr.pipelines.video import VideoLoader, read_videos
@@ -37,6 +37,8 @@ def train(cfg) -> dict:
         prepare_synthetic(cfg, rank)
     # a shard set (data.shards) streams its videos; otherwise the manifest lists the files
     loader = VideoLoader(cfg.data) if cfg.data.shards else VideoLoader(cfg.data, read_videos(cfg.data.manifest))
+    if cfg.train.evaluate and cfg.eval.test_manifest:
+        group_labels(cfg)  # a class group naming no class fails now, not after the training
 
     # -- model and optimizer
     torch.manual_seed(cfg.train.seed)
