@@ -1,9 +1,9 @@
-"""Ablation: which views does video-level contrastive learning need? Three view pairs, one budget.
+"""Ablation: which views does video-level contrastive learning need? Four view setups, one budget.
 
 What is trained
 ---------------
 The embedded synthetic benchmark (``pipelines/synthetic.yaml``: 8 classes defined by motion over
-time, a small 3D CNN, NT-Xent over 2 views) is pretrained three ways. Everything but the views is
+time, a small 3D CNN, NT-Xent over its views) is pretrained four ways. Everything but the views is
 the config's: epochs, batch, model, optimizer, schedule, temperature, and each view's crop and
 augmentation (copied from the loaded config; only ``kind``, ``frames`` and ``strides`` change):
 
@@ -11,12 +11,19 @@ augmentation (copied from the loaded config; only ``kind``, ``frames`` and ``str
                sample, independent starts (the clip-level baseline, as in CVRL)
     segment    two segment views: one frame from each of 8 segments each (global context, as in VCLR)
     timeclr    one segment view and one interval view: synthetic.yaml as it is (TimeCLR)
+    timeclr4   two segment and two interval views in one multi-positive NT-Xent (V = 4)
 
 each with ``--seeds`` seeds (seed k sets both ``train.seed`` and ``data.seed``: initialisation,
 shuffling, frame positions, augmentation).
 
 Evaluation: one protocol for every variant
 ------------------------------------------
+Every metric is also reported per class group (``eval.groups``: kNN and linear top-1 on the
+group's test videos), with each seed's margin over the untrained network of the same seed, and
+the summaries carry the 95 % t interval of the mean. ``--split val`` scores the same checkpoints
+on the validation split carved from the train videos (``eval.val_fraction``), where a choice
+between setups is made; the test split is for the final table.
+
 ``timeclr.train`` evaluates with ``eval.view``, an index into ``data.views``: the interval
 variant, which has no segment view, would then be evaluated on an interval clip, the others on a
 segment clip. So the runs here train with ``train.evaluate=false`` and are evaluated afterwards,
