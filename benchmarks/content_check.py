@@ -53,9 +53,8 @@ def main():
         for s in (checked, plain):  # warm: page cache, packet layouts, archive member tables
             ms_per_sample(s, 64)
         if layout == DEFAULT:  # per-JPEG CRC-32s in the checked source's archive indexes only
-            for path, index in checked.indexes._items.items():
-                index.info["crc32"] = [zlib.crc32(j) for j in read_frames(path[0] if isinstance(path, tuple) else path,
-                                                                          range(len(index.sizes)), index)]
+            for (path, _), index in checked.indexes._items.items():  # keyed by (path, size)
+                index.info["crc32"] = [zlib.crc32(j) for j in read_frames(path, range(len(index.sizes)), index)]
             for index in plain.indexes._items.values():
                 index.info.pop("crc32", None)
         on, off = [], []

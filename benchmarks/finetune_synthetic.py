@@ -45,6 +45,7 @@ command, git revision, versions, load; one row per run, then mean and sample std
 """
 import argparse
 import datetime
+import functools
 import gc
 import json
 import os
@@ -204,17 +205,23 @@ def run_one(args, init, seed, epochs, checkpoint, default_epochs, fraction=1.0, 
     return finish(row, results, out_dir, status="resumed" if resumed else "ok")
 
 
+@functools.cache
 def group_names() -> dict:
-    """The pretraining config's class groups (``eval.groups`` of synthetic.yaml)."""
+    """The pretraining config's class groups (``eval.groups`` of synthetic.yaml), read once."""
     return OmegaConf.to_container(load_config(str(REPO / "pipelines" / "synthetic.yaml")).eval.groups)
+
+
+def group_top1(per_class: dict) -> dict:
+    """``{top1_<group>: %}`` from a finetune.json's per-class accuracies: the test split is
+    class-balanced, so a group's top-1 is the mean of its classes'."""
+    return {f"top1_{g}": statistics.fmean(per_class[n] for n in names) for g, names in group_names().items()}
 
 
 def finish(row, done, out_dir, status):
     metrics = [json.loads(line) for line in open(out_dir / "metrics.jsonl")]
     last_epoch = [m["loss"] for m in metrics if m["epoch"] == metrics[-1]["epoch"]]
     row.update({k: done[k] for k, _ in METRICS})
-    for group, names in group_names().items():  # the test split is class-balanced: the mean of its classes'
-        row[f"top1_{group}"] = statistics.fmean(done["per_class"][n] for n in names)
+    row.update(group_top1(done["per_class"]))
     row.update(status=status + ("+resumed" if status == "reused" and done.get("resumed") else ""),
                seconds=done.get("seconds"), test_seconds=done.get("test_seconds"),
                clips_per_s=statistics.median(m["clips_per_s"] for m in metrics),
@@ -233,7 +240,7 @@ def summarise(rows):
                 if not runs:
                     continue
                 out.append(dict(kind="summary", init=init, seed="", epochs=epochs, labels=fraction, n=len(runs),
-                                status="", **mean_std(runs, [k for k, _ in METRICS] + GROUP_KEYS()
+                                status="", **mean_std(runs, [k for k, _ in METRICS] + group_keys()
                                                       + ["seconds", "clips_per_s", "final_loss"])))
     return out
 
@@ -272,14 +279,16 @@ def metadata(args, cfg, checkpoint, load_start, wall):
     }
 
 
-def GROUP_KEYS():  # noqa: N802 -- a constant that needs the config
+def group_keys() -> list:
     return [f"top1_{g}" for g in group_names()]
 
 
-COLUMNS = ["kind", "init", "seed", "labels", "epochs", "n", "status"] + \
-    [c for k in [k for k, _ in METRICS] + GROUP_KEYS() for c in (k, f"{k}_std", f"{k}_ci95")] + \
-    ["seconds", "seconds_std", "clips_per_s", "clips_per_s_std", "final_loss", "final_loss_std", "test_seconds",
-     "load_start", "load_end", "out_dir"]
+def columns() -> list:
+    """The CSV's columns: each metric (overall, then per group) with its std and 95 % interval."""
+    return (["kind", "init", "seed", "labels", "epochs", "n", "status"]
+            + [c for k in [k for k, _ in METRICS] + group_keys() for c in (k, f"{k}_std", f"{k}_ci95")]
+            + ["seconds", "seconds_std", "clips_per_s", "clips_per_s_std", "final_loss", "final_loss_std",
+               "test_seconds", "load_start", "load_end", "out_dir"])
 
 
 def report(rows, summary, meta, args):
@@ -305,7 +314,7 @@ def report(rows, summary, meta, args):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = out / ("finetune_synthetic" + (f"_{args.tag}" if args.tag else ""))
-    write_csv(f"{stem}.csv", meta, COLUMNS, rows + summary)
+    write_csv(f"{stem}.csv", meta, columns(), rows + summary)
     plot(rows, summary, meta, f"{stem}.png")
     print(f"\nwrote {stem}.csv and {stem}.png")
 

@@ -25,12 +25,11 @@ mean and 95 % interval per clip kind).
 import datetime
 import gc
 import shlex
-import statistics
 import sys
 
 import torch
 
-from finetune_synthetic import group_names
+from finetune_synthetic import group_names, group_top1
 from runinfo import REPO, device_name, git_rev, mean_std, print_table, write_csv
 from timeclr.config import load_config
 from timeclr.finetune import finetune
@@ -54,9 +53,7 @@ def main():
                               [f"out_dir={out}", "checkpoint=random", f"train.seed={seed}", f"data.seed={seed}",
                                f"data.root={REPO / 'data' / 'synthetic'}", *views])
             result = finetune(cfg)
-            row = dict(kind="run", clip=kind, seed=seed, top1=result["top1"])
-            for g, names in groups.items():
-                row[f"top1_{g}"] = statistics.fmean(result["per_class"][n] for n in names)
+            row = dict(kind="run", clip=kind, seed=seed, top1=result["top1"], **group_top1(result["per_class"]))
             rows.append(row)
             print(f"[{kind} seed {seed}] top-1 {row['top1']:.1f}  "
                   + "  ".join(f"{g} {row[f'top1_{g}']:.1f}" for g in groups), flush=True)

@@ -168,10 +168,9 @@ class ClipSource:
         if pos >= len(order):  # padding of the last batch (dropped by the loader): any usable video
             return epoch, self._usable(order, len(order) - 1, set()), True
         b0 = pos - pos % self.batch_size
-        members = self._members.setdefault((epoch, b0), [])
-        if len(self._members) > 4:  # only the batches being read are needed
-            for key in [k for k in self._members if k != (epoch, b0)][:-2]:
-                del self._members[key]
+        if (epoch, b0) not in self._members:  # only the batch being read is kept: the rule recomputes the rest
+            self._members = {(epoch, b0): []}
+        members = self._members[(epoch, b0)]
         while len(members) <= pos - b0:
             p = b0 + len(members)
             own = int(order[p])
@@ -179,14 +178,14 @@ class ClipSource:
             if own in self.skip or own in taken:
                 coming = {int(i) for i in order[p + 1:min(b0 + self.batch_size, len(order))]}
                 start = min(b0 + self.batch_size, len(order)) % len(order)  # the next batch's first position
-                own = self._usable(order, start, taken | coming, fallback=taken)
+                own = self._usable(order, start, taken | coming, taken, set())
             members.append(own)
         return epoch, members[pos - b0], False
 
-    def _usable(self, order, start: int, avoid: set, fallback: set | None = None) -> int:
-        """The first video of ``order`` from ``start`` on (wrapping) that is neither skipped nor
-        in ``avoid``; failing that, one not skipped nor in ``fallback``, then any not skipped."""
-        for exclude in (avoid, fallback if fallback is not None else avoid, set()):
+    def _usable(self, order, start: int, *excludes: set) -> int:
+        """The first video of ``order`` from ``start`` on (wrapping) that is not skipped and not in
+        the first of ``excludes`` that leaves one."""
+        for exclude in excludes:
             for k in range(len(order)):
                 index = int(order[(start + k) % len(order)])
                 if index not in self.skip and index not in exclude:
@@ -208,8 +207,9 @@ class ClipSource:
                 if video.bytes is not None and size != video.bytes:
                     self.mark_bad(index, f"size changed since indexing: {video.bytes} -> {size} bytes")
                     continue
-                if self.storage != "archive" and video.crc32 is not None and zlib.crc32(data) != video.crc32:
-                    self.mark_bad(index, f"content changed since indexing: CRC-32 {zlib.crc32(data):08x}, "
+                crc = zlib.crc32(data) if self.storage != "archive" and video.crc32 is not None else None
+                if crc is not None and crc != video.crc32:
+                    self.mark_bad(index, f"content changed since indexing: CRC-32 {crc:08x}, "
                                          f"the manifest says {video.crc32:08x} (same size: bytes overwritten)")
                     continue
                 if self.storage == "archive":

@@ -54,11 +54,12 @@ class ShardSource(ClipSource):
         for sample in it:
             if sample.key in self.skip:
                 continue
-            crc = sample.record.get("crc32")
-            if crc is not None and zlib.crc32(sample.data) != crc:  # changed since indexing (or in the shard)
+            want = sample.record.get("crc32")
+            got = zlib.crc32(sample.data) if want is not None else None
+            if got is not None and got != want:  # changed since indexing (or in the shard)
                 self._remember(sample)
-                self.mark_bad(sample.key, f"content changed since indexing: CRC-32 {zlib.crc32(sample.data):08x}, "
-                                          f"the manifest said {crc:08x} ({sample.shard})")
+                self.mark_bad(sample.key, f"content changed since indexing: CRC-32 {got:08x}, "
+                                          f"the manifest said {want:08x} ({sample.shard})")
                 continue
             if at == pos:
                 self._at = (epoch, pos + 1, it)

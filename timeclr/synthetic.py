@@ -30,6 +30,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch.distributed as dist
+from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from timeclr.atomic import write_json
@@ -226,8 +227,6 @@ def prepare_synthetic(cfg, rank):
         dist.barrier()
     if rank != 0:
         train_csv, test_csv = ensure_dataset(cfg.data.root, **args)  # present now: returns at once
-    from omegaconf import OmegaConf
-
     missing = OmegaConf.is_config(cfg.data) and OmegaConf.is_missing(cfg.data, "manifest")  # '???': none given
     cfg.data.manifest = str(train_csv) if missing or not cfg.data.manifest else cfg.data.manifest
     cfg.eval.test_manifest = cfg.eval.test_manifest or str(test_csv)
