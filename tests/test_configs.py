@@ -133,3 +133,13 @@ def test_help_and_config_errors_answer_before_torch_loads(cmd, argv):
     r = subprocess.run([sys.executable, "-c", PROBE.format(cmd=cmd, argv=argv)], capture_output=True, text=True,
                        timeout=120)
     assert "torch loaded: False" in r.stdout, r.stdout + r.stderr
+
+
+def test_the_wide_synthetic_config_is_synthetic_yaml_but_for_its_backbone():
+    from omegaconf import OmegaConf
+
+    wide = OmegaConf.to_container(load_config("pipelines/synthetic_wide.yaml"))
+    base = OmegaConf.to_container(load_config("pipelines/synthetic.yaml"))
+    assert (wide["model"].pop("backbone"), base["model"].pop("backbone")) == ("small_wide", "small")
+    assert (wide.pop("out_dir"), base.pop("out_dir")) == ("runs/synthetic-wide", "runs/synthetic")
+    assert wide == base

@@ -11,7 +11,7 @@ from torch import nn
 from timeclr.loss import nt_xent
 from timeclr.models import (BACKBONES, ProjectionHead, TimeCLRModel, _torchvision_video,
                             build_backbone, load_torchvision_state_dict, r2plus1d_18, r3d_18,
-                            small_3d)
+                            small_3d, small_3d_wide)
 
 FC400 = 512 * 400 + 400  # torchvision's Kinetics-400 classifier, which our backbones leave out
 # torchvision's published counts (weights meta 'num_params'), with the fc
@@ -135,11 +135,35 @@ def test_small_3d_shape():
     assert y.shape == (4, 128)
 
 
+@pytest.mark.parametrize("factory, rf_hw, rf_t", [(small_3d, 31, 11), (small_3d_wide, 63, 19)])
+def test_small_3d_receptive_field_matches_its_closed_form(factory, rf_hw, rf_t):
+    # closed form (docstrings): 1 + sum over convs of (k - 1) * product of the strides before it.
+    # Measured: the input region with a non-zero gradient of one pooled-map cell away from the
+    # borders, with positive weights and input (every ReLU open) and BN in eval mode (no coupling
+    # across positions), so the region is exactly what the cell sees
+    m = factory().eval()
+    with torch.no_grad():
+        for conv in (c for c in m.modules() if isinstance(c, nn.Conv3d)):
+            conv.weight.fill_(1.0 / conv.weight[0].numel())
+    x = torch.ones(1, 3, 48, 160, 160, requires_grad=True)
+    y = m.features(x)
+    y[0, 0, y.shape[2] // 2, y.shape[3] // 2, y.shape[4] // 2].backward()
+    seen = x.grad[0, 0].abs() > 0
+    extent = [int(seen.any(dim=d).sum()) for d in ((1, 2), (0, 2), (0, 1))]  # T, H, W
+    assert extent == [rf_t, rf_hw, rf_hw], (extent, [rf_t, rf_hw, rf_hw])
+
+
+def test_small_3d_wide_shape():
+    m = small_3d_wide()
+    assert m.feature_dim == 128
+    assert m(torch.randn(2, 3, 8, 56, 56)).shape == (2, 128)
+
+
 def test_build_backbone():
     m, dim = build_backbone("small")
     assert dim == 128 and m.feature_dim == 128
-    assert set(BACKBONES) == {"r3d_18", "r2plus1d_18", "small"}
-    with pytest.raises(ValueError, match=r"unknown backbone 'r50'.*r2plus1d_18.*r3d_18.*small"):
+    assert set(BACKBONES) == {"r3d_18", "r2plus1d_18", "small", "small_wide"}
+    with pytest.raises(ValueError, match=r"unknown backbone 'r50'.*r2plus1d_18.*r3d_18.*small.*small_wide"):
         build_backbone("r50")
 
 

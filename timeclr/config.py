@@ -102,7 +102,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    backbone: str = "small"  # 'small' (CPU demo), 'r3d_18' or 'r2plus1d_18'
+    backbone: str = "small"  # 'small' / 'small_wide' (CPU demo), 'r3d_18' or 'r2plus1d_18'
     proj_hidden: int = 512  # projection head (MLP with BN), used only for the contrastive loss
     proj_dim: int = 128
     # 'batch': BatchNorm (synchronised across GPUs under DDP, as SimCLR's global BN);
