@@ -3,10 +3,10 @@ localhost meeting through the c10d rendezvous, 2 gloo ranks each).
 
 References: one process with the global batch (4 ranks x 2 videos = 8), uninterrupted. The
 restart test needs TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 (set by run_agents): with it unset the
-restarted workers fail in gloo's connectFullMesh, reading the first attempt's addresses.
+restarted workers fail in gloo's connectFullMesh, reading the first attempt's addresses. A hung
+job (one rank asleep, three in a collective) must fail its test with the ranks' stacks and leave
+no process behind: the guards that keep any of these tests from holding up the suite.
 """
-import os
-
 import pytest
 
 from tests.helpers.runs import assert_same_parameters, losses, moving_bars_manifest
@@ -32,17 +32,13 @@ def test_two_torchrun_agents_train_as_one_process_with_the_global_batch(manifest
     one = tmp_path / "one"
     train_main(["pipelines/debug.yaml", *overrides(manifest, one, "train.epochs=3", "data.batch_size=8")])
     two = tmp_path / "nodes"
-    codes = run_agents(2, 2, ["-m", "timeclr.train"],
-                       ["pipelines/debug.yaml", *overrides(manifest, two, "train.epochs=3", "data.batch_size=2")],
-                       tmp_path)
+    codes = run_agents(2, 2, ["pipelines/debug.yaml",
+                              *overrides(manifest, two, "train.epochs=3", "data.batch_size=2")], tmp_path)
     assert codes == [0, 0], f"agents exited {codes}:\n{logs(tmp_path, 2)}"
     assert losses(two) == pytest.approx(losses(one), rel=1e-4), (losses(two), losses(one))
     assert_same_parameters(one, two, tol=1e-5)
 
 
-@pytest.mark.skipif(os.environ.get("TIMECLR_RESTART_TEST") != "1", reason=(
-    "opt-in (TIMECLR_RESTART_TEST=1): in 1 of 8 runs the restarted job hung at its last step and run_agents' "
-    "deadline did not end it, which would hang CI; not understood yet"))
 def test_a_rank_killed_mid_run_restarts_from_the_last_checkpoint_and_ends_as_an_uninterrupted_run(manifest, tmp_path):
     # the reference is the uninterrupted job in one process; the job under test is two agents x
     # 2 ranks whose rank 0 is killed right after the checkpoint of step 4 (of 6, one per epoch): torchrun restarts
@@ -51,9 +47,8 @@ def test_a_rank_killed_mid_run_restarts_from_the_last_checkpoint_and_ends_as_an_
     train_main(["pipelines/debug.yaml", *overrides(manifest, whole, "train.epochs=6", "data.batch_size=8",
                                                    "train.ckpt_every=2")])
     killed = tmp_path / "killed"
-    codes = run_agents(2, 2, ["-m", "tests.helpers.torchrun_die_once"],
-                       ["pipelines/debug.yaml", *overrides(manifest, killed, "train.epochs=6", "data.batch_size=2",
-                                                           "train.ckpt_every=2")],
+    codes = run_agents(2, 2, ["pipelines/debug.yaml", *overrides(manifest, killed, "train.epochs=6",
+                                                                  "data.batch_size=2", "train.ckpt_every=2")],
                        tmp_path, max_restarts=1, env={"TIMECLR_TEST_DIE_AT_STEP": "4"})
     log = logs(tmp_path, 2)
     assert codes == [0, 0], f"agents exited {codes}:\n{log}"
@@ -76,3 +71,33 @@ def test_restarts_with_the_shared_agent_store_are_detected(monkeypatch, env, war
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     assert run.restarts_share_the_agent_store() is warns, env
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # an unreaped zombie runs nothing
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("watchdog_s, ends_by", [(20, "watchdog"), (600, "deadline")])
+def test_a_hung_torchrun_job_fails_with_its_stacks_and_leaves_no_process(manifest, tmp_path, watchdog_s, ends_by):
+    # rank 0 sleeps after its step-2 checkpoint and the other 3 ranks wait for it in a collective
+    # (gloo's own timeout is 30 minutes). With the workers' watchdog on, the ranks print their
+    # stacks and exit and the agents end the job; with it off, run_agents' deadline kills every
+    # process of the job, workers included, though torchrun starts them in sessions of their own
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    codes = run_agents(2, 2, ["pipelines/debug.yaml", *overrides(manifest, tmp_path / "hung", "train.epochs=6",
+                                                                  "data.batch_size=2", "train.ckpt_every=2")],
+                       tmp_path, deadline_s=60, env={"TIMECLR_TEST_HANG_AT_STEP": "2", "TIMECLR_TEST_PID_DIR": str(pids),
+                                                     "TIMECLR_TEST_WATCHDOG_S": str(watchdog_s)})
+    log = "".join((tmp_path / f"agent{k}.log").read_text() for k in range(2))
+    assert all(code != 0 for code in codes), f"a hung job ended {codes}:\n{logs(tmp_path, 2)}"
+    assert ("run_agents: deadline of 60 s" in log) is (ends_by == "deadline"), logs(tmp_path, 2)
+    if ends_by == "watchdog":  # faulthandler's stacks: the sleeping rank's and a waiting rank's
+        assert "Timeout (0:00:20)!" in log and "save_then_stop" in log and "_all_gather" in log, log[-6000:]
+    workers = [int(p.name) for p in pids.iterdir()]
+    assert len(workers) == 4, workers
+    assert not [pid for pid in workers if _alive(pid)], f"workers left running: {workers}"

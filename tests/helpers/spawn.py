@@ -24,13 +24,14 @@ import torch.multiprocessing as mp
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent():
+def die_with_parent():
+    """Ask the kernel to SIGKILL this process when its parent (thread) exits (Linux; elsewhere a no-op)."""
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 def _guarded(rank, fn, watchdog_s, args):
-    _die_with_parent()
+    die_with_parent()
     # the watchdog runs in its own C thread: it needs no GIL and fires wherever the rank is stuck
     faulthandler.dump_traceback_later(watchdog_s, exit=True, file=sys.stderr)
     # 2 ranks on a 2-core machine: one intra-op thread each, or their spinning pools starve each other

@@ -1,10 +1,16 @@
 """Run a command under real ``torchrun`` agents on this machine, as N "nodes" would run it.
 
-``run_agents(nodes, nproc, entry, args)`` starts ``nodes`` torchrun agents at once, each with
-``nproc`` workers, meeting through the c10d rendezvous on a free localhost port, and waits for
-all of them; every agent is its own process group, killed whole at the deadline, so a hang fails
-the test instead of the suite. ``python -m tests.helpers.torchrun_die_once`` is the entry that
-SIGKILLs rank 0 right after a given checkpoint on the first attempt (``--max-restarts`` brings it back).
+``run_agents(nodes, nproc, args, log_dir)`` starts ``nodes`` torchrun agents at once, each with
+``nproc`` workers running ``python -m tests.helpers.torchrun_worker ARGS`` (``timeclr.train``,
+guarded), meeting through the c10d rendezvous on a free localhost port, and waits for all of
+them. A hang fails the test, never the suite, in three layers:
+- each worker's watchdog prints its stacks and exits ``watchdog`` seconds in; the agents then see
+  a failed worker and end the job;
+- at the deadline every process of the job is SIGKILLed: the agents, and the workers, which
+  torchrun starts in sessions of their own (out of reach of a kill of the agent's group), found by
+  walking /proc from the agents down;
+- agents and workers die with their parent (the kernel's parent-death signal), so even a test
+  process killed outright leaves nothing running.
 """
 import os
 import signal
@@ -12,27 +18,47 @@ import subprocess
 import sys
 import time
 
-from tests.helpers.spawn import free_port
+from tests.helpers.spawn import die_with_parent, free_port
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def run_agents(nodes: int, nproc: int, entry: list, args: list, log_dir, max_restarts: int = 0, env=None,
-               deadline_s: int = 300) -> list[int]:
-    """Exit codes of the ``nodes`` agents; their output goes to ``log_dir/agentK.log``."""
+def descendants(pid: int) -> list[int]:
+    """Every live process below ``pid`` (children, grandchildren, ...), from /proc's parent links."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])  # the name in (...) may hold spaces
+            except (OSError, IndexError, ValueError):
+                continue  # gone meanwhile
+            children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def run_agents(nodes: int, nproc: int, args: list, log_dir, max_restarts: int = 0, env=None,
+               deadline_s: int = 240) -> list[int]:
+    """Exit codes of the ``nodes`` agents (-9 for one killed at the deadline); their output goes to
+    ``log_dir/agentK.log``, and a line saying so ends the last log when the deadline struck."""
     port = free_port()
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nnodes={nodes}", f"--nproc-per-node={nproc}",
            "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}", f"--rdzv-id=timeclr-test-{port}",
-           f"--max-restarts={max_restarts}", "--monitor-interval=0.5", *entry, *args]
+           f"--max-restarts={max_restarts}", "--monitor-interval=0.5", "-m", "tests.helpers.torchrun_worker", *args]
     # a fresh TCPStore per attempt: the agent's shared one keeps the old attempt's rank addresses
     # (pytorch/pytorch#135712), which the README's torchrun line also sets
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": REPO, "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1",
-           **(env or {})}
+           "TIMECLR_TEST_WATCHDOG_S": str(max(30, deadline_s - 60)), **(env or {})}
     agents = []
     for k in range(nodes):
         log = open(os.path.join(log_dir, f"agent{k}.log"), "w")
         agents.append((subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                        start_new_session=True), log))
+                                        start_new_session=True, preexec_fn=die_with_parent), log))
     end = time.monotonic() + deadline_s
     try:
         for proc, _ in agents:
@@ -40,11 +66,20 @@ def run_agents(nodes: int, nproc: int, entry: list, args: list, log_dir, max_res
     except subprocess.TimeoutExpired:
         pass
     finally:
+        # workers first, while their agents still link to them
+        stuck = [pid for proc, _ in agents if proc.poll() is None for pid in descendants(proc.pid)]
+        stuck += [proc.pid for proc, _ in agents if proc.poll() is None]
+        for pid in stuck:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         for proc, log in agents:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+            proc.wait()
             log.close()
+        if stuck:
+            with open(os.path.join(log_dir, f"agent{nodes - 1}.log"), "a") as log:
+                log.write(f"\nrun_agents: deadline of {deadline_s} s: SIGKILLed pids {stuck}\n")
     return [proc.returncode for proc, _ in agents]
 
 

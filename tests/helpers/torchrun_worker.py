@@ -1,0 +1,45 @@
+"""The entry every torchrun worker of the tests runs: ``timeclr.train``, guarded so a stuck rank
+ends with its stacks in the log instead of waiting out gloo's 30-minute collective timeout.
+
+- It dies with its agent (the kernel SIGKILLs it when the agent goes), so killing the agents at
+  run_agents' deadline leaves no worker behind; torchrun starts workers in sessions of their own,
+  out of reach of a kill of the agent's process group.
+- A C-level faulthandler watchdog (``TIMECLR_TEST_WATCHDOG_S``) prints every thread's stack and
+  exits: it needs no GIL, so it fires wherever the rank is stuck, and the agent then sees a failed
+  worker and ends the job.
+- With ``TIMECLR_TEST_DIE_AT_STEP`` set, rank 0 SIGKILLs itself right after writing that step's
+  checkpoint, on the first attempt only (torchrun counts attempts in ``TORCHELASTIC_RESTART_COUNT``):
+  what a node lost mid-run looks like to the other ranks. With ``TIMECLR_TEST_HANG_AT_STEP``, it
+  sleeps there instead, and the other ranks wait in their next collective: a hung job.
+- ``TIMECLR_TEST_PID_DIR``: each worker writes its pid there, so a test can check none survives.
+"""
+import faulthandler
+import os
+import signal
+import sys
+import time
+
+from tests.helpers.spawn import die_with_parent
+from timeclr import run
+from timeclr.train import main
+
+if __name__ == "__main__":
+    die_with_parent()
+    faulthandler.dump_traceback_later(float(os.environ.get("TIMECLR_TEST_WATCHDOG_S", "270")), exit=True)
+    if os.environ.get("TIMECLR_TEST_PID_DIR"):
+        open(os.path.join(os.environ["TIMECLR_TEST_PID_DIR"], str(os.getpid())), "w").close()
+    die_at = os.environ.get("TIMECLR_TEST_DIE_AT_STEP")
+    hang_at = os.environ.get("TIMECLR_TEST_HANG_AT_STEP")
+    if (die_at or hang_at) and os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0" \
+            and os.environ.get("RANK") == "0":
+        real_save = run.save_checkpoint
+
+        def save_then_stop(path, model, optimizer, step, loader, cfg):
+            real_save(path, model, optimizer, step, loader, cfg)
+            if die_at and step == int(die_at):
+                os.kill(os.getpid(), signal.SIGKILL)
+            if hang_at and step == int(hang_at):
+                time.sleep(10 ** 6)
+
+        run.save_checkpoint = save_then_stop
+    sys.exit(main(sys.argv[1:]))
