@@ -178,7 +178,7 @@ def run_one(args, init, seed, epochs, checkpoint, default_epochs, fraction=1.0, 
     checkpoint = str(checkpoint).format(seed=seed)
     extra = [f"data.manifest={manifest}"] if manifest else []
     cfg = absolute(load_config(args.config, [f"out_dir={out_dir}", f"train.seed={seed}", f"data.seed={seed}",
-                                             f"train.epochs={epochs}", *extra,
+                                             f"train.epochs={epochs}", *extra, *args.set,
                                              f"checkpoint={checkpoint if init == 'pretrained' else 'random'}"]))
     row = dict(kind="run", init=init, seed=seed, epochs=epochs, labels=fraction,
                out_dir=os.path.relpath(out_dir, REPO))
@@ -366,12 +366,15 @@ def main(argv=None):
     parser.add_argument("--pretrained-pattern", default=None,
                         help="checkpoint of seed k's pretraining, '{seed}' standing for k (e.g. "
                         "runs/ablation/timeclr-seed{seed}/checkpoint.pt); default: one pretraining run for all seeds")
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="overrides of the fine-tuning config, e.g. model.backbone=small_wide for checkpoints "
+                        "of pipelines/synthetic_wide.yaml (the random init gets them too)")
     parser.add_argument("--out-root", default="runs/finetune_synthetic")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     parser.add_argument("--tag", default="", help="suffix of the result files")
     args = parser.parse_args(argv)
     t0, load_start = time.perf_counter(), os.getloadavg()[0]
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, args.set)
     args.epochs = args.epochs or [cfg.train.epochs // 2, cfg.train.epochs]
     if args.pretrained_pattern:
         checkpoint = args.pretrained_pattern
@@ -380,7 +383,7 @@ def main(argv=None):
             raise SystemExit(f"finetune_synthetic: no pretraining checkpoint {missing[0]} (run benchmarks/ablation.py)")
     else:
         checkpoint = pretrained_checkpoint(args)
-    full = absolute(load_config(args.config))
+    full = absolute(load_config(args.config, args.set))
     prepare_synthetic(full, rank=0)
     rows = []
     for fraction in args.label_fractions:
