@@ -32,10 +32,13 @@ interval per clip kind and epoch budget).
 import argparse
 import datetime
 import gc
+import json
 import shlex
 import sys
+from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 
 from finetune_synthetic import group_names, group_top1
 from runinfo import REPO, device_name, git_rev, mean_std, print_table, write_csv
@@ -49,6 +52,21 @@ KINDS = {  # name -> view overrides
     "segment16": ["data.views.0.kind=segment", "data.views.0.frames=16"],
 }
 SEEDS = 3
+
+
+RUN_KEYS = ("model", "train", "finetune", "data.views", "data.seed")  # what a run's result depends on
+
+
+def finished(cfg):
+    """The results of a run already done with this config (a rerun only redoes the table), else None."""
+    results, saved = Path(cfg.out_dir) / "finetune.json", Path(cfg.out_dir) / "config.yaml"
+    if not (results.exists() and saved.exists()):
+        return None
+    old = OmegaConf.load(saved)
+    if any(OmegaConf.select(old, k) != OmegaConf.select(cfg, k) for k in RUN_KEYS):
+        raise SystemExit(f"rotation_ceiling: {cfg.out_dir} holds a run with another config: delete it to redo it")
+    print(f"reusing {results}", flush=True)
+    return json.loads(results.read_text())
 
 
 def main():
@@ -69,7 +87,7 @@ def main():
                                    f"train.seed={seed}", f"data.seed={seed}", f"data.root={REPO / 'data' / 'synthetic'}",
                                    f"model.backbone={args.backbone}", *KINDS[kind],
                                    *([f"train.epochs={epochs}"] if epochs else [])])
-                result = finetune(cfg)
+                result = finished(cfg) or finetune(cfg)
                 row = dict(kind="run", backbone=args.backbone, epochs=cfg.train.epochs, clip=kind, seed=seed,
                            top1=result["top1"], **group_top1(result["per_class"]))
                 rows.append(row)
@@ -80,7 +98,7 @@ def main():
     cells = sorted({(r["epochs"], r["clip"]) for r in rows}, key=lambda c: (c[0], list(KINDS).index(c[1])))
     summary = [dict(kind="summary", backbone=args.backbone, epochs=e, clip=k, seed="", n=SEEDS,
                     **mean_std([r for r in rows if (r["epochs"], r["clip"]) == (e, k)], keys)) for e, k in cells]
-    print_table(["epochs", "clip", *keys], [[s["epochs"], s["clip"], *[f"{s[k]:.1f} [±{s[f'{k}_ci95']:.1f}]" for k in keys]]
+    print_table(["epochs", "clip", *keys], [[str(s["epochs"]), s["clip"], *[f"{s[k]:.1f} [±{s[f'{k}_ci95']:.1f}]" for k in keys]]
                                             for s in summary])
     meta = {"machine": device_name(torch.cuda.is_available()), "git": git_rev(),
             "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
