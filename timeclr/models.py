@@ -307,13 +307,9 @@ def small_3d() -> Small3DCNN:
 
 
 def small_3d_wide() -> Small3DCNN:
-    """:class:`Small3DCNN` with a fifth, stride-1 128-channel stage: (B, 3, T, H, W) -> (B, 128).
-
-    Why: a pooled unit of the four-stage net sees 1 + 2 (1 + 2 + 4 + 8) = 31 pixels (11 frames),
-    less than a large synthetic object turning in a 56-pixel crop; it then tells a turn from
-    growth only by luck (benchmarks/rotation_ceiling.py). The fifth stage adds 2 * 16 pixels
-    (2 * 4 frames): 63 pixels, the whole crop. It costs 0.44M parameters, on the (2, 4, 4) map.
-    """
+    """:class:`Small3DCNN` plus a stride-1 128-channel stage: (B, 3, T, H, W) -> (B, 128). A pooled
+    unit of ``small`` sees 1 + 2 (1 + 2 + 4 + 8) = 31 pixels (11 frames), less than a large object
+    turning in a 56-pixel crop (benchmarks/rotation_ceiling.py); this one 63 (19 frames)."""
     return Small3DCNN(widths=(16, 32, 64, 128, 128),
                       strides=((1, 2, 2), (1, 2, 2), (2, 2, 2), (2, 2, 2), (1, 1, 1)))
 

@@ -6,7 +6,7 @@ ends with its stacks in the log instead of waiting out gloo's 30-minute collecti
   out of reach of a kill of the agent's process group.
 - A C-level faulthandler watchdog (``TIMECLR_TEST_WATCHDOG_S``) prints every thread's stack and
   exits: it needs no GIL, so it fires wherever the rank is stuck, and the agent then sees a failed
-  worker and ends the job.
+  worker and ends the job. The ranks it SIGTERMs then print their stacks as they go.
 - With ``TIMECLR_TEST_DIE_AT_STEP`` set, rank 0 SIGKILLs itself right after writing that step's
   checkpoint, on the first attempt only (torchrun counts attempts in ``TORCHELASTIC_RESTART_COUNT``):
   what a node lost mid-run looks like to the other ranks. With ``TIMECLR_TEST_HANG_AT_STEP``, it
@@ -26,6 +26,8 @@ from timeclr.train import main
 if __name__ == "__main__":
     die_with_parent()
     faulthandler.dump_traceback_later(float(os.environ.get("TIMECLR_TEST_WATCHDOG_S", "270")), exit=True)
+    # the first rank whose watchdog fires makes the agent SIGTERM the others: they print their stacks too
+    faulthandler.register(signal.SIGTERM, chain=True)
     if os.environ.get("TIMECLR_TEST_PID_DIR"):
         open(os.path.join(os.environ["TIMECLR_TEST_PID_DIR"], str(os.getpid())), "w").close()
     die_at = os.environ.get("TIMECLR_TEST_DIE_AT_STEP")
