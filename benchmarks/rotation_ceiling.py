@@ -40,10 +40,11 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from finetune_synthetic import group_names, group_top1
+from finetune_synthetic import FINETUNE_KEYS, differences, group_names, group_top1
 from runinfo import REPO, device_name, git_rev, mean_std, print_table, write_csv
 from timeclr.config import load_config
 from timeclr.finetune import finetune
+from timeclr.finetuning import RESULTS
 
 KINDS = {  # name -> view overrides
     "segment8": ["data.views.0.kind=segment", "data.views.0.frames=8"],
@@ -54,17 +55,20 @@ KINDS = {  # name -> view overrides
 SEEDS = 3
 
 
-RUN_KEYS = ("model", "train", "finetune", "data.views", "data.seed")  # what a run's result depends on
+# what a run's result depends on: finetune_synthetic's keys, less the manifest, which
+# prepare_synthetic fills in only when the run starts
+RUN_KEYS = tuple(k for k in FINETUNE_KEYS if k != "data.manifest")
 
 
 def finished(cfg):
     """The results of a run already done with this config (a rerun only redoes the table), else None."""
-    results, saved = Path(cfg.out_dir) / "finetune.json", Path(cfg.out_dir) / "config.yaml"
+    results, saved = Path(cfg.out_dir) / RESULTS, Path(cfg.out_dir) / "config.yaml"
     if not (results.exists() and saved.exists()):
         return None
-    old = OmegaConf.load(saved)
-    if any(OmegaConf.select(old, k) != OmegaConf.select(cfg, k) for k in RUN_KEYS):
-        raise SystemExit(f"rotation_ceiling: {cfg.out_dir} holds a run with another config: delete it to redo it")
+    diff = differences(OmegaConf.load(saved), cfg, RUN_KEYS)
+    if diff:
+        raise SystemExit(f"rotation_ceiling: {cfg.out_dir} holds a run with another config:\n" + "\n".join(diff)
+                         + "\ndelete it to redo it")
     print(f"reusing {results}", flush=True)
     return json.loads(results.read_text())
 
