@@ -10,7 +10,7 @@ no process behind: the guards that keep any of these tests from holding up the s
 import pytest
 
 from tests.helpers.runs import assert_same_parameters, losses, moving_bars_manifest
-from tests.helpers.torchrun import logs, run_agents
+from tests.helpers.torchrun import logs, run_agents, running
 from timeclr.train import main as train_main
 
 
@@ -73,14 +73,6 @@ def test_restarts_with_the_shared_agent_store_are_detected(monkeypatch, env, war
     assert run.restarts_share_the_agent_store() is warns, env
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # an unreaped zombie runs nothing
-    except OSError:
-        return False
-
-
 @pytest.mark.parametrize("watchdog_s, ends_by", [(20, "watchdog"), (600, "deadline")])
 def test_a_hung_torchrun_job_fails_with_its_stacks_and_leaves_no_process(manifest, tmp_path, watchdog_s, ends_by):
     # rank 0 sleeps after its step-2 checkpoint and the other 3 ranks wait for it in a collective
@@ -101,4 +93,4 @@ def test_a_hung_torchrun_job_fails_with_its_stacks_and_leaves_no_process(manifes
         assert "save_then_stop" in log and "_all_gather" in log, log[-6000:]
     workers = [int(p.name) for p in pids.iterdir()]
     assert len(workers) == 4, workers
-    assert not [pid for pid in workers if _alive(pid)], f"workers left running: {workers}"
+    assert not [pid for pid in workers if running(pid)], f"workers left running: {workers}"

@@ -23,17 +23,27 @@ from tests.helpers.spawn import die_with_parent, free_port
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+def proc_stat(pid) -> list[str] | None:
+    """The fields of /proc/PID/stat after the process name (state, ppid, ...), or None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()  # the name in (...) may hold spaces
+    except OSError:
+        return None
+
+
+def running(pid) -> bool:
+    """Whether ``pid`` still runs: it exists and is not a zombie (an unreaped zombie runs nothing)."""
+    fields = proc_stat(pid)
+    return fields is not None and fields[0] != "Z"
+
+
 def descendants(pid: int) -> list[int]:
     """Every live process below ``pid`` (children, grandchildren, ...), from /proc's parent links."""
     children = {}
     for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])  # the name in (...) may hold spaces
-            except (OSError, IndexError, ValueError):
-                continue  # gone meanwhile
-            children.setdefault(ppid, []).append(int(entry))
+        if entry.isdigit() and (fields := proc_stat(entry)):
+            children.setdefault(int(fields[1]), []).append(int(entry))
     found, todo = [], [pid]
     while todo:
         for child in children.get(todo.pop(), []):
@@ -77,6 +87,11 @@ def run_agents(nodes: int, nproc: int, args: list, log_dir, max_restarts: int = 
         for proc, log in agents:
             proc.wait()
             log.close()
+        # SIGKILL is delivered, not done: an orphaned worker can take a moment to exit (and be
+        # reaped by init), and the caller is promised that nothing is left running
+        gone_by = time.monotonic() + 10
+        while time.monotonic() < gone_by and any(map(running, stuck)):
+            time.sleep(0.05)
         if stuck:
             with open(os.path.join(log_dir, f"agent{nodes - 1}.log"), "a") as log:
                 log.write(f"\nrun_agents: deadline of {deadline_s} s: SIGKILLed pids {stuck}\n")
