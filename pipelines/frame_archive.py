@@ -24,6 +24,10 @@ An uncompressed POSIX tar: ``tar -xf`` unpacks it, Python's ``tarfile`` reads it
 stores every member contiguously, frame k is the byte range ``[offset_k, offset_k + size_k)`` of
 the file. The loader reads only the frames a sample needs with ``os.pread`` (16 small reads for
 the two-view config, not a 5 MB file). The member table is read once per file (``IndexCache``).
+
+An archive may come from elsewhere, so it is data: it is read by byte range, never extracted, and
+all the same ``read_index`` refuses one holding a member whose name is absolute or has a ``..``
+component (reason ``unsafe``), so what indexing, sharding and reading accept is safe to unpack.
 """
 import io
 import json
@@ -37,6 +41,7 @@ import numpy as np
 
 from timeclr.errors import VideoError
 from timeclr.pipelines.lru import LRU
+from timeclr.pipelines.manifest import path_problem
 
 SUFFIX = ".tar"
 CODEC = "jpeg"  # the manifest's codec column for a frame archive
@@ -107,11 +112,17 @@ class Index:
 def read_index(path, data: bytes | None = None) -> Index:
     """Read an archive's member table (headers only, no JPEG data), from the file ``path`` or,
     given ``data``, from the archive's bytes (``path`` then only names it). Raises VideoError
-    naming what is wrong: not a tar, no info.json, frames missing or out of order, a cut file."""
+    naming what is wrong: not a tar, a member whose name leads outside the archive (``unsafe``),
+    no info.json, frames missing or out of order, a cut file."""
     path = str(path)
     try:
         with (tarfile.open(path, "r:") if data is None else tarfile.open(fileobj=io.BytesIO(data), mode="r:")) as tar:
             members = tar.getmembers()
+            # Every member, not only the frames read here: other tools may still unpack the file.
+            unsafe = next((m.name for m in members if path_problem(m.name) not in (None, "empty")), None)
+            if unsafe is not None:
+                raise VideoError(f"unsafe: {path} holds member {unsafe!r}, whose name leads outside the "
+                                 f"archive ({path_problem(unsafe)})")
             info_member = next((m for m in members if m.name == "info.json"), None)
             if info_member is None:
                 raise VideoError(f"not a frame archive: {path} holds no info.json")

@@ -21,6 +21,10 @@ Files, for ``-o NAME.csv``
     than one header comment, because a comment line is what makes CSV readers take it for the
     header. ``read_manifest`` adds each row's absolute path as ``abs_path``.
 
+    A manifest may come from elsewhere, so it is data: a row's ``path`` must stay inside its root
+    (not empty, not absolute, no ``..`` component), else ``read_manifest`` refuses the manifest.
+    ``root`` itself may climb out of the manifest's folder (``../videos``): that is its purpose.
+
     Manifests written before the ``root`` column had a first line ``# root: ../videos`` and no
     ``root`` column; ``read_manifest`` still loads them, with a warning to re-index.
 
@@ -36,8 +40,9 @@ Columns
 """
 import csv
 import os
+import re
 import warnings
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 
 from timeclr.atomic import atomic_open
 from timeclr.errors import ManifestError
@@ -48,6 +53,20 @@ REJECT_COLUMNS = ("path", "reason")
 # What a row needs to be read; ``bytes`` came later than the rest, ``root`` with the plain-CSV format.
 _REQUIRED = ("path", "label", "class_name", "num_frames", "fps", "duration", "width", "height", "vfr")
 _OLD_ROOT_LINE = "# root:"
+
+
+def path_problem(path: str) -> str | None:
+    """Why ``path``, a relative path read from data (a manifest row, an archive member), could
+    name something outside the folder it is relative to (``'empty'``, ``'absolute'``, ``"a '..'
+    component"``), or None when it stays inside. ``/`` and ``\\`` both count as separators, so a
+    path written on Windows is judged as Windows would read it."""
+    if not path:
+        return "empty"
+    if path[0] in "/\\" or PureWindowsPath(path).is_absolute():
+        return "absolute"
+    if ".." in re.split(r"[/\\]", path):
+        return "a '..' component"
+    return None
 
 
 def sidecar_paths(manifest_path) -> tuple[Path, Path]:
@@ -87,7 +106,8 @@ def read_manifest(path, root=None) -> tuple[list[dict], list[str]]:
     numbers as int or float, ``vfr`` as a bool, plus ``abs_path``: the absolute path, resolved
     against ``root`` if given, else against the row's ``root`` (relative to the manifest's folder).
     ``classes[label]`` is the class name (from ``NAME.classes.txt``). Raises ManifestError for a
-    file that is not a manifest, a missing class list, or labels that disagree with it.
+    file that is not a manifest, a row whose path leaves its root (``path_problem``), a missing
+    class list, or labels that disagree with it.
     """
     path = Path(path)
     classes_path, _ = sidecar_paths(path)
@@ -117,7 +137,16 @@ def read_manifest(path, root=None) -> tuple[list[dict], list[str]]:
                 resolved[written] = (path.parent / written).resolve()
             return resolved[written]
 
-        rows = [_typed(row, root_of(row)) for row in reader]
+        rows = []
+        for row in reader:
+            problem = path_problem(row["path"])
+            if problem:
+                # line_num counts the lines DictReader read; an old manifest's root line came before
+                line = reader.line_num + (old_root is not None)
+                what = "is empty" if problem == "empty" else f"leaves the manifest's root ({problem})"
+                raise ManifestError(f"{path} line {line}: path {row['path']!r} {what}; a row's path is "
+                                    "relative to its root, inside it")
+            rows.append(_typed(row, root_of(row)))
     if not classes_path.is_file():
         raise ManifestError(f"{classes_path}: missing (the class list that goes with {path})")
     classes = classes_path.read_text(encoding="utf-8").splitlines()

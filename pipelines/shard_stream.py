@@ -19,10 +19,16 @@ Resume: the stream is a function of (seed, epoch, rank, world), so a reader's po
 k samples (a local shard is skipped through by seeking past member data, a remote one is read).
 
 Where shards live: a local folder, or a URL prefix. ``open_url`` opens a path or a ``file://`` URL
-with ``open``, ``http(s)://`` with the standard library's ``urllib`` (a streaming GET), and any
-other scheme (``s3://``, ``gs://``...) through ``fsspec`` when it and the scheme's backend are installed.
+with ``open``, ``http(s)://`` with the standard library's ``urllib`` (a streaming GET), and the
+object stores ``s3://``, ``gs://``, ``gcs://``, ``az://``, ``abfs://`` through ``fsspec`` when it and
+the scheme's backend are installed. Those are ``SCHEMES``; any other scheme is refused.
+
+A shard set may come from elsewhere, so it is data: a shard's name in ``shards.json`` must be a plain
+file name (``shards.check_shard_name``), and every member of a shard must be named
+``<digits>.<ext>`` with no folder part. Shards are read as a stream, never extracted.
 """
 import json
+import re
 import tarfile
 import urllib.parse
 import urllib.request
@@ -31,15 +37,23 @@ from dataclasses import dataclass
 import numpy as np
 
 from timeclr.errors import ManifestError
-from timeclr.pipelines.shards import FORMAT, INDEX_NAME
+from timeclr.pipelines.shards import FORMAT, INDEX_NAME, check_shard_name
 
 
 READ_SIZE = 1 << 16
+# What open_url reads: "" is a local path. The object stores go through fsspec; a scheme fsspec
+# also knows but that is no store of shards (memory://, data:, ...) is refused rather than guessed at.
+SCHEMES = ("", "file", "http", "https", "s3", "gs", "gcs", "az", "abfs")
+_MEMBER = re.compile(r"(\d+)\.([^/\\]+)")  # a shard member's name: <sample number>.<ext>
 
 
 def open_url(url: str):
-    """A binary file object reading ``url`` from its start (see the module docstring)."""
+    """A binary file object reading ``url`` from its start (see the module docstring). Raises
+    ManifestError for a scheme not in ``SCHEMES``."""
     scheme = urllib.parse.urlparse(url).scheme
+    if scheme not in SCHEMES:
+        accepted = ", ".join(f"{s}://" for s in SCHEMES if s)
+        raise ManifestError(f"{url}: cannot read {scheme}: URLs; shards are read from a local path or {accepted}")
     if scheme in ("", "file"):
         return open(urllib.parse.urlparse(url).path if scheme else url, "rb")
     if scheme in ("http", "https"):
@@ -57,7 +71,8 @@ def join(base: str, name: str) -> str:
 
 
 def load_index(base: str) -> dict:
-    """``shards.json`` of the shard set at ``base`` (a folder or URL prefix)."""
+    """``shards.json`` of the shard set at ``base`` (a folder or URL prefix). Raises ManifestError
+    when it cannot be read, is not a shard index, or names a shard that is not a plain file name."""
     url = join(base, INDEX_NAME)
     try:
         with open_url(url) as f:
@@ -67,6 +82,8 @@ def load_index(base: str) -> dict:
                             "python -m timeclr.data shard MANIFEST OUT_DIR") from None
     if index.get("format") != FORMAT:
         raise ManifestError(f"{url}: not a shard index (format {index.get('format')!r})")
+    for shard in index.get("shards", []):
+        check_shard_name(shard.get("name"), url)
     return index
 
 
@@ -82,14 +99,20 @@ class Sample:
 
 def read_shard(url: str, first: int = 0, count: int | None = None):
     """Samples ``first`` to ``first + count`` (all from ``first`` when None) of one shard, in file
-    order; the ones before ``first`` are skipped without keeping their bytes."""
+    order; the ones before ``first`` are skipped without keeping their bytes. Raises ManifestError
+    naming the shard and the member for a member not named ``<digits>.<ext>``."""
     taken, seen = 0, -1
     # 64 KiB reads, not tarfile's 10 KiB records: 15-30% more MB/s locally and over HTTP
     # (benchmarks/shard_reading.py's one-reader rates)
     with open_url(url) as f, tarfile.open(fileobj=f, mode="r|", bufsize=READ_SIZE) as tar:
         pending = {}  # key -> {ext: bytes} until the sample's two members are in
         for member in tar:
-            key, _, ext = member.name.partition(".")
+            # The name is the sample's key: nothing else (a folder part, a '..') belongs in it.
+            named = _MEMBER.fullmatch(member.name)
+            if named is None:
+                raise ManifestError(f"{url}: member {member.name!r} is not named <digits>.<ext>; a shard "
+                                    "holds only its samples' files, with no folder part")
+            key, ext = named.groups()
             if key not in pending:
                 seen += 1
                 pending = {key: {}}

@@ -30,6 +30,9 @@ a shard file that exists is whole; a rerun skips those and writes the rest, and 
 appears last. A run with other settings into the same OUT_DIR is refused rather than mixing two
 plans. Nothing is dropped silently: a row whose file is missing, unreadable or of another size
 than indexed goes to ``shard.failures.csv`` (and is counted in the index and the summary line).
+
+A shard set may come from elsewhere, so ``shards.json`` is data: each shard's ``name`` must be a
+plain file name in OUT_DIR (``check_shard_name``), else reading the index is refused.
 """
 import csv
 import io
@@ -199,8 +202,20 @@ def _check_settings(out: Path, settings: dict):
     write_json(started, settings)
 
 
+def check_shard_name(name, index_path) -> str:
+    """``name``, a shard's name from the index at ``index_path``, when it is a plain file name
+    (no ``/`` or ``\\``, not ``.`` or ``..``, not empty), so it names a file beside the index and
+    nothing else. Raises ManifestError naming the index and the name. ``read_index`` and the
+    stream reader (``shard_stream.load_index``) both check with it."""
+    if not isinstance(name, str) or name in ("", ".", "..") or re.search(r"[/\\]", name):
+        raise ManifestError(f"{index_path}: shard name {name!r} is not a plain file name; a shard "
+                            "lies beside its shards.json")
+    return name
+
+
 def read_index(out_dir) -> dict:
-    """Load ``OUT_DIR/shards.json``. Raises ManifestError when it is missing or not a shard index."""
+    """Load ``OUT_DIR/shards.json``. Raises ManifestError when it is missing, not a shard index,
+    or names a shard outside OUT_DIR (``check_shard_name``)."""
     path = Path(out_dir) / INDEX_NAME
     try:
         with open(path) as f:
@@ -209,4 +224,6 @@ def read_index(out_dir) -> dict:
         raise ManifestError(f"{path}: not a shard index ({e}); write one with python -m timeclr.data shard") from None
     if index.get("format") != FORMAT:
         raise ManifestError(f"{path}: not a shard index (format {index.get('format')!r})")
+    for shard in index.get("shards", []):
+        check_shard_name(shard.get("name"), path)
     return index
