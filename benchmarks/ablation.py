@@ -88,6 +88,7 @@ from omegaconf import OmegaConf
 
 from runinfo import device_name, git_rev, mean_std, print_table, save_figure, wait_for_quiet, write_csv
 from timeclr.atomic import write_json
+from timeclr.checkpoints import load_checkpoint
 from timeclr.config import Config, ViewConfig, load_config
 from timeclr.features import evaluate_model
 from timeclr.models import build_model
@@ -229,7 +230,7 @@ def device():
 def load_trained(cfg, path):
     """The trained model of a run's checkpoint, loaded directly: ``check_same_run`` has already
     compared the run's config with the one asked for."""
-    ckpt = torch.load(path, map_location=device(), weights_only=False)
+    ckpt = load_checkpoint(path, map_location=device())  # data only: a shared run folder's file runs no code
     model = build_model(cfg.model).to(device())
     model.load_state_dict(ckpt["model"])
     return model

@@ -210,7 +210,9 @@ class VideoLoader:
         return self.source.batches
 
     def state_dict(self):
-        return {"epoch": self.epoch, "position": self._pos, "skip": dict(self.source.skip)}
+        """The reader's position as plain ints and strings: a checkpoint holds data only."""
+        return {"epoch": int(self.epoch), "position": int(self._pos),
+                "skip": {int(k): str(v) for k, v in self.source.skip.items()}}
 
     def load_state_dict(self, state):
         """Resume at a saved position (and with the damaged videos found so far); call before iterating."""

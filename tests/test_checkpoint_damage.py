@@ -32,7 +32,7 @@ def test_a_damaged_latest_checkpoint_resumes_from_the_previous_one_and_ends_as_a
     args = ["train.epochs=4", "train.ckpt_every=2"]  # 2 steps an epoch: checkpoints at 2, 4, 6, 8
     whole = tmp_path / "whole"
     train_main(["pipelines/debug.yaml", *overrides(manifest, whole, *args)])
-    assert torch.load(whole / "checkpoint.prev.pt", weights_only=False)["step"] == 6, "the previous one is kept"
+    assert torch.load(whole / "checkpoint.prev.pt", weights_only=True)["step"] == 6, "the previous one is kept"
 
     cut = tmp_path / "cut"
     restore = die_after_checkpoint(run, monkeypatch, step=6)

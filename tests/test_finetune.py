@@ -45,7 +45,7 @@ def pretrained(manifest, tmp_path_factory):
 def test_classifier_holds_the_checkpoints_encoder_without_its_head(manifest, pretrained):
     cfg = load_config("pipelines/debug.yaml", overrides(manifest, "unused", f"checkpoint={pretrained}"))
     model = build_classifier(cfg, num_classes=2, device=torch.device("cpu"))
-    saved = torch.load(pretrained, weights_only=False)["model"]
+    saved = torch.load(pretrained, weights_only=True)["model"]
     got = model.state_dict()
     backbone = {k: v for k, v in saved.items() if k.startswith("backbone.")}
     assert backbone and set(backbone) == {k for k in got if k.startswith("backbone.")}, \

@@ -54,7 +54,7 @@ def test_a_few_steps_lower_the_loss_and_change_the_parameters(manifest, tmp_path
     # batch = the whole set, so each step sees the same 8 videos (other frames): a learnable task
     train_main(["pipelines/debug.yaml", *overrides(manifest, out, "train.epochs=16", "data.batch_size=8",
                                                     "data.augment=false")])
-    ckpt = torch.load(out / "checkpoint.pt", weights_only=False)
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
     torch.manual_seed(0)  # the same seed train.seed gives the initial weights
     from timeclr.models import TimeCLRModel
 
@@ -132,7 +132,7 @@ def test_ddp_two_cpu_ranks_equal_one_process_with_the_doubled_batch(manifest, tm
 def test_evaluate_accepts_checkpoints_written_before_a_model_key_existed(manifest, tmp_path):
     out = tmp_path / "old"
     train_main(["pipelines/debug.yaml", *overrides(manifest, out, "train.epochs=1")])
-    ckpt = torch.load(out / "checkpoint.pt", weights_only=False)
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
     del ckpt["config"]["model"]["norm"]  # as saved before model.norm was added
     torch.save(ckpt, out / "checkpoint.pt")
     assert evaluate_main(["pipelines/debug.yaml", *overrides(manifest, tmp_path / "ev", f"eval.test_manifest={manifest}",
@@ -204,10 +204,10 @@ def test_ddp_ranks_share_the_feature_extraction_and_all_get_every_video(manifest
     assert want_y.tolist() == [r["label"] for r in rows]
     out = tmp_path / "feats.pt"
     spawn_with_deadline(_features_worker, (free_port(), manifest, str(out)), 2)
-    encoded = [torch.load(f"{out}.rank{rank}", weights_only=False)["encoded"] for rank in (0, 1)]
+    encoded = [torch.load(f"{out}.rank{rank}", weights_only=True)["encoded"] for rank in (0, 1)]
     assert sorted(encoded) == [len(rows) // 2] * 2, f"each rank should encode its half of {len(rows)}: {encoded}"
     for rank in (0, 1):
-        got = torch.load(f"{out}.rank{rank}", weights_only=False)
+        got = torch.load(f"{out}.rank{rank}", weights_only=True)
         assert torch.equal(got["labels"], want_y), (rank, got["labels"], want_y)
         err = (got["feats"] - want_x).abs().max().item()
         assert err < 1e-5, f"rank {rank}: features differ from one process's by {err:.2e}"

@@ -77,7 +77,7 @@ def test_online_knn_is_logged_every_n_epochs_and_matches_an_evaluation_of_the_ch
     # from the checkpoint with a float64 reference kNN
     cfg = load_config("pipelines/debug.yaml", args)
     model = build_model(cfg.model)
-    model.load_state_dict(torch.load(out / "checkpoint.pt", weights_only=False)["model"])
+    model.load_state_dict(torch.load(out / "checkpoint.pt", weights_only=True)["model"])
     fit, val = validation_split(read_videos(manifest), 0.25, 0)
     data = eval_data_config(cfg)
     train_x, train_y = extract_features(model, data, fit, torch.device("cpu"))

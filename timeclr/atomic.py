@@ -5,10 +5,17 @@ find half a checkpoint, half a results file or half a manifest. So every output 
 temporary name beside its destination and moved into place by ``os.replace``, which is atomic on
 one file system: the destination holds either the old complete file or the new complete one.
 """
+import errno
 import json
 import os
+import shutil
 from contextlib import contextmanager
 from pathlib import Path
+
+from timeclr.errors import DiskFull
+
+# a full disk and a full quota: the user's to fix, never a reason to keep half a file
+_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 def temp_path(path) -> Path:
@@ -27,14 +34,32 @@ def atomic_path(path):
 
         with atomic_path("checkpoint.pt") as tmp:
             torch.save(state, tmp)
+
+    A full disk (ENOSPC, EDQUOT) while writing is a ``DiskFull`` naming ``path`` and the space
+    left, after the temporary file is removed: the file at ``path`` before, if any, is unchanged.
     """
     tmp = temp_path(path)
     try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        try:
+            yield tmp
+            os.replace(tmp, path)
+        finally:
+            if os.path.lexists(tmp):
+                os.remove(tmp)
+    except OSError as e:
+        if e.errno not in _FULL or isinstance(e, DiskFull):
+            raise
+        raise DiskFull(f"{path}: {e.strerror} ({free_space(path)} free there); nothing was written, "
+                       "and the file there before, if any, is unchanged") from None
+
+
+def free_space(path) -> str:
+    """The free space of the file system holding ``path``'s folder, in words (``'3.2 MB'``)."""
+    try:
+        free = shutil.disk_usage(Path(path).parent).free
+    except OSError:
+        return "unknown"
+    return f"{free / 1e9:.1f} GB" if free >= 1e9 else f"{free / 1e6:.1f} MB"
 
 
 @contextmanager

@@ -9,6 +9,16 @@ class ConfigError(ValueError):
     """A config file, override or setting that does not fit; the message names the key."""
 
 
+class UnsafeCheckpoint(ConfigError):
+    """A checkpoint whose unpickling would run Python code (a callable it names, not tensors and
+    plain data): refused without running any of it. Never a reason to fall back to another file."""
+
+
+class DiskFull(OSError):
+    """A write ran out of disk space (ENOSPC, or the user's quota): the message names the file and
+    what was kept, since a full disk is the user's to fix and the job's outputs so far are whole."""
+
+
 class VideoError(Exception):
     """One video the pipelines cannot use (indexing rejects it, preparing cannot transcode it).
 

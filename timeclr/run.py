@@ -350,6 +350,8 @@ class Loop:
         self.total = cfg.train.epochs * len(loader)
         try:
             self.step = resume(cfg, model, optimizer, loader, device, rank, self.total)
+        except ConfigError:  # damaged or refused: its own message names the file
+            raise
         except (RuntimeError, ValueError, KeyError) as e:  # state dicts of another model or optimizer
             raise ConfigError(f"{self.ckpt_path} is not a checkpoint of this model and config: "
                               f"{str(e).splitlines()[0]}; choose another out_dir") from None

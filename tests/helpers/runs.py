@@ -52,8 +52,8 @@ def die_after_checkpoint(module, monkeypatch, step: int):
 
 def assert_same_parameters(one_dir, two_dir, tol: float = 1e-5):
     """The final checkpoints of two runs hold the same parameters, to ``tol``."""
-    want = torch.load(one_dir / "checkpoint.pt", weights_only=False)["model"]
-    got = torch.load(two_dir / "checkpoint.pt", weights_only=False)["model"]
+    want = torch.load(one_dir / "checkpoint.pt", weights_only=True)["model"]
+    got = torch.load(two_dir / "checkpoint.pt", weights_only=True)["model"]
     for key, value in want.items():
         err = (got[key].double() - value.double()).abs().max().item()
         assert err <= tol, f"{key}: the two runs' parameters differ by {err:.2e}"
