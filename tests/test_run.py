@@ -96,7 +96,7 @@ def test_differences_name_each_differing_key():
 
 
 def test_to_device_pins_host_tensors_bound_for_a_gpu_and_never_blocks():
-    from timeclr.run import to_device
+    from timeclr.distributed import to_device
 
     class HostTensor:  # stands in for a DALI CPU output; CUDA copies cannot run on this machine
         device = torch.device("cpu")

@@ -10,7 +10,7 @@ no process behind: the guards that keep any of these tests from holding up the s
 import pytest
 
 from tests.helpers.runs import assert_same_parameters, losses, moving_bars_manifest
-from tests.helpers.torchrun import logs, run_agents, running
+from tests.helpers.torchrun import logs, run_agents, run_ranks, running
 from timeclr.train import main as train_main
 
 
@@ -64,13 +64,13 @@ def test_a_rank_killed_mid_run_restarts_from_the_last_checkpoint_and_ends_as_an_
     ({}, False),  # not under torchrun
 ])
 def test_restarts_with_the_shared_agent_store_are_detected(monkeypatch, env, warns):
-    from timeclr import run
+    from timeclr import distributed
 
     for k in ("TORCHELASTIC_USE_AGENT_STORE", "TORCHELASTIC_MAX_RESTARTS"):
         monkeypatch.delenv(k, raising=False)
     for k, v in env.items():
         monkeypatch.setenv(k, v)
-    assert run.restarts_share_the_agent_store() is warns, env
+    assert distributed.restarts_share_the_agent_store() is warns, env
 
 
 @pytest.mark.parametrize("watchdog_s, ends_by", [(20, "watchdog"), (600, "deadline")])
@@ -90,7 +90,31 @@ def test_a_hung_torchrun_job_fails_with_its_stacks_and_leaves_no_process(manifes
     assert ("run_agents: deadline of 60 s" in log) is (ends_by == "deadline"), logs(tmp_path, 2)
     if ends_by == "watchdog":  # faulthandler's stacks: the sleeping rank's and the waiting ranks'
         assert "Timeout (0:00:20)!" in log, log[-6000:]
-        assert "save_then_stop" in log and "_all_gather" in log, log[-6000:]
-    workers = [int(p.name) for p in pids.iterdir()]
+        assert "end_step_then_stop" in log and "_all_gather" in log, log[-6000:]
+    workers = [int(p.name) for p in pids.iterdir() if p.name.isdigit()]
     assert len(workers) == 4, workers
     assert not [pid for pid in workers if running(pid)], f"workers left running: {workers}"
+
+
+@pytest.mark.parametrize("how", ["dies", "hangs"])
+def test_a_rank_that_dies_or_hangs_ends_the_job_within_dist_timeout_naming_it(manifest, tmp_path, how):
+    # 2 gloo ranks without torchrun (no agent ends the job for them): rank 1 is SIGKILLed, or
+    # sleeps, after step 2 of 6, and rank 0 waits for it in the next collective. Rank 0 must end
+    # in one line naming rank 1, within dist.timeout_s (for the hang) plus collective_failure's
+    # grace for the others to check in (10 s) and a margin for a loaded machine
+    timeout_s, grace_s, margin_s = 10, 10, 20
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    codes = run_ranks(2, ["pipelines/debug.yaml", *overrides(manifest, tmp_path / "run", "train.epochs=6",
+                                                              "data.batch_size=2", f"dist.timeout_s={timeout_s}")],
+                      tmp_path, env={"TIMECLR_TEST_STOP_RANK": "1", "TIMECLR_TEST_PID_DIR": str(pids),
+                                     f"TIMECLR_TEST_{'DIE' if how == 'dies' else 'HANG'}_AT_STEP": "2"})
+    ended = (tmp_path / "rank0.log").stat().st_mtime  # rank 0's last words
+    log = (tmp_path / "rank0.log").read_text()
+    assert codes[0] not in (0, -9), f"rank 0 exited {codes[0]}:\n{log[-3000:]}"
+    last = log.strip().splitlines()[-1]
+    assert last.startswith("timeclr.train: rank 0: a collective failed") and "rank 1 of 2 died or stopped " \
+        "answering" in last and f"dist.timeout_s={timeout_s}" in last, log[-3000:]
+    waited = ended - float((pids / "stopped").read_text())
+    bound = (timeout_s if how == "hangs" else 0) + grace_s + margin_s
+    assert waited < bound, f"rank 0 ended {waited:.1f} s after rank 1 stopped (bound {bound} s):\n{log[-2000:]}"

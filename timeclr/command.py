@@ -2,7 +2,8 @@
 
 The config is loaded in its layers and handed to the command's run function. What a user can
 fix (a config key, a missing file, a non-finite loss, a damaged checkpoint) ends the command with
-one line naming it, not a traceback; so does Ctrl-C, with where the last checkpoint is.
+one line naming it, not a traceback; so do Ctrl-C and a dead or stuck rank (a failed collective),
+with where the last checkpoint is.
 """
 import argparse
 import os
@@ -29,15 +30,28 @@ def command_main(name: str, description: str, run_fn, argv=None, config_help: st
     except (ConfigError, OSError, NonFiniteLoss) as e:  # after a NaN the last checkpoint stays: rerun resumes
         raise SystemExit(f"timeclr.{name}: {e}") from None
     except KeyboardInterrupt:  # checkpoints are written atomically: the last one is whole
-        from timeclr.run import CHECKPOINT
+        raise SystemExit(f"timeclr.{name}: interrupted; {_last_checkpoint(cfg)}") from None
+    except RuntimeError as e:  # a dead or stuck rank: a collective failed, or ran past dist.timeout_s
+        failed = None
+        if "torch.distributed" in sys.modules:
+            from timeclr.distributed import collective_failure
 
-        ckpt = os.path.join(cfg.out_dir, CHECKPOINT) if cfg is not None and "out_dir" in cfg else None
-        where = (f"the last checkpoint is {ckpt}; the same command resumes from it" if ckpt and os.path.exists(ckpt)
-                 else "no checkpoint was written yet")
-        raise SystemExit(f"timeclr.{name}: interrupted; {where}") from None
+            failed = collective_failure(e, cfg)
+        if failed is None:
+            raise
+        raise SystemExit(f"timeclr.{name}: {failed}; {_last_checkpoint(cfg)}") from None
     finally:
         if "torch.distributed" in sys.modules:  # only a run that got as far as torch can have a group
-            from timeclr.run import teardown_distributed
+            from timeclr.distributed import teardown_distributed
 
             teardown_distributed()
     return 0
+
+
+def _last_checkpoint(cfg) -> str:
+    """Where a stopped run can go on from, in words."""
+    from timeclr.run import CHECKPOINT
+
+    ckpt = os.path.join(cfg.out_dir, CHECKPOINT) if cfg is not None and "out_dir" in cfg else None
+    return (f"the last checkpoint is {ckpt}; the same command resumes from it" if ckpt and os.path.exists(ckpt)
+            else "no checkpoint was written yet")

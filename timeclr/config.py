@@ -180,6 +180,14 @@ class SyntheticConfig:
 
 
 @dataclass
+class DistConfig:
+    # every collective (gradient all-reduce, the loss's all-gather, barriers) fails after this
+    # long, so one dead or stuck rank ends the job instead of holding it (gloo's own default: 30
+    # min). A rank-0-only phase the others wait through (generating the synthetic set) must fit.
+    timeout_s: float = 600.0
+
+
+@dataclass
 class Config:
     out_dir: str = "runs/debug"
     checkpoint: str = ""  # timeclr.evaluate / finetune: a checkpoint path, or 'random' for an untrained encoder
@@ -189,6 +197,7 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    dist: DistConfig = field(default_factory=DistConfig)
 
 
 @contextmanager
@@ -269,6 +278,8 @@ def load_config(path: str | None = None, overrides: list[str] = (), schema=Confi
                               "in a YAML mapping a colon needs a space after it: {a: [x, y]})") from None
         with _named_errors(f"in override {item!r}"):
             OmegaConf.update(cfg, key, parsed, merge=True)  # update() also reaches list items (data.views.0.frames)
+    if not cfg.dist.timeout_s > 0:
+        raise ConfigError(f"dist.timeout_s must be a positive number of seconds, got {cfg.dist.timeout_s}")
     if cfg.train.epochs < 1:
         raise ConfigError(f"train.epochs must be at least 1, got {cfg.train.epochs}")
     for i, view in enumerate(cfg.data.views):

@@ -21,7 +21,8 @@ from timeclr.errors import ConfigError
 from timeclr.metrics import evaluate_features, knn_top1
 from timeclr.pipelines.manifest import read_manifest
 from timeclr.pipelines.video import VideoLoader, read_videos
-from timeclr.run import gather_in_order, random_model, to_device
+from timeclr.distributed import gather_in_order, to_device
+from timeclr.run import random_model
 
 KEYS = ["linear_top1", "knn_top1", "retrieval_r1", "retrieval_r5", "retrieval_r10", "retrieval_r20"]
 LABELS = {"linear_top1": "linear top-1", "knn_top1": "kNN top-1", "retrieval_r1": "R@1", "retrieval_r5": "R@5",
@@ -82,7 +83,7 @@ def group_labels(cfg) -> dict:
 def extract_features(model, data, videos, device, desc: str = "features"):
     """(N, F) encoder features and (N,) labels of ``videos`` (a list, or a manifest path), in
     that order. Under DDP each rank extracts its shard and every rank gets them all
-    (``run.gather_in_order``). Rank 0 shows a progress bar named ``desc``. Leaves the model in
+    (``distributed.gather_in_order``). Rank 0 shows a progress bar named ``desc``. Leaves the model in
     eval mode."""
     loader = VideoLoader(data, read_videos(videos) if isinstance(videos, (str, os.PathLike)) else videos)
     feats, labels, order = [], [], []

@@ -37,7 +37,7 @@ def finetune(cfg) -> dict:
     import torch
     from torch.nn.parallel import DistributedDataParallel as DDP
 
-    from timeclr import objectives, run
+    from timeclr import distributed, objectives, run
     from timeclr.classifier import build_classifier, param_groups
     from timeclr.finetuning import (check_config, class_list, logged_values, multiview_test, step_seed,
                                     train_data_config, write_results)
@@ -51,7 +51,7 @@ def finetune(cfg) -> dict:
         require_manifest(cfg.data.manifest, cfg.data)
         if cfg.train.evaluate and cfg.eval.test_manifest:
             require_manifest(cfg.eval.test_manifest, cfg.data, "eval.test_manifest")
-    world, rank, device = run.setup_distributed(cfg)
+    world, rank, device = distributed.setup_distributed(cfg)
 
     # -- data: one labelled view per video
     if cfg.synthetic.enabled:
@@ -94,7 +94,7 @@ def finetune(cfg) -> dict:
             loop.log.log_eval({k: results[k] for k in ("top1", "top5", "mean_class_accuracy", "single_view_top1")},
                               loop.total)
     loop.close()
-    run.barrier()
+    distributed.barrier()
     return results
 
 

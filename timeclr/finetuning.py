@@ -11,7 +11,7 @@ import torch
 import torch.distributed as dist
 from omegaconf import OmegaConf
 
-from timeclr import run
+from timeclr import distributed, run
 from timeclr.atomic import write_json
 from timeclr.config import ViewConfig
 from timeclr.errors import ConfigError
@@ -54,15 +54,15 @@ def view_logits(model, data, manifest, device, bf16=True):
     """(V, N, K) logits of every view of every video of ``manifest`` (manifest order) and (N,) labels.
     Under DDP each rank scores its shard and the shards are gathered on every rank."""
     loader = VideoLoader(data, read_videos(manifest))
-    autocast = run.autocast(device, bf16)
+    autocast = distributed.autocast(device, bf16)
     logits, labels, order = [], [], []
     model.eval()
     for batch in loader:
         with autocast:
-            logits.append(torch.stack([model(run.to_device(v, device)) for v in batch["views"]]).float().cpu())
+            logits.append(torch.stack([model(distributed.to_device(v, device)) for v in batch["views"]]).float().cpu())
         labels.append(batch["label"].cpu())
         order.append(batch["index"].cpu())
-    out = run.gather_in_order({"logits": (torch.cat(logits, 1), 1), "labels": (torch.cat(labels), 0)},
+    out = distributed.gather_in_order({"logits": (torch.cat(logits, 1), 1), "labels": (torch.cat(labels), 0)},
                               torch.cat(order))
     return out["logits"], out["labels"]
 

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from timeclr.loss import nt_xent
-from timeclr.run import amp_dtype, autocast, to_device
+from timeclr.distributed import amp_dtype, autocast, to_device
 
 
 def contrastive(train_cfg, device, world: int = 1):

@@ -2,7 +2,6 @@
 nothing else (``timeclr.train`` pretrains, ``timeclr.finetune`` fine-tunes, and
 ``benchmarks/train_throughput.py`` times the very same step).
 
-    setup_distributed    torchrun's environment -> (world, rank, device); teardown_distributed
     start_run_dir        out_dir with the resolved config.yaml beside the run
     save/load_checkpoint (timeclr.checkpoints) atomic checkpoints (model, optimizer, step, reader position, config), read
                          back before they replace the previous one, which is kept (checkpoint.prev.pt)
@@ -14,15 +13,12 @@ nothing else (``timeclr.train`` pretrains, ``timeclr.finetune`` fine-tunes, and
                          clocks, progress bar, log rows, checks and checkpoints when due
     load_encoder         a pretraining checkpoint's model, checked against the config's
 """
-import gc
 import json
 import math
 import os
-import sys
 import time
 
 import torch
-import torch.distributed as dist
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
@@ -34,100 +30,9 @@ from timeclr.lock import FolderLock
 from timeclr.models import build_model
 from timeclr.optim import set_lr
 from timeclr.recorded import differences
-from timeclr.threads import choose_cpu_threads
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
-
-# ---------------------------------------------------------------------------------------------
-# processes and devices
-# ---------------------------------------------------------------------------------------------
-
-
-def setup_distributed(cfg):
-    """(world size, rank, device): joins the process group under torchrun (which sets WORLD_SIZE /
-    RANK / LOCAL_RANK) and makes every rank's batches full and equal, or the collectives hang."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and restarts_share_the_agent_store() and os.environ.get("RANK") == "0":
-        print("warning: torchrun --max-restarts with the agent's shared TCPStore can hand a restarted job "
-              "the old attempt's addresses (pytorch/pytorch#135712); run torchrun with "
-              "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1", file=sys.stderr)
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    rank = dist.get_rank() if dist.is_initialized() else 0
-    if torch.cuda.is_available():
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(device)
-    else:
-        device = torch.device("cpu")
-        choose_cpu_threads(verbose=rank == 0)  # a shared machine's busy cores are not free
-    if cfg.data.device == "gpu" and device.type != "cuda":
-        raise ConfigError("data.device=gpu but torch sees no CUDA device; use data.device=cpu")
-    if world > 1:
-        cfg.data.drop_last = True
-    return world, rank, device
-
-
-def restarts_share_the_agent_store() -> bool:
-    """True under a torchrun that may restart its workers and shares its rendezvous TCPStore with
-    them (torch's default since 2.5): the store outlives an attempt, so the process group of a
-    restart can read the previous attempt's rank addresses and fail to connect."""
-    return (os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
-            and int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0")) > 0)
-
-
-def teardown_distributed():
-    """Leave the process group, if any. The DDP wrapper (kept alive by a traceback, say) is freed
-    first while the group is still referenced: a Reducer dropping the last reference deadlocks in
-    torch's gloo teardown."""
-    if dist.is_initialized():
-        gc.collect()
-        dist.destroy_process_group()
-
-
-def barrier():
-    """Wait for every rank (no-op in one process)."""
-    if dist.is_initialized():
-        dist.barrier()
-
-
-def to_device(t: torch.Tensor, device) -> torch.Tensor:
-    """``t`` on ``device`` without making the host wait: a CPU tensor bound for a GPU is copied
-    into page-locked memory first, since ``non_blocking=True`` from pageable memory (what DALI's
-    CPU outputs are) is a blocking copy. Tensors already there are returned as they are."""
-    if torch.device(device).type == "cuda" and t.device.type == "cpu":
-        t = t.pin_memory()
-    return t.to(device, non_blocking=True)
-
-
-def gather_in_order(rows: dict, order: torch.Tensor) -> dict:
-    """Per-video results of every rank, on every rank, in manifest order.
-
-    ``rows`` maps a name to a (tensor, dim) pair whose ``dim`` runs over this rank's videos, and
-    ``order`` gives those videos' manifest indices. Under DDP each rank evaluates its own shard
-    (so no rank idles at a barrier past NCCL's timeout while another does all the work); the
-    shards are gathered with ``all_gather_object`` (CPU tensors, any size) and sorted back.
-    """
-    names = list(rows)
-    part = [order] + [rows[n][0] for n in names]
-    if dist.is_initialized():
-        parts = [None] * dist.get_world_size()
-        dist.all_gather_object(parts, part)
-        part = [torch.cat([p[0] for p in parts])] + [
-            torch.cat([p[i + 1] for p in parts], rows[n][1]) for i, n in enumerate(names)]
-    sort = part[0].argsort()
-    return {n: t.index_select(rows[n][1], sort) for n, t in zip(names, part[1:])}
-
-
-def amp_dtype(device, bf16: bool = True) -> torch.dtype:
-    """The dtype a training step computes in: bf16 on CUDA when ``bf16``, else fp32 (CPU)."""
-    return torch.bfloat16 if device.type == "cuda" and bf16 else torch.float32
-
-
-def autocast(device, bf16: bool = True):
-    """bf16 autocast on CUDA when ``bf16``; a disabled context elsewhere (CPU runs fp32)."""
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp_dtype(device, bf16) == torch.bfloat16)
-
 
 # ---------------------------------------------------------------------------------------------
 # run directory and checkpoints: written atomically, so a kill -9 never leaves half a file

@@ -19,7 +19,7 @@ def train(cfg) -> dict:
     import torch
     from torch.nn.parallel import DistributedDataParallel as DDP
 
-    from timeclr import objectives, run
+    from timeclr import distributed, objectives, run
     from timeclr.features import OnlineKNN, evaluate_run, group_labels
     from timeclr.models import build_model
     from timeclr.optim import build_optimizer, lr_at
@@ -30,7 +30,7 @@ def train(cfg) -> dict:
     if not cfg.synthetic.enabled and not cfg.data.shards:  # a dataset not set up yet: say how
         require_manifest(cfg.data.manifest, cfg.data)
     # -- distributed set-up: torchrun sets WORLD_SIZE / RANK / LOCAL_RANK
-    world, rank, device = run.setup_distributed(cfg)
+    world, rank, device = distributed.setup_distributed(cfg)
 
     # -- data
     if cfg.synthetic.enabled:
@@ -72,7 +72,7 @@ def train(cfg) -> dict:
         results = evaluate_run(cfg, model, device, rank)
         loop.log.log_eval(results, loop.step)
     loop.close()
-    run.barrier()
+    distributed.barrier()
     return results
 
 

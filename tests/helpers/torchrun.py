@@ -100,3 +100,31 @@ def run_agents(nodes: int, nproc: int, args: list, log_dir, max_restarts: int = 
 
 def logs(log_dir, nodes: int) -> str:
     return "\n".join(open(os.path.join(log_dir, f"agent{k}.log")).read()[-3000:] for k in range(nodes))
+
+
+def run_ranks(world: int, args: list, log_dir, env=None, deadline_s: int = 150) -> list[int]:
+    """Exit codes of ``world`` ranks of ``python -m tests.helpers.torchrun_worker ARGS`` started
+    without torchrun (the environment it would set, MASTER_ADDR on this machine): nothing restarts
+    or ends the job for a failed rank, so what ends it is the ranks' own handling. Rank 0's exit is
+    waited for up to ``deadline_s``; then every rank still running is SIGKILLed (-9 for those).
+    Each rank's output goes to ``log_dir/rankK.log``."""
+    base = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": REPO, "WORLD_SIZE": str(world),
+            "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()),
+            "TIMECLR_TEST_WATCHDOG_S": str(deadline_s + 30), **(env or {})}
+    ranks = []
+    for rank in range(world):
+        log = open(os.path.join(log_dir, f"rank{rank}.log"), "w")
+        ranks.append((subprocess.Popen([sys.executable, "-m", "tests.helpers.torchrun_worker", *args], cwd=REPO,
+                                       env={**base, "RANK": str(rank), "LOCAL_RANK": str(rank)}, stdout=log,
+                                       stderr=subprocess.STDOUT, preexec_fn=die_with_parent), log))
+    try:
+        ranks[0][0].wait(timeout=deadline_s)
+    except subprocess.TimeoutExpired:
+        pass
+    finally:
+        for proc, log in ranks:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            log.close()
+    return [proc.returncode for proc, _ in ranks]

@@ -7,11 +7,13 @@ ends with its stacks in the log instead of waiting out gloo's 30-minute collecti
 - A C-level faulthandler watchdog (``TIMECLR_TEST_WATCHDOG_S``) prints every thread's stack and
   exits: it needs no GIL, so it fires wherever the rank is stuck, and the agent then sees a failed
   worker and ends the job. The ranks it SIGTERMs then print their stacks as they go.
-- With ``TIMECLR_TEST_DIE_AT_STEP`` set, rank 0 SIGKILLs itself right after writing that step's
-  checkpoint, on the first attempt only (torchrun counts attempts in ``TORCHELASTIC_RESTART_COUNT``):
-  what a node lost mid-run looks like to the other ranks. With ``TIMECLR_TEST_HANG_AT_STEP``, it
-  sleeps there instead, and the other ranks wait in their next collective: a hung job.
-- ``TIMECLR_TEST_PID_DIR``: each worker writes its pid there, so a test can check none survives.
+- With ``TIMECLR_TEST_DIE_AT_STEP`` set, rank ``TIMECLR_TEST_STOP_RANK`` (default 0) SIGKILLs itself
+  right after that step (for rank 0: after writing its checkpoint), on the first attempt only
+  (torchrun counts attempts in ``TORCHELASTIC_RESTART_COUNT``): what a node lost mid-run looks like
+  to the other ranks. With ``TIMECLR_TEST_HANG_AT_STEP``, it sleeps there instead, and the other
+  ranks wait in their next collective: a hung job.
+- ``TIMECLR_TEST_PID_DIR``: each worker writes its pid there, so a test can check none survives,
+  and the stopping rank writes the time it stopped to ``stopped``.
 """
 import faulthandler
 import os
@@ -33,15 +35,18 @@ if __name__ == "__main__":
     die_at = os.environ.get("TIMECLR_TEST_DIE_AT_STEP")
     hang_at = os.environ.get("TIMECLR_TEST_HANG_AT_STEP")
     if (die_at or hang_at) and os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0" \
-            and os.environ.get("RANK") == "0":
-        real_save = run.save_checkpoint
+            and os.environ.get("RANK") == os.environ.get("TIMECLR_TEST_STOP_RANK", "0"):
+        real_end_step = run.Loop.end_step
 
-        def save_then_stop(path, model, optimizer, step, loader, cfg):
-            real_save(path, model, optimizer, step, loader, cfg)
-            if die_at and step == int(die_at):
-                os.kill(os.getpid(), signal.SIGKILL)
-            if hang_at and step == int(hang_at):
+        def end_step_then_stop(loop, *args, **kwargs):
+            real_end_step(loop, *args, **kwargs)  # rank 0 writes the step's checkpoint here
+            if loop.step == int(die_at or hang_at):
+                if os.environ.get("TIMECLR_TEST_PID_DIR"):  # when it stopped, for the test's clock
+                    with open(os.path.join(os.environ["TIMECLR_TEST_PID_DIR"], "stopped"), "w") as f:
+                        f.write(repr(time.time()))
+                if die_at:
+                    os.kill(os.getpid(), signal.SIGKILL)
                 time.sleep(10 ** 6)
 
-        run.save_checkpoint = save_then_stop
+        run.Loop.end_step = end_step_then_stop
     sys.exit(main(sys.argv[1:]))
