@@ -21,10 +21,12 @@ Outputs: the manifest, ``NAME.classes.txt`` and ``NAME.rejects.csv`` (``timeclr.
 
 Reject reasons
     Those of the probe (``timeclr.pipelines.probe``: ``zero bytes``, ``not a video``, ``no video
-    stream``, ``codec ... not decodable on ...``, ``unreadable``, ``truncated``), then the tree's
-    own: ``variable frame rate``, ``no class folder``; with annotations, ``missing`` (listed,
-    but no file under ROOT) and ``duplicate`` (several files match one listed video). Each
-    starts with its keyword, then ``: details``.
+    stream``, ``codec ... not decodable on ...``, ``unreadable``, ``truncated``), ``unreadable``
+    too for a decoder that crashed the probe's process, ``timed out`` for a probe that ran past
+    its deadline (``PROBE_TIMEOUT_S``: a decoder that hangs on the file), then the tree's own:
+    ``variable frame rate``, ``no class folder``; with annotations, ``missing`` (listed, but no
+    file under ROOT) and ``duplicate`` (several files match one listed video). Each starts with
+    its keyword, then ``: details``.
 
 Variable frame rate
     ``index_tree`` rejects the videos the probe flags unless ``allow_vfr``, in which case it keeps
@@ -39,6 +41,12 @@ from timeclr.pipelines.layouts import read_annotations
 from timeclr.pipelines.manifest import sidecar_paths, write_manifest
 from timeclr.pipelines.pool import run_per_file
 from timeclr.pipelines.probe import INDEX_EXTENSIONS, PREPARE_HINT, describe, probe_video, resolve_device
+
+# The probe decodes every frame on one CPU core, 1080p H.264 at about 300 frames/s: a 10-minute
+# 1080p video takes about a minute, the usual datasets' clips (Kinetics' 10 s, UCF101's, SSv2's)
+# well under a second. A file still probing after 120 s is far more likely a decoder that hangs on
+# it than a long video; it holds up one worker, never the run (longer videos: --timeout).
+PROBE_TIMEOUT_S = 120.0
 
 
 def find_videos(root, extensions=INDEX_EXTENSIONS) -> list[Path]:
@@ -79,16 +87,26 @@ def _probe_outcome(path: Path, device: str) -> tuple[str, object]:
         return "rejected", f"unreadable: the probe failed ({describe(e)})"
 
 
-def probe_all(paths, device: str, workers: int, progress: bool = True) -> dict:
+def probe_all(paths, device: str, workers: int, progress: bool = True,
+              timeout_s: float | None = PROBE_TIMEOUT_S) -> dict:
     """{path: ('ok', info) | ('rejected', reason)} for every path, probed by ``workers``
-    processes (in this process for workers <= 1), with a tqdm progress bar."""
+    processes with a tqdm progress bar; a probe still running after ``timeout_s`` seconds is
+    killed and its file rejected (``timed out``). ``timeout_s`` None: no deadline, and for
+    workers <= 1 the probes run in this process (``run_per_file``)."""
+    def failed(path, why):
+        if why == "timed out":
+            return "rejected", (f"timed out: the probe took longer than {timeout_s:g} s "
+                                "(a decoder that hangs on this file?)")
+        return "rejected", "unreadable: the decoder crashed the probe process"
+
     return run_per_file(_probe_outcome, {path: (path, device) for path in paths}, workers, "probing videos",
-                        lambda path: ("rejected", "unreadable: the decoder crashed the probe process"), progress)
+                        failed, progress, timeout_s)
 
 
 def index_tree(root, manifest_path, device: str = "auto", workers: int | None = None,
                allow_vfr: bool = False, progress: bool = True, layout: str = "folder",
-               annotations=None, split=None, subset=None) -> tuple[int, int]:
+               annotations=None, split=None, subset=None,
+               timeout_s: float | None = PROBE_TIMEOUT_S) -> tuple[int, int]:
     """Index the videos at ``root`` into ``manifest_path`` and its sidecars.
 
     Writes the manifest, the class list and the rejects (see the module docstring), prints the
@@ -96,7 +114,8 @@ def index_tree(root, manifest_path, device: str = "auto", workers: int | None = 
     ``device``: 'cpu', 'gpu' or 'auto'; ``workers``: probe processes (default min(8, CPUs));
     ``allow_vfr``: keep variable-frame-rate videos (``vfr=1``) instead of rejecting them.
     ``layout``: 'folder' (a folder-per-class tree) or a dataset layout read from ``annotations``
-    for ``split`` and ``subset`` (``timeclr.pipelines.layouts``).
+    for ``split`` and ``subset`` (``timeclr.pipelines.layouts``). ``timeout_s``: a probe's
+    deadline, past which its file is rejected (``timed out``); None for none.
     Raises ManifestError if ``root`` is missing or holds no candidate video, if the layout's
     options or annotations are wrong, or if no listed video is under ``root``.
     """
@@ -122,7 +141,7 @@ def index_tree(root, manifest_path, device: str = "auto", workers: int | None = 
     labels = {name: i for i, name in enumerate(classes)}
 
     rows = []
-    outcomes = probe_all(list(assigned), device, workers, progress)
+    outcomes = probe_all(list(assigned), device, workers, progress, timeout_s)
     for path, (status, result) in sorted(outcomes.items()):
         rel = _rel(root, path)
         if status == "rejected":

@@ -19,8 +19,10 @@ Resuming
 Failures
     A source that cannot be prepared never stops the others. Its reason starts with a stable
     keyword as in the manifest (``zero bytes``, ``not a video``, ``no video stream``,
-    ``unreadable``, ``encode failed``, ``name clash`` for two sources that would write the same
-    output, e.g. ``a/x.avi`` and ``a/x.mp4``), then ``: details``. They are returned, printed by
+    ``unreadable`` (a decoder or encoder that crashed its worker too), ``encode failed``,
+    ``timed out`` (still running after ``PREPARE_TIMEOUT_S`` or ``--timeout``: a decoder or encoder
+    that hangs on it), ``name clash`` for two sources that would write the same output, e.g.
+    ``a/x.avi`` and ``a/x.mp4``), then ``: details``. They are returned, printed by
     keyword and written to ``DST/prepare.failures.csv`` (columns ``path,reason``, paths relative
     to SRC; rewritten by every run, so it lists the current failures). A failed source leaves no
     output, not even a partial one. The settings file and the failures CSV are written atomically
@@ -45,6 +47,12 @@ from timeclr.recorded import differences
 FAILURES_NAME = "prepare.failures.csv"
 SETTINGS_NAME = "prepare.settings.json"
 FAILURE_COLUMNS = ("path", "reason")
+# Re-encoding a 1080p video at full size runs at about 30 frames/s on one core (its share when
+# workers = cores), so 600 s covers some 10 minutes of it; to a 256-pixel short side, about 30
+# minutes; the usual datasets' clips take seconds. A file still going after that is more likely a
+# decoder or encoder that hangs on it; it holds up one worker, never the run, and a rerun with a
+# longer --timeout redoes only the failures (finished outputs are skipped).
+PREPARE_TIMEOUT_S = 600.0
 
 
 @dataclass
@@ -78,13 +86,15 @@ def _prepare_outcome(src: Path, dst: Path, settings: dict, threads: int) -> tupl
 
 def prepare_tree(src, dst, codec: str = "h264", short_side: int | None = None, gop: int = DEFAULT_GOP,
                  fps=None, workers: int | None = None, progress: bool = True,
-                 crf: int | None = None) -> PrepareReport:
+                 crf: int | None = None, timeout_s: float | None = PREPARE_TIMEOUT_S) -> PrepareReport:
     """Prepare every video under ``src`` (``find_videos``) into ``dst``, keeping relative paths.
 
     ``codec``: 'h264' (.mp4), 'vp9' (.webm) or 'jpeg' (.tar frame archives); ``short_side``: even size of the short side, or
     None to keep the size; ``gop``: keyframe interval in frames; ``fps``: output rate, or None
     for each source's own nominal rate; ``workers``: processes (default min(8, CPUs); 1 = in this
-    process); ``crf``: quality, None for the codec's default (``transcode.DEFAULT_CRF``).
+    process if ``timeout_s`` is None); ``crf``: quality, None for the codec's default
+    (``transcode.DEFAULT_CRF``); ``timeout_s``: each source's deadline, past which its worker is
+    killed and it fails (``timed out``), or None for none.
     Skips sources whose output exists, writes ``dst/prepare.failures.csv``, prints a summary
     (and a tqdm bar if ``progress``) and returns a PrepareReport. Raises ValueError for bad
     arguments, a missing or empty ``src``, or a ``dst`` prepared earlier with other settings.
@@ -106,10 +116,10 @@ def prepare_tree(src, dst, codec: str = "h264", short_side: int | None = None, g
 
     dst.mkdir(parents=True, exist_ok=True)
     with FolderLock(dst, "prepare"):  # a second prepare into dst refuses instead of interleaving
-        return _prepare_into(src, dst, sources, settings, codec, workers, threads, progress)
+        return _prepare_into(src, dst, sources, settings, codec, workers, threads, progress, timeout_s)
 
 
-def _prepare_into(src, dst, sources, settings, codec, workers, threads, progress) -> PrepareReport:
+def _prepare_into(src, dst, sources, settings, codec, workers, threads, progress, timeout_s) -> PrepareReport:
     """``prepare_tree``'s work, under ``dst``'s lock."""
     _check_settings_file(dst, settings)
     leftovers = _remove_parts(dst)
@@ -132,7 +142,7 @@ def _prepare_into(src, dst, sources, settings, codec, workers, threads, progress
         else:
             todo[path] = out
 
-    outcomes = _run_all(todo, settings, workers, threads, progress)
+    outcomes = _run_all(todo, settings, workers, threads, progress, timeout_s)
     for path, (status, result) in sorted(outcomes.items()):
         rel = path.relative_to(src).as_posix()
         if status == "done":
@@ -145,13 +155,16 @@ def _prepare_into(src, dst, sources, settings, codec, workers, threads, progress
     return report
 
 
-def _run_all(todo: dict, settings: dict, workers: int, threads: int, progress: bool) -> dict:
-    def crashed(src):  # the crash may have left a half-written part file
+def _run_all(todo: dict, settings: dict, workers: int, threads: int, progress: bool, timeout_s) -> dict:
+    def failed(src, why):  # the killed worker may have left a half-written part file
         part_path(todo[src]).unlink(missing_ok=True)
+        if why == "timed out":
+            return "failed", (f"timed out: preparing took longer than {timeout_s:g} s "
+                              "(a decoder or encoder that hangs on this file?)")
         return "failed", "unreadable: the decoder or encoder crashed the worker process"
 
     jobs = {src: (src, out, settings, threads) for src, out in todo.items()}
-    return run_per_file(_prepare_outcome, jobs, workers, "preparing videos", crashed, progress)
+    return run_per_file(_prepare_outcome, jobs, workers, "preparing videos", failed, progress, timeout_s)
 
 
 def _settings_record(settings: dict) -> dict:

@@ -396,7 +396,7 @@ from tests.helpers import locked
 from timeclr.pipelines.pool import run_per_file
 threading.Thread(target=lambda: (locked.LOCK.acquire(), time.sleep(600)), daemon=True).start()
 time.sleep(0.2)  # the lock is held by another thread now, as DALI's or torch's threads hold theirs
-out = run_per_file(locked.task, {{k: (k,) for k in range(4)}}, workers=2, desc="t", on_crash=None, progress=False)
+out = run_per_file(locked.task, {{k: (k,) for k in range(4)}}, workers=2, desc="t", on_failure=None, progress=False)
 print(sorted(out.items()))
 """
 

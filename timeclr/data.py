@@ -2,13 +2,17 @@
 
 Commands
     prepare SRC DST [--codec h264|vp9|jpeg] [--short-side N] [--gop N] [--fps F] [--crf Q] [--workers N]
+            [--timeout SECONDS]
         Re-encode every video under SRC into DST: constant frame rate, a closed keyframe every
-        N frames, no B-frames, no audio (``timeclr.pipelines.prepare``). Resumable.
+        N frames, no B-frames, no audio (``timeclr.pipelines.prepare``). Resumable. A video still
+        being prepared after SECONDS (default 600) fails as ``timed out``; the others go on.
     index ROOT -o MANIFEST.csv [--layout folder|kinetics|ucf101|hmdb51|ssv2] [--annotations PATH]
           [--split 1|2|3] [--subset train|val|test] [--device auto|cpu|gpu] [--workers N] [--allow-vfr]
+          [--timeout SECONDS]
         Probe every video of the folder-per-class tree ROOT (or of one split of a dataset whose
         annotation files give classes and splits) with PyAV and write the manifest, its class
         list and its rejects (formats: ``timeclr.pipelines.manifest``, ``timeclr.pipelines.layouts``).
+        A video still being probed after SECONDS (default 120) is rejected as ``timed out``.
     preview CONFIG [key=value ...] --out DIR
         Run one batch of the config's pipeline and write DIR/preview.png (contact sheet),
         DIR/preview.npz (uint8 frames) and DIR/preview.json (the frames each view shows).
@@ -23,13 +27,14 @@ Each command is one ``add_<command>_parser`` (its arguments) and one ``run_<comm
 does); a new command adds its pair and registers it in ``build_parser``.
 """
 import argparse
+import math
 import os
 import sys
 
 from timeclr.errors import ConfigError, ManifestError
-from timeclr.pipelines.index import index_tree
+from timeclr.pipelines.index import PROBE_TIMEOUT_S, index_tree
 from timeclr.pipelines.layouts import LAYOUTS, SPLITS, SUBSETS
-from timeclr.pipelines.prepare import prepare_tree
+from timeclr.pipelines.prepare import PREPARE_TIMEOUT_S, prepare_tree
 from timeclr.pipelines.transcode import DEFAULT_CRF, DEFAULT_GOP
 from timeclr.synthetic import ensure_dataset
 from timeclr.synthetic_render import CLASSES, DESCRIPTIONS
@@ -64,6 +69,10 @@ def add_index_parser(subparsers):
                    help="probe processes (default: min(8, CPU count))")
     p.add_argument("--allow-vfr", action="store_true",
                    help="keep variable-frame-rate videos (flagged vfr=1) instead of rejecting them")
+    p.add_argument("--timeout", type=_positive_float, default=PROBE_TIMEOUT_S, metavar="SECONDS",
+                   help="a video still being probed after SECONDS (a decoder that hangs on it?) is "
+                        f"rejected as 'timed out' and the others go on (default {PROBE_TIMEOUT_S:g}; "
+                        "raise it for videos of more than ~10 minutes)")
     p.set_defaults(run=run_index)
 
 
@@ -72,7 +81,7 @@ def run_index(args) -> int:
     try:
         index_tree(args.root, args.output, device=args.device, workers=args.workers,
                    allow_vfr=args.allow_vfr, layout=args.layout, annotations=args.annotations,
-                   split=args.split, subset=args.subset)
+                   split=args.split, subset=args.subset, timeout_s=args.timeout)
     except ManifestError as e:
         raise SystemExit(f"timeclr.data index: error: {e}") from None
     return 0
@@ -105,6 +114,10 @@ def add_prepare_parser(subparsers):
                         f"{DEFAULT_CRF['jpeg']})")
     p.add_argument("--workers", type=_positive_int, default=min(8, os.cpu_count() or 1),
                    help="encoding processes (default: min(8, CPU count))")
+    p.add_argument("--timeout", type=_positive_float, default=PREPARE_TIMEOUT_S, metavar="SECONDS",
+                   help="a video still being prepared after SECONDS (a decoder or encoder that hangs on "
+                        f"it?) fails as 'timed out' and the others go on (default {PREPARE_TIMEOUT_S:g}: "
+                        "some 10 minutes of 1080p video at full size); a rerun redoes only the failures")
     p.set_defaults(run=run_prepare)
 
 
@@ -113,7 +126,7 @@ def run_prepare(args) -> int:
     so that ``prepare && index`` goes on (real datasets always hold a few broken files)."""
     try:
         prepare_tree(args.src, args.dst, codec=args.codec, short_side=args.short_side, gop=args.gop,
-                     fps=args.fps, workers=args.workers, crf=args.crf)
+                     fps=args.fps, workers=args.workers, crf=args.crf, timeout_s=args.timeout)
     except ValueError as e:
         raise SystemExit(f"timeclr.data prepare: error: {e}") from None
     return 0
@@ -234,6 +247,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
     return value
 
 
