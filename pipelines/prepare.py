@@ -35,8 +35,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from timeclr.atomic import atomic_open, write_json
-from timeclr.errors import ManifestError, VideoError
+from timeclr.atomic import atomic_open, disk_full, free_space, write_json
+from timeclr.errors import DiskFull, ManifestError, VideoError
 from timeclr.lock import FolderLock
 from timeclr.pipelines.index import find_videos
 from timeclr.pipelines.pool import run_per_file
@@ -81,6 +81,8 @@ def _prepare_outcome(src: Path, dst: Path, settings: dict, threads: int) -> tupl
     except VideoError as e:
         return "failed", e.reason
     except Exception as e:
+        if disk_full(e):  # no fault of this source: prepare_tree stops
+            return "disk full", str(e)
         return "failed", f"unreadable: preparing failed ({describe(e)})"
 
 
@@ -97,7 +99,8 @@ def prepare_tree(src, dst, codec: str = "h264", short_side: int | None = None, g
     killed and it fails (``timed out``), or None for none.
     Skips sources whose output exists, writes ``dst/prepare.failures.csv``, prints a summary
     (and a tqdm bar if ``progress``) and returns a PrepareReport. Raises ValueError for bad
-    arguments, a missing or empty ``src``, or a ``dst`` prepared earlier with other settings.
+    arguments, a missing or empty ``src``, or a ``dst`` prepared earlier with other settings, and
+    DiskFull when the disk fills up (the outputs finished before are whole; a rerun goes on).
     """
     settings = check_settings(codec, short_side, gop, fps, crf)
     if workers is not None and not (isinstance(workers, int) and not isinstance(workers, bool) and workers > 0):
@@ -143,6 +146,12 @@ def _prepare_into(src, dst, sources, settings, codec, workers, threads, progress
             todo[path] = out
 
     outcomes = _run_all(todo, settings, workers, threads, progress, timeout_s)
+    full = sorted(path.relative_to(src).as_posix() for path, (status, _) in outcomes.items() if status == "disk full")
+    if full:  # the outputs finished so far are whole (written under part names): a rerun goes on
+        raise DiskFull(f"{dst}: the disk filled up ({free_space(dst)} free) while preparing {full[0]}"
+                       f"{f' and {len(full) - 1} more' if len(full) > 1 else ''}; the "
+                       f"{sum(s == 'done' for s, _ in outcomes.values()) + len(report.skipped)} outputs "
+                       "written are whole, and the same command prepares the rest once there is space")
     for path, (status, result) in sorted(outcomes.items()):
         rel = path.relative_to(src).as_posix()
         if status == "done":

@@ -70,7 +70,8 @@ from pathlib import Path
 
 import av
 
-from timeclr.errors import VideoError
+from timeclr.atomic import disk_full
+from timeclr.errors import DiskFull, VideoError
 from timeclr.pipelines import frame_archive
 from timeclr.pipelines.probe import describe, open_video
 
@@ -305,7 +306,7 @@ class _Writer:
             for packet in self.stream.encode(frame):
                 self.out.mux(packet)
         except Exception as e:
-            raise VideoError(f"encode failed: at output frame {k} ({describe(e)})") from None
+            raise _encode_failed(e, f"at output frame {k}") from None
 
     def finish(self, duration: Fraction) -> int:
         """Pad with the last frame up to round(duration * fps) frames, flush; returns the count."""
@@ -322,7 +323,7 @@ class _Writer:
             for packet in self.stream.encode():
                 self.out.mux(packet)
         except Exception as e:
-            raise VideoError(f"encode failed: flushing the encoder ({describe(e)})") from None
+            raise _encode_failed(e, "flushing the encoder") from None
         self.close()
         return total
 
@@ -334,4 +335,12 @@ class _Writer:
                 (self.archive or self.out).close()
             except Exception as e:
                 if not quiet:
-                    raise VideoError(f"encode failed: closing the output ({describe(e)})") from None
+                    raise _encode_failed(e, "closing the output") from None
+
+
+def _encode_failed(e: Exception, where: str) -> Exception:
+    """What a failed write of the output raises: ``DiskFull`` for a full disk, which is no fault of
+    the source and stops ``prepare_tree``, else this source's ``encode failed`` VideoError."""
+    if disk_full(e):
+        return DiskFull(f"{getattr(e, 'filename', None) or 'the output'}: {e.strerror or e}")
+    return VideoError(f"encode failed: {where} ({describe(e)})")

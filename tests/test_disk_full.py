@@ -74,3 +74,40 @@ def test_sharding_onto_a_full_disk_stops_in_one_line_and_the_written_shards_stay
     assert data_main(args) == 0  # the same command, with space again, finishes the set
     index = __import__("json").loads((out / "shards.json").read_text())
     assert index["samples"] == 6 and index["failures"] == 0, index
+
+
+@pytest.mark.parametrize("codec", ["jpeg", "h264"])
+def test_preparing_onto_a_full_disk_stops_in_one_line_and_the_finished_outputs_stay(tmp_path, monkeypatch, codec):
+    """The third output's part file is the full disk (prepare writes under part names, not
+    atomic's): the command stops in one line naming DST; the outputs finished before are whole
+    and no part file is left; the same command prepares the rest once there is space."""
+    from timeclr.pipelines import transcode
+
+    src = tmp_path / "src"
+    for i in range(4):
+        (src / "c").mkdir(parents=True, exist_ok=True)
+        make_video(src / "c" / f"v{i}.webm", 12, 32, 32)
+    dst = tmp_path / "dst"
+    args = ["prepare", str(src), str(dst), "--codec", codec, "--workers", "1"]
+    real, seen = transcode.part_path, []
+
+    def full_from_the_third(out_path):
+        part = real(out_path)
+        seen.append(out_path)
+        if len(seen) >= 3:
+            os.symlink("/dev/full", part)
+        return part
+
+    monkeypatch.setattr(transcode, "part_path", full_from_the_third)
+    monkeypatch.setattr("timeclr.pipelines.pool.WORKERS", __import__("multiprocessing").get_context("fork"))
+    with pytest.raises(SystemExit) as e:
+        data_main(args)
+    message = one_line(e)
+    assert str(dst) in message and "the disk filled up" in message and "the 2 outputs written are whole" in message, \
+        message
+    outputs = sorted(p.name for p in (dst / "c").iterdir())
+    assert outputs == [f"v0{transcode.CODECS[codec][1]}", f"v1{transcode.CODECS[codec][1]}"], outputs
+
+    monkeypatch.setattr(transcode, "part_path", real)
+    assert data_main(args) == 0
+    assert len(list((dst / "c").iterdir())) == 4

@@ -47,10 +47,15 @@ def atomic_path(path):
             if os.path.lexists(tmp):
                 os.remove(tmp)
     except OSError as e:
-        if e.errno not in _FULL or isinstance(e, DiskFull):
+        if not disk_full(e) or isinstance(e, DiskFull):
             raise
         raise DiskFull(f"{path}: {e.strerror} ({free_space(path)} free there); nothing was written, "
                        "and the file there before, if any, is unchanged") from None
+
+
+def disk_full(e: BaseException) -> bool:
+    """Whether ``e`` says the disk (or the user's quota) is full."""
+    return isinstance(e, DiskFull) or (isinstance(e, OSError) and e.errno in _FULL)
 
 
 def free_space(path) -> str:

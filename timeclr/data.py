@@ -127,7 +127,7 @@ def run_prepare(args) -> int:
     try:
         prepare_tree(args.src, args.dst, codec=args.codec, short_side=args.short_side, gop=args.gop,
                      fps=args.fps, workers=args.workers, crf=args.crf, timeout_s=args.timeout)
-    except ValueError as e:
+    except (ValueError, OSError) as e:  # OSError: a full disk (DiskFull), an unwritable DST
         raise SystemExit(f"timeclr.data prepare: error: {e}") from None
     return 0
 
