@@ -17,7 +17,8 @@ Reasons: each starts with a stable keyword, then ``: details`` (``VideoError.rea
     its GPU "mixed" backend ``DALI_CODECS['gpu']``), ``unreadable`` (a decode error, or any
     other failure of the probe), ``truncated`` (the decoded frames end before
     ``TRUNCATED_FRACTION`` of the container's stated duration, or an MP4's boxes run past the end
-    of the file, as interrupted downloads do).
+    of the file, as interrupted downloads do). A frame archive (``frame_archive.probe_archive``)
+    adds ``not a frame archive`` and ``unsafe`` (a member named absolute or with ``..``).
     The first failed check wins: a truncated H.264 file probed for the CPU is rejected for its
     codec, since that is checked before decoding.
 

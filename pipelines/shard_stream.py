@@ -47,6 +47,19 @@ SCHEMES = ("", "file", "http", "https", "s3", "gs", "gcs", "az", "abfs")
 _MEMBER = re.compile(r"(\d+)\.([^/\\]+)")  # a shard member's name: <sample number>.<ext>
 
 
+class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow an HTTP redirect only to http(s): urllib would also follow one to ftp://, and a shard
+    server is no reason to read from anywhere the scheme list does not name."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        if urllib.parse.urlparse(newurl).scheme not in ("http", "https"):
+            raise ManifestError(f"{req.full_url}: redirected to {newurl}; shards over HTTP are read from http(s) only")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_HTTP = urllib.request.build_opener(_HttpOnlyRedirects)
+
+
 def open_url(url: str):
     """A binary file object reading ``url`` from its start (see the module docstring). Raises
     ManifestError for a scheme not in ``SCHEMES``."""
@@ -57,7 +70,7 @@ def open_url(url: str):
     if scheme in ("", "file"):
         return open(urllib.parse.urlparse(url).path if scheme else url, "rb")
     if scheme in ("http", "https"):
-        return urllib.request.urlopen(url, timeout=60)
+        return _HTTP.open(url, timeout=60)
     try:
         import fsspec
     except ImportError:

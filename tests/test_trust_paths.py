@@ -185,3 +185,31 @@ def test_a_well_formed_shard_set_still_reads(tmp_path, prefix):
     (sample,) = ShardStream(base, buffer=0).samples(0)
     assert (sample.key, sample.data, sample.record) == (0, b"video", {"path": "c0/v.webm"})
     assert sample.shard == f"{base}/shard-000000.tar"
+
+
+def test_an_http_shard_server_cannot_redirect_the_reader_to_another_scheme():
+    """urllib follows redirects to ftp:// too; a shard server's redirect is followed to http(s) only."""
+    import http.server
+    import threading
+
+    class Redirect(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(302)
+            self.send_header("Location", "ftp://127.0.0.1/shards.json" if "ftp" in self.path else "/data/shards.json")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        with pytest.raises(ManifestError, match=r"redirected to ftp://127\.0\.0\.1/shards\.json; .* http\(s\) only"):
+            open_url(f"{base}/ftp/shards.json")
+        with pytest.raises(Exception) as e:  # an http redirect is followed (here in a loop, which urllib ends)
+            open_url(f"{base}/data/shards.json")
+        assert not isinstance(e.value, ManifestError), e.value
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -1,2 +1,2 @@
 """What several test modules share: videos whose frames say their index, float64 references,
-tiny training runs, processes with a deadline. Imported as ``tests.helpers.NAME``."""
+tiny training runs, processes with a deadline, the worker pool's stub tasks (``pool_tasks``). Imported as ``tests.helpers.NAME``."""
