@@ -75,8 +75,8 @@ from timeclr import nt_xent
 print("torch", torch.__version__, "cuda", torch.version.cuda, "triton", triton.__version__,
       "device", torch.cuda.get_device_name(), "capability", torch.cuda.get_device_capability())
 z = torch.randn(2, 256, 128, device="cuda", dtype=torch.bfloat16, requires_grad=True)
-a = nt_xent(z, backend="triton"); a.backward()
-b = nt_xent(z.detach().double(), backend="torch")
+a = nt_xent(z, temperature=0.1, backend="triton"); a.backward()
+b = nt_xent(z.detach().double(), temperature=0.1, backend="torch")
 print(f"smoke: triton bf16 {a.item():.6f} vs float64 {b.item():.6f}; grad finite {bool(z.grad.isfinite().all())}")
 EOF
 }

@@ -3,6 +3,7 @@
 The Triton kernel itself runs here too: on a machine without a GPU, conftest.py switches on
 Triton's CPU interpreter.
 """
+import inspect
 import math
 
 import pytest
@@ -130,6 +131,75 @@ def test_module_matches_function_and_validates_up_front():
         NTXentLoss(reduction="avg")
 
 
+# ---------------------------------------------------------------------------------------------
+# lightly's NTXentLoss: the same signature, defaults and value (no memory bank)
+# ---------------------------------------------------------------------------------------------
+
+LIGHTLY_DEFAULT_TAU = 0.5  # lightly.loss.NTXentLoss(temperature=0.5, memory_bank_size=0, gather_distributed=False)
+
+
+def lightly_formula_f64(z1, z2, tau):
+    """Lightly's NT-Xent for two views, written out from its description, in float64: normalise
+    both views, concatenate them to 2N rows; each row's logits are its cosine similarities with
+    the 2N − 1 other rows, over τ, and its target is the same item's other view; the loss is the
+    cross entropy averaged over all 2N rows."""
+    rows = torch.cat([z1, z2]).double()
+    rows = rows / rows.norm(dim=1, keepdim=True)
+    n2 = rows.shape[0]
+    losses = []
+    for i in range(n2):
+        others = [j for j in range(n2) if j != i]
+        logits = torch.stack([torch.dot(rows[i], rows[j]) for j in others]) / tau
+        target = others.index((i + n2 // 2) % n2)
+        losses.append(-torch.log_softmax(logits, 0)[target])
+    return torch.stack(losses).mean()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("tau", [LIGHTLY_DEFAULT_TAU, 0.1])
+def test_two_views_match_lightlys_formula(tau, backend):
+    g = torch.Generator().manual_seed(9)
+    z1, z2 = torch.randn(9, 17, generator=g), 3 * torch.randn(9, 17, generator=g)
+    want = lightly_formula_f64(z1, z2, tau)
+    got = NTXentLoss(temperature=tau, backend=backend)(z1.to(DEVICE), z2.to(DEVICE))
+    assert_close_rel(got, want, 2e-6, f"NTXentLoss(temperature={tau}) vs lightly's formula, backend={backend}")
+    if tau == LIGHTLY_DEFAULT_TAU:
+        default = NTXentLoss(backend=backend)(z1.to(DEVICE), z2.to(DEVICE))
+        assert_close_rel(default, want, 2e-6, f"NTXentLoss() vs lightly's formula at tau 0.5, backend={backend}")
+
+
+@pytest.mark.parametrize("tau", [LIGHTLY_DEFAULT_TAU, 0.1])
+def test_two_views_match_lightly_itself(tau):
+    """Only where lightly is installed (it is no dependency of ours)."""
+    lightly_loss = pytest.importorskip("lightly.loss")
+    torch.manual_seed(10)
+    z1, z2 = torch.randn(9, 17), torch.randn(9, 17)
+    theirs = lightly_loss.NTXentLoss(temperature=tau)(z1, z2)
+    assert_close_rel(NTXentLoss(temperature=tau)(z1, z2), theirs, 1e-5, f"ours vs lightly's NTXentLoss, tau={tau}")
+    if tau == LIGHTLY_DEFAULT_TAU:
+        assert_close_rel(NTXentLoss()(z1, z2), lightly_loss.NTXentLoss()(z1, z2), 1e-5, "defaults: ours vs lightly's")
+
+
+def test_signature_is_lightlys_then_ours_keyword_only():
+    params = list(inspect.signature(NTXentLoss).parameters.values())
+    shared = [(p.name, p.kind, p.default) for p in params[:3]]
+    positional = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    assert shared == [("temperature", positional, 0.5), ("memory_bank_size", positional, 0),
+                      ("gather_distributed", positional, False)], shared
+    ours = {p.name: (p.kind, p.default) for p in params[3:]}
+    assert ours == {"reduction": (inspect.Parameter.KEYWORD_ONLY, "mean"),
+                    "backend": (inspect.Parameter.KEYWORD_ONLY, "auto")}, ours
+    assert inspect.signature(nt_xent).parameters["temperature"].default == 0.5, "nt_xent's default tau is the module's"
+
+    crit = NTXentLoss(0.2, 0, False)  # positionally, as lightly's takes them
+    assert (crit.temperature, crit.gather_distributed, crit.reduction) == (0.2, False, "mean")
+    torch.manual_seed(11)
+    z1, z2 = torch.randn(6, 8), torch.randn(6, 8)
+    assert_close_rel(crit(z1, z2), nt_xent(z1, z2, temperature=0.2), 0, "NTXentLoss(0.2, 0, False) vs nt_xent")
+    with pytest.raises(TypeError):
+        NTXentLoss(0.2, 0, False, "sum")  # reduction is keyword-only
+
+
 def test_backward_saves_only_per_row_state():
     """Nothing of size M×M survives the forward: saved tensors are the inputs plus O(M) vectors."""
     V, N, D = 2, 64, 8
@@ -217,6 +287,8 @@ BAD_INPUTS = [
     (lambda: nt_xent(torch.randn(2, 4, 8), reduction="avg"), ValueError, "reduction"),
     (lambda: nt_xent(torch.randn(2, 4, 8), backend="cuda"), ValueError, "backend"),
     (lambda: nt_xent(torch.randn(2, 4, 8, dtype=torch.float64), backend="triton"), TypeError, "float64"),
+    (lambda: NTXentLoss(memory_bank_size=128), ValueError, "no memory bank"),
+    (lambda: NTXentLoss(0.5, (4096, 128)), ValueError, "TimeCLR has no memory bank"),
 ]
 
 

@@ -172,7 +172,7 @@ class _NTXent(torch.autograd.Function):
 
 
 @torch.compiler.disable  # a graph break around the kernel launch, never a compile failure
-def nt_xent(z1, z2=None, *, temperature=0.1, reduction="mean", backend="auto", gather_distributed=False):
+def nt_xent(z1, z2=None, *, temperature=0.5, reduction="mean", backend="auto", gather_distributed=False):
     """NT-Xent (normalised-temperature cross entropy), the SimCLR loss, over V ≥ 2 views.
 
     All V·N embeddings are L2-normalised; with s_ij = <ẑ_i, ẑ_j>/τ, row i's loss is the
@@ -184,7 +184,8 @@ def nt_xent(z1, z2=None, *, temperature=0.1, reduction="mean", backend="auto", g
         z1: (N, D) embeddings of the first view, or (V, N, D) embeddings of all views when
             ``z2`` is omitted. float32, float16, bfloat16 (float64 on the torch backend).
         z2: (N, D) embeddings of the second view, same dtype and device as ``z1``.
-        temperature: τ > 0. Typical values are 0.05 to 0.5.
+        temperature: τ > 0; 0.5 by default, as ``NTXentLoss`` and lightly's. Typical values are
+            0.05 to 0.5.
         reduction: 'mean' over all V·N rows, 'sum', or 'none' for per-row losses.
         backend: 'triton' (fused kernel: CUDA tensors, or CPU under TRITON_INTERPRET=1),
             'torch' (chunked PyTorch, any device) or 'auto' (Triton on CUDA, else torch).
@@ -228,27 +229,58 @@ def nt_xent(z1, z2=None, *, temperature=0.1, reduction="mean", backend="auto", g
 
 
 class NTXentLoss(nn.Module):
-    """NT-Xent contrastive loss as a module: a drop-in for lightly's ``NTXentLoss``.
+    """NT-Xent (SimCLR) contrastive loss as a module, a drop-in for lightly's ``NTXentLoss``
+    without a memory bank.
+
+    The first three arguments are lightly's, in lightly's order and with lightly's defaults, so
+    ``NTXentLoss(0.2, 0, True)`` means the same in both. With two views of shape (N, D) and
+    ``reduction='mean'`` the value is lightly's: each of the 2N L2-normalised embeddings scored
+    against the 2N − 1 others by cosine similarity / τ, cross-entropy with its other view as the
+    target, averaged over the 2N rows. Beyond lightly: V ≥ 2 views in one (V, N, D) tensor, other
+    reductions, and a choice of backend (see ``nt_xent``).
 
     Args:
-        temperature: τ > 0, checked here, at construction.
-        gather_distributed: take negatives from all ranks under torch.distributed (see ``nt_xent``).
-        reduction: 'mean' | 'sum' | 'none'.
-        backend: 'auto' | 'triton' | 'torch'.
+        temperature: τ > 0, scales the logits by 1/τ. Default 0.5, lightly's; TimeCLR's training
+            recipes set their own (``train.temperature``).
+        memory_bank_size: must be 0. TimeCLR has no memory bank: the negatives come from the
+            batch, and from every rank with ``gather_distributed=True``. Accepted only so that
+            lightly's positional calls carry over.
+        gather_distributed: under torch.distributed, take negatives from every rank's embeddings
+            (see ``nt_xent``).
+        reduction: keyword-only. 'mean' over all V·N rows, 'sum', or 'none' for per-row losses.
+        backend: keyword-only. 'auto' (Triton on CUDA, else torch), 'triton' or 'torch'.
 
     Shape:
-        - forward(z1, z2): (N, D) each; forward(z): (V, N, D)
+        - forward(z1, z2): (N, D) each; forward(z): (V, N, D) with V ≥ 2 views
         - output: scalar, or (V, N) with ``reduction='none'``
 
     Examples:
-        >>> crit = NTXentLoss(temperature=0.1)
-        >>> loss = crit(torch.randn(64, 128), torch.randn(64, 128))
+        >>> # as with lightly: two views of N items, negatives from the batch
+        >>> loss_fn = NTXentLoss(temperature=0.5)
+        >>> z1, z2 = torch.randn(64, 128), torch.randn(64, 128)
+        >>> loss = loss_fn(z1, z2)
+        >>>
+        >>> # three views, negatives from every DDP rank, per-row losses
+        >>> loss_fn = NTXentLoss(temperature=0.2, gather_distributed=True, reduction="none")
+        >>> rows = loss_fn(torch.randn(3, 64, 128))  # (3, 64)
+
+    Raises:
+        ValueError: if ``memory_bank_size`` is not 0 (no memory bank), ``temperature`` is not
+            a finite number > 0, ``reduction`` or ``backend`` is not one of its choices, or
+            ``gather_distributed=True`` without torch.distributed.
+        TypeError: if ``temperature`` is not a number.
     """
 
-    def __init__(self, temperature: float = 0.1, gather_distributed: bool = False, reduction: str = "mean",
-                 backend: str = "auto"):
+    def __init__(self, temperature: float = 0.5, memory_bank_size: int = 0, gather_distributed: bool = False, *,
+                 reduction: str = "mean", backend: str = "auto"):
         super().__init__()
         self.temperature = check_temperature(temperature)
+        is_int = isinstance(memory_bank_size, numbers.Integral) and not isinstance(memory_bank_size, bool)
+        if not (is_int and memory_bank_size == 0):
+            raise ValueError(
+                f"memory_bank_size must be 0, got {memory_bank_size!r}: TimeCLR has no memory bank (negatives come "
+                "from the batch, and from every rank with gather_distributed=True)"
+            )
         _check_choice("reduction", reduction, REDUCTIONS)
         _check_choice("backend", backend, BACKENDS)
         if gather_distributed and not dist.is_available():
