@@ -1,6 +1,6 @@
 """The first decode on a GPU: cheap answers to what DALI's mixed (NVDEC) decoder does with our files.
 
-Before any long GPU run, a few seconds settle what the docs leave open (README, "GPU notes"):
+Before any long GPU run, a few seconds settle what the docs leave open (docs/gpu.md, "GPU notes"):
 does the mixed decoder return the frames asked for, in the order asked, with B-frames in the
 stream; how far are its pixels from FFmpeg's (PyAV) decode of the same frames; does it refuse
 MJPEG and AV1 with an error rather than garbage.

@@ -20,7 +20,7 @@ pooling that averages the opposite tangential motions of a turn away) or the cla
     python benchmarks/rotation_ceiling.py        # 4 clip kinds x 3 seeds: ~5 min on 2 cores
     python benchmarks/rotation_ceiling.py --backbone small_wide --kinds segment8 --epochs 20 60
 
-What it found (README, "Ablation on the synthetic set"): the budget was the cause. With 60
+What it found (docs/results.md, "Ablation on the synthetic set"): the budget was the cause. With 60
 epochs instead of 20, ``small`` learns rotation direction from segment clips (66.7 % over 3
 seeds); at 20 it mostly calls rotation videos *grow*, and ``small_wide`` (a pooled unit sees 63
 pixels, the crop, not 31) does so less often. 8 consecutive frames stay poor even at 60 epochs.

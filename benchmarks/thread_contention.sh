@@ -2,7 +2,7 @@
 # Threads on a shared CPU: the training step (benchmarks/train_throughput.py, the synthetic config)
 # with torch's default intra-op threads and with one, on a quiet machine and beside one busy
 # process (another job on the same cores). Writes train_throughput_cpu_threads<N>[_busy].csv/.png
-# and prints each run's median clips/s. What the README's "Troubleshooting" advice rests on.
+# and prints each run's median clips/s. What docs/troubleshooting.md's advice on slow steps rests on.
 #
 #   bash benchmarks/thread_contention.sh
 set -euo pipefail

@@ -19,7 +19,7 @@ of a rank block the positives are the other views u ≠ v of item n, so with T_n
 import torch
 
 EPS = 1e-12  # the same eps as torch.nn.functional.normalize
-CHUNK_BYTES = 2 << 20  # size of one slab or block of s; a few live at once (2 MiB: fastest on CPU, see README)
+CHUNK_BYTES = 2 << 20  # size of one slab or block of s; a few live at once (2 MiB: fastest on CPU, see docs/results.md)
 
 
 def _compute_dtype(z: torch.Tensor) -> torch.dtype:

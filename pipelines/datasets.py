@@ -72,7 +72,7 @@ DATASETS = {
 def setup_commands(name: str, root: str, device: str) -> list[str]:
     """The commands that turn ROOT/raw and ROOT/annotations into ROOT/manifests/*.csv."""
     ds = DATASETS[name]
-    # CPU: frame archives, the fastest layout measured (README, "Storage layouts"); GPU: H.264 for
+    # CPU: frame archives, the fastest layout measured (docs/results.md, "Storage layouts"); GPU: H.264 for
     # NVDEC, until a GPU run measures nvJPEG on archives against it
     codec = "h264" if device == "gpu" else "jpeg"
     commands = [f"python -m timeclr.data prepare {root}/raw {root}/prepared --codec {codec} --short-side 256"]

@@ -47,7 +47,7 @@ SUFFIX = ".tar"
 CODEC = "jpeg"  # the manifest's codec column for a frame archive
 FORMAT, VERSION = "timeclr-frames", 1
 # prepare's default JPEG quality: the best quality whose archives stay within 3x the bytes of the
-# benchmark's VP9 (GOP 25) videos (2.7x; q75: 3.9x), at the archives' speed (README, "Storage
+# benchmark's VP9 (GOP 25) videos (2.7x; q75: 3.9x), at the archives' speed (docs/results.md, "Storage
 # layouts"); on the real clips, whose VP9 files are smaller, it costs 5x. --crf 90 matches VP9's PSNR.
 DEFAULT_QUALITY = 60
 

@@ -1,4 +1,4 @@
-"""The structure the README's folder map promises: no import cycles in the three packages, no
+"""The structure docs/architecture.md's folder map promises: no import cycles in the three packages, no
 command importing another command, no module over about 400 lines. Read from the source
 (``tests/helpers/imports.py``), so a function-local import cannot hide a cycle."""
 from tests.helpers.imports import commands, cycles, graph, modules

@@ -5,7 +5,7 @@ What must hold: every file ends in exactly one of the manifest and the rejects; 
 manifest is either served or skipped with a logged reason, so nothing is lost; the good videos'
 frames are what PyAV decodes; training finishes. Indexing runs in a subprocess with a deadline,
 so a file that hangs a decoder fails the test instead of hanging it. The counts are printed (run
-with ``-s``) and quoted in the README's reliability section.
+with ``-s``) and quoted in docs/reliability.md.
 """
 import csv
 import json

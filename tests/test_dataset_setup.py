@@ -1,4 +1,4 @@
-"""The README's set-up path for a real dataset, end to end on a tiny UCF101-like download:
+"""The set-up path for a real dataset (docs/datasets.md), end to end on a tiny UCF101-like download:
 ``prepare`` (XviD-like MPEG-4 .avi with audio -> VP9 .webm) -> ``index --layout ucf101`` ->
 the DALI pipeline. Expectations (labels, frame counts, which videos) are written out here."""
 from fractions import Fraction

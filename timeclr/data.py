@@ -100,7 +100,7 @@ def add_prepare_parser(subparsers):
     p.add_argument("dst", metavar="DST", help="folder to write the prepared videos to (not inside SRC)")
     p.add_argument("--codec", choices=["jpeg", "h264", "vp9"], default="jpeg",
                    help="jpeg: a .tar of one JPEG per frame, decoded by DALI on either device, one decode "
-                        "per frame shown: the fastest layout measured (README, 'Storage layouts'), at 3-5x "
+                        "per frame shown: the fastest layout measured (docs/results.md, 'Storage layouts'), at 3-5x "
                         "the disk of VP9; h264 (.mp4): NVDEC on a GPU; vp9 (.webm): DALI's CPU video "
                         "decoder (default jpeg)")
     p.add_argument("--short-side", type=_positive_int, default=None, metavar="N",

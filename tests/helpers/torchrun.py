@@ -61,7 +61,7 @@ def run_agents(nodes: int, nproc: int, args: list, log_dir, max_restarts: int = 
            "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}", f"--rdzv-id=timeclr-test-{port}",
            f"--max-restarts={max_restarts}", "--monitor-interval=0.5", "-m", "tests.helpers.torchrun_worker", *args]
     # a fresh TCPStore per attempt: the agent's shared one keeps the old attempt's rank addresses
-    # (pytorch/pytorch#135712), which the README's torchrun line also sets
+    # (pytorch/pytorch#135712), which docs/scaling.md's torchrun line also sets
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": REPO, "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1",
            "TIMECLR_TEST_WATCHDOG_S": str(max(30, deadline_s - 60)), **(env or {})}
     agents = []
