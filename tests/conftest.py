@@ -38,3 +38,13 @@ def _watchdog():
     faulthandler.dump_traceback_later(_WATCHDOG_S, exit=True, file=sys.__stderr__)
     yield
     faulthandler.cancel_dump_traceback_later()
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "heavy: runs several processes or a long compile; scheduled first")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Heavy tests first (a stable sort keeps the rest in order): under ``pytest -n 2`` the long
+    multi-process jobs then overlap the many short tests, instead of one of them ending the run alone."""
+    items.sort(key=lambda item: item.get_closest_marker("heavy") is None)

@@ -17,6 +17,8 @@ from tests.helpers.reference import nt_xent_rows_f64
 from tests.helpers.spawn import free_port, spawn_with_deadline
 from timeclr import nt_xent
 
+pytestmark = pytest.mark.heavy  # several processes (or a long compile): scheduled first
+
 WORLD, V, N, D_IN, D = 2, 3, 5, 12, 8
 TAU, LR = 0.2, 0.5
 

@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.heavy  # several processes (or a long compile): scheduled first
+
 triton = pytest.importorskip("triton")
 
 

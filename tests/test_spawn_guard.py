@@ -12,6 +12,8 @@ from torch.multiprocessing.spawn import ProcessExitedException
 
 from tests.helpers.spawn import spawn_with_deadline
 
+pytestmark = pytest.mark.heavy  # several processes (or a long compile): scheduled first
+
 
 def _stuck_in_c_holding_the_gil(rank):
     # like a C loop that retries on EINTR: SIGINT / SIGTERM never reach Python's handlers, and

@@ -13,6 +13,8 @@ from tests.helpers.runs import assert_same_parameters, losses, moving_bars_manif
 from tests.helpers.torchrun import logs, run_agents, run_ranks, running
 from timeclr.train import main as train_main
 
+pytestmark = pytest.mark.heavy  # several processes (or a long compile): scheduled first
+
 
 @pytest.fixture(scope="module")
 def manifest(tmp_path_factory):
@@ -75,21 +77,23 @@ def test_restarts_with_the_shared_agent_store_are_detected(monkeypatch, env, war
     assert distributed.restarts_share_the_agent_store() is warns, env
 
 
-@pytest.mark.parametrize("watchdog_s, ends_by", [(20, "watchdog"), (600, "deadline")])
-def test_a_hung_torchrun_job_fails_with_its_stacks_and_leaves_no_process(manifest, tmp_path, watchdog_s, ends_by):
+# the deadline case waits out its deadline: 30 s is time enough for the 4 workers to start
+@pytest.mark.parametrize("watchdog_s, ends_by, deadline_s", [(20, "watchdog", 60), (600, "deadline", 30)])
+def test_a_hung_torchrun_job_fails_with_its_stacks_and_leaves_no_process(manifest, tmp_path, watchdog_s, ends_by,
+                                                                        deadline_s):
     # rank 0 sleeps after its step-2 checkpoint and the other 3 ranks wait for it in a collective
-    # (gloo's own timeout is 30 minutes). With the workers' watchdog on, the ranks print their
+    # (up to dist.timeout_s, 600 s by default). With the workers' watchdog on, the ranks print their
     # stacks and exit and the agents end the job; with it off, run_agents' deadline kills every
     # process of the job, workers included, though torchrun starts them in sessions of their own
     pids = tmp_path / "pids"
     pids.mkdir()
     codes = run_agents(2, 2, ["pipelines/debug.yaml", *overrides(manifest, tmp_path / "hung", "train.epochs=6",
                                                                   "data.batch_size=2", "train.ckpt_every=2")],
-                       tmp_path, deadline_s=60, env={"TIMECLR_TEST_HANG_AT_STEP": "2", "TIMECLR_TEST_PID_DIR": str(pids),
+                       tmp_path, deadline_s=deadline_s, env={"TIMECLR_TEST_HANG_AT_STEP": "2", "TIMECLR_TEST_PID_DIR": str(pids),
                                                      "TIMECLR_TEST_WATCHDOG_S": str(watchdog_s)})
     log = "".join((tmp_path / f"agent{k}.log").read_text() for k in range(2))
     assert all(code != 0 for code in codes), f"a hung job ended {codes}:\n{logs(tmp_path, 2)}"
-    assert ("run_agents: deadline of 60 s" in log) is (ends_by == "deadline"), logs(tmp_path, 2)
+    assert (f"run_agents: deadline of {deadline_s} s" in log) is (ends_by == "deadline"), logs(tmp_path, 2)
     if ends_by == "watchdog":  # faulthandler's stacks: the sleeping rank's and the waiting ranks'
         assert "Timeout (0:00:20)!" in log, log[-6000:]
         assert "end_step_then_stop" in log and "_all_gather" in log, log[-6000:]
