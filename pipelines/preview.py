@@ -17,8 +17,9 @@ import os
 
 import numpy as np
 
+from timeclr.pipelines.clip_source import read_videos
 from timeclr.pipelines.manifest import read_manifest
-from timeclr.pipelines.video import VideoLoader, read_videos
+from timeclr.pipelines.video import VideoLoader
 
 
 def _stack_views(views):

@@ -40,7 +40,7 @@ import warnings
 import numpy as np
 import torch
 
-from timeclr.pipelines.clip_source import ClipSource, Video, eval_crop_box, read_videos  # noqa: F401 (the API)
+from timeclr.pipelines.clip_source import ClipSource, read_videos
 from timeclr.pipelines.culprits import find_culprits
 from timeclr.pipelines.shard_source import ShardSource
 
@@ -283,3 +283,9 @@ class VideoLoader:
                 "params": out["params"][:n].cpu(),
             }
         self.epoch += 1
+
+
+# Transitional, for benchmarks/ only (issue #26, item 3: each name is imported from the module that
+# defines it): benchmarks/data_pipeline.py still imports Video from here. Remove once it imports it
+# from timeclr.pipelines.clip_source; nothing in timeclr/, pipelines/ or tests/ uses it.
+from timeclr.pipelines.clip_source import Video  # noqa: E402,F401

@@ -3,7 +3,6 @@ one makes the run resume from it with a warning, and the commands name a damaged
 import pytest
 import torch
 
-from timeclr import run
 from timeclr.evaluate import main as evaluate_main
 from timeclr.finetune import main as finetune_main
 from timeclr.train import main as train_main
@@ -35,7 +34,7 @@ def test_a_damaged_latest_checkpoint_resumes_from_the_previous_one_and_ends_as_a
     assert torch.load(whole / "checkpoint.prev.pt", weights_only=True)["step"] == 6, "the previous one is kept"
 
     cut = tmp_path / "cut"
-    restore = die_after_checkpoint(run, monkeypatch, step=6)
+    restore = die_after_checkpoint(monkeypatch, step=6)
     with pytest.raises(SystemExit):
         train_main(["pipelines/debug.yaml", *overrides(manifest, cut, *args)])
     restore()

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from timeclr.data import main as data_main
-from timeclr.pipelines.video import VideoLoader, read_videos
+from timeclr.pipelines.clip_source import read_videos
+from timeclr.pipelines.video import VideoLoader
 from tests.helpers.videos import decode_all, make_archive, make_video
 from tests.test_video_pipeline import data_config
 

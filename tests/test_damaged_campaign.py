@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from timeclr.pipelines.video import VideoLoader, read_videos
+from timeclr.pipelines.clip_source import read_videos
+from timeclr.pipelines.video import VideoLoader
 from timeclr.train import main as train_main
 from tests.helpers.videos import decode_all, make_archive, make_audio_only, make_video
 from tests.test_video_pipeline import data_config

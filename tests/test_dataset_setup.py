@@ -9,8 +9,9 @@ import pytest
 
 from timeclr import data
 from timeclr.config import load_config
+from timeclr.pipelines.clip_source import read_videos
 from timeclr.pipelines.manifest import read_manifest
-from timeclr.pipelines.video import VideoLoader, read_videos
+from timeclr.pipelines.video import VideoLoader
 from tests.helpers.videos import frame_index_image, read_frame_index
 
 CLASSES = ["ApplyEyeMakeup", "Biking", "HandstandPushups"]  # classInd order = label order

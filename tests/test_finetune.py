@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from timeclr import run
 from timeclr.classifier import build_classifier, param_groups
 from timeclr.config import load_config
 from timeclr.finetune import main as finetune_main
 from timeclr.finetuning import multiview_data_config
 from timeclr.metrics import average_views, confusion_matrix, summarise, topk_accuracy
+from timeclr.pipelines.clip_source import Video
 from timeclr.pipelines.frame_selection import segment_indices
-from timeclr.pipelines.video import Video, VideoLoader
+from timeclr.pipelines.video import VideoLoader
 from timeclr.train import main as train_main
 from tests.helpers.runs import assert_same_parameters, die_after_checkpoint, losses, moving_bars_manifest
 from tests.helpers.videos import make_video
@@ -178,7 +178,7 @@ def test_resume_reproduces_the_uninterrupted_losses(manifest, pretrained, tmp_pa
     finetune_main(["pipelines/debug.yaml", *overrides(manifest, whole, *args)])
 
     cut = tmp_path / "cut"
-    restore = die_after_checkpoint(run, monkeypatch, step=4)
+    restore = die_after_checkpoint(monkeypatch, step=4)
     with pytest.raises(SystemExit, match="interrupted; the last checkpoint is .*checkpoint.pt; the same command resumes"):
         finetune_main(["pipelines/debug.yaml", *overrides(manifest, cut, *args)])
     assert len(losses(cut)) == 4

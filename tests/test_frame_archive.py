@@ -14,7 +14,8 @@ import pytest
 from timeclr.config import load_config
 from timeclr.errors import VideoError
 from timeclr.pipelines import frame_archive
-from timeclr.pipelines.video import Video, VideoLoader
+from timeclr.pipelines.clip_source import Video
+from timeclr.pipelines.video import VideoLoader
 from tests.helpers.videos import decode_all, make_archive, make_video, read_frame_index
 
 W, H = 80, 80

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from timeclr.config import load_config
+from timeclr.pipelines.clip_source import Video
 from timeclr.pipelines.gop import trim_to_gops
-from timeclr.pipelines.video import Video, VideoLoader
+from timeclr.pipelines.video import VideoLoader
 from tests.helpers.videos import decode_all, make_video, read_frame_index
 
 N, GOP = 70, 12

@@ -293,7 +293,7 @@ def test_a_csv_that_is_not_a_manifest_is_refused(tmp_path):
 
 
 def test_the_video_pipeline_reads_the_manifest(tmp_path):
-    from timeclr.pipelines.video import read_videos  # the DALI pipeline's reader of our format
+    from timeclr.pipelines.clip_source import read_videos  # the DALI pipeline's reader of our format
 
     root = tmp_path / "videos"
     (root / "a").mkdir(parents=True)

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from tests.helpers.videos import decode_all, make_video, read_frame_index
-from timeclr.pipelines.video import Video
+from timeclr.pipelines.clip_source import Video
 
 # The benchmarks run as scripts from their folder and import each other by bare name.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))

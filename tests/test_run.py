@@ -139,7 +139,7 @@ def test_the_contrastive_loss_takes_bf16_embeddings_on_a_gpu_and_fp32_on_cpu(mon
 
 
 def test_a_damaged_checkpoint_is_a_one_line_error_naming_the_file(tmp_path):
-    from timeclr.run import load_checkpoint
+    from timeclr.checkpoints import load_checkpoint
 
     path = tmp_path / "checkpoint.pt"
     torch.save({"model": {"w": torch.ones(1000)}, "step": 3}, path)

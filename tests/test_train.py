@@ -83,7 +83,7 @@ def test_resume_reproduces_the_uninterrupted_losses(manifest, tmp_path, monkeypa
     train_main(["pipelines/debug.yaml", *overrides(manifest, whole, *args)])
 
     cut = tmp_path / "cut"
-    restore = die_after_checkpoint(run, monkeypatch, step=4)
+    restore = die_after_checkpoint(monkeypatch, step=4)
     with pytest.raises(SystemExit, match="interrupted; the last checkpoint is .*checkpoint.pt; the same command resumes"):
         train_main(["pipelines/debug.yaml", *overrides(manifest, cut, *args)])
     assert len(losses(cut)) == 4
@@ -144,7 +144,7 @@ def test_evaluate_accepts_checkpoints_written_before_a_model_key_existed(manifes
 
 def test_non_finite_loss_stops_naming_the_step_and_the_videos():
     from timeclr.errors import NonFiniteLoss
-    from timeclr.pipelines.video import Video
+    from timeclr.pipelines.clip_source import Video
 
     videos = [Video("a/first.webm", 0, 10), Video("b/second.webm", 1, 10), Video("c/third.webm", 0, 10)]
     for bad in (float("nan"), float("inf")):

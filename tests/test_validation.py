@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from timeclr.config import load_config
 from timeclr.features import eval_data_config, extract_features, validation_split
 from timeclr.models import build_model
-from timeclr.pipelines.video import read_videos
+from timeclr.pipelines.clip_source import read_videos
 from timeclr.train import main as train_main
 from tests.helpers.runs import losses, moving_bars_manifest
 from tests.test_train import overrides as train_overrides

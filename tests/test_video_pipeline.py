@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from timeclr.config import load_config
+from timeclr.pipelines.clip_source import Video
 from timeclr.pipelines.frame_selection import view_indices
-from timeclr.pipelines.video import Video, VideoLoader
+from timeclr.pipelines.video import VideoLoader
 from tests.helpers.videos import decode_all, make_archive, make_video, read_frame_index
 
 W, H = 80, 80  # frame size of the generated videos: square, so a full-height centre crop keeps every index stripe

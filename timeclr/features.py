@@ -19,8 +19,9 @@ from tqdm import tqdm
 from timeclr.atomic import write_json
 from timeclr.errors import ConfigError
 from timeclr.metrics import evaluate_features, knn_top1
+from timeclr.pipelines.clip_source import read_videos
 from timeclr.pipelines.manifest import read_manifest
-from timeclr.pipelines.video import VideoLoader, read_videos
+from timeclr.pipelines.video import VideoLoader
 from timeclr.distributed import gather_in_order, to_device
 from timeclr.run import random_model
 

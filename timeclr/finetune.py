@@ -42,7 +42,8 @@ def finetune(cfg) -> dict:
     from timeclr.finetuning import (check_config, class_list, logged_values, multiview_test, step_seed,
                                     train_data_config, write_results)
     from timeclr.optim import build_optimizer, lr_at
-    from timeclr.pipelines.video import VideoLoader, read_videos
+    from timeclr.pipelines.clip_source import read_videos
+    from timeclr.pipelines.video import VideoLoader
     from timeclr.plots import plot_loss
     from timeclr.synthetic import prepare_synthetic
 

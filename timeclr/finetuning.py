@@ -16,8 +16,9 @@ from timeclr.atomic import write_json
 from timeclr.config import ViewConfig
 from timeclr.errors import ConfigError
 from timeclr.metrics import summarise
+from timeclr.pipelines.clip_source import read_videos
 from timeclr.pipelines.manifest import read_manifest
-from timeclr.pipelines.video import VideoLoader, read_videos
+from timeclr.pipelines.video import VideoLoader
 from timeclr.plots import plot_confusion
 
 

@@ -23,7 +23,8 @@ def train(cfg) -> dict:
     from timeclr.features import OnlineKNN, evaluate_run, group_labels
     from timeclr.models import build_model
     from timeclr.optim import build_optimizer, lr_at
-    from timeclr.pipelines.video import VideoLoader, read_videos
+    from timeclr.pipelines.clip_source import read_videos
+    from timeclr.pipelines.video import VideoLoader
     from timeclr.plots import plot_loss
     from timeclr.synthetic import prepare_synthetic
 

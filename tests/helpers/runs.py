@@ -36,9 +36,12 @@ def losses(out_dir):
     return [r["loss"] for r in rows if "loss" in r]  # not the online kNN's rows
 
 
-def die_after_checkpoint(module, monkeypatch, step: int):
-    """Make ``module.save_checkpoint`` raise KeyboardInterrupt right after writing step ``step``'s
-    checkpoint, as a kill there would; returns a function that restores it."""
+def die_after_checkpoint(monkeypatch, step: int):
+    """Make ``timeclr.checkpoints.save_checkpoint`` (the one name the run loop calls the checkpoint
+    writer by) raise KeyboardInterrupt right after writing step ``step``'s checkpoint, as a kill
+    there would; returns a function that restores it."""
+    from timeclr import checkpoints as module
+
     real_save = module.save_checkpoint
 
     def save_then_die(path, model, optimizer, at_step, loader, cfg):
