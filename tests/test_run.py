@@ -11,11 +11,11 @@ from timeclr.atomic import atomic_open, atomic_path, write_json
 from timeclr.errors import ConfigError
 from timeclr.optim import LARS, OPTIMIZERS, build_optimizer
 from timeclr.recorded import differences
-from timeclr.run import METRICS, MetricsLog
+from timeclr.run import MetricsLog, RunDir
 
 
 def rows(out_dir):
-    return [json.loads(line) for line in open(os.path.join(out_dir, METRICS))]
+    return [json.loads(line) for line in open(RunDir(out_dir).metrics)]
 
 
 def test_metrics_log_is_fresh_for_step_0_and_cut_back_on_resume(tmp_path):
@@ -29,7 +29,7 @@ def test_metrics_log_is_fresh_for_step_0_and_cut_back_on_resume(tmp_path):
     resumed.close()
     assert [(r["step"], r["loss"]) for r in rows(tmp_path)] == [(1, 9.0), (2, 8.0), (3, 7.0), (4, 0.5)]
     MetricsLog(str(tmp_path), 0).close()  # a fresh run in the same folder: nothing stale survives
-    assert not os.path.exists(tmp_path / METRICS)
+    assert not os.path.exists(RunDir(tmp_path).metrics)
 
 
 def test_metrics_log_writes_tensorboard_events_that_resume_cleanly(tmp_path):
@@ -155,17 +155,17 @@ def test_a_damaged_checkpoint_is_a_one_line_error_naming_the_file(tmp_path):
 
 def test_ctrl_c_ends_in_one_line_saying_where_the_checkpoint_is(tmp_path):
     from timeclr.command import command_main
-    from timeclr.run import CHECKPOINT
+    from timeclr.run import RunDir
 
     def interrupted(cfg):
         os.makedirs(cfg.out_dir, exist_ok=True)
-        open(os.path.join(cfg.out_dir, CHECKPOINT), "wb").close()
+        open(RunDir(cfg.out_dir).checkpoint, "wb").close()
         raise KeyboardInterrupt
 
     with pytest.raises(SystemExit) as e:
         command_main("train", "test", interrupted, ["pipelines/debug.yaml", f"out_dir={tmp_path}"])
     msg = str(e.value.code)
-    assert msg == f"timeclr.train: interrupted; the last checkpoint is {tmp_path}/{CHECKPOINT}; the same command " \
+    assert msg == f"timeclr.train: interrupted; the last checkpoint is {tmp_path}/checkpoint.pt; the same command " \
                   "resumes from it", msg
 
 

@@ -50,8 +50,8 @@ def command_main(name: str, description: str, run_fn, argv=None, config_help: st
 
 def _last_checkpoint(cfg) -> str:
     """Where a stopped run can go on from, in words."""
-    from timeclr.run import CHECKPOINT
+    from timeclr.run import RunDir
 
-    ckpt = os.path.join(cfg.out_dir, CHECKPOINT) if cfg is not None and "out_dir" in cfg else None
+    ckpt = RunDir(cfg.out_dir).checkpoint if cfg is not None and "out_dir" in cfg else None
     return (f"the last checkpoint is {ckpt}; the same command resumes from it" if ckpt and os.path.exists(ckpt)
             else "no checkpoint was written yet")

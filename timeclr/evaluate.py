@@ -21,7 +21,7 @@ def evaluate(cfg) -> dict:
 
     from timeclr import run
     from timeclr.atomic import write_json
-    from timeclr.features import RESULTS, describe_split, evaluate_model, print_table
+    from timeclr.features import describe_split, evaluate_model, print_table
     from timeclr.synthetic import prepare_synthetic
 
     if not cfg.checkpoint:
@@ -37,7 +37,7 @@ def evaluate(cfg) -> dict:
     name = os.path.basename(str(cfg.checkpoint))
     metrics = evaluate_model(cfg, run.load_encoder(cfg, device), device, name)
     os.makedirs(cfg.out_dir, exist_ok=True)
-    path = os.path.join(cfg.out_dir, RESULTS)
+    path = run.RunDir(cfg.out_dir).eval_results
     write_json(path, metrics)
     print_table({name: metrics}, describe_split(cfg), path)
     return metrics

@@ -23,12 +23,11 @@ from timeclr.pipelines.clip_source import read_videos
 from timeclr.pipelines.manifest import read_manifest
 from timeclr.pipelines.video import VideoLoader
 from timeclr.distributed import gather_in_order, to_device
-from timeclr.run import random_model
+from timeclr.run import RunDir, random_model
 
 KEYS = ["linear_top1", "knn_top1", "retrieval_r1", "retrieval_r5", "retrieval_r10", "retrieval_r20"]
 LABELS = {"linear_top1": "linear top-1", "knn_top1": "kNN top-1", "retrieval_r1": "R@1", "retrieval_r5": "R@5",
           "retrieval_r10": "R@10", "retrieval_r20": "R@20"}
-RESULTS = "eval.json"
 
 
 def eval_data_config(cfg):
@@ -159,7 +158,7 @@ def evaluate_run(cfg, model, device, rank: int = 0) -> dict:
     if cfg.eval.random_init:
         results["random_init"] = evaluate_model(cfg, random_model(cfg, device), device, "random init")
     if rank == 0:
-        path = os.path.join(cfg.out_dir, RESULTS)
+        path = RunDir(cfg.out_dir).eval_results
         write_json(path, results)
         print_table(results, describe_split(cfg), path)
     return results

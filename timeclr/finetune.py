@@ -83,8 +83,8 @@ def finetune(cfg) -> dict:
 
     # -- outputs: loss curve, multi-view test (sharded over the ranks, written by rank 0)
     results = {}
-    if rank == 0 and os.path.exists(loop.log.path):
-        plot_loss(loop.log.path, os.path.join(cfg.out_dir, "loss.png"), ylabel="cross-entropy loss")
+    if rank == 0 and os.path.exists(loop.files.metrics):
+        plot_loss(loop.files.metrics, loop.files.loss_plot, ylabel="cross-entropy loss")
     if cfg.train.evaluate and not cfg.eval.test_manifest and rank == 0:
         print("eval.test_manifest is empty: no test")
     if cfg.train.evaluate and cfg.eval.test_manifest:

@@ -22,9 +22,6 @@ from timeclr.pipelines.video import VideoLoader
 from timeclr.plots import plot_confusion
 
 
-RESULTS = "finetune.json"
-
-
 # ---------------------------------------------------------------------------------------------
 # data configs: one training view; C x S test views
 # ---------------------------------------------------------------------------------------------
@@ -89,12 +86,12 @@ def multiview_test(cfg, model, device, classes) -> dict:
 
 def write_results(cfg, results: dict):
     """finetune.json (written atomically) and confusion.png in ``out_dir``; prints the summary."""
-    write_json(os.path.join(cfg.out_dir, RESULTS), results)
+    files = run.RunDir(cfg.out_dir)
+    write_json(files.finetune_results, results)
     p = results["protocol"]
     title = (f"{os.path.basename(str(cfg.checkpoint))} fine-tuned, {p['clips']} clips x {p['crops']} crops: "
              f"top-1 {results['top1']:.1f}%, top-5 {results['top5']:.1f}%")
-    plot_confusion(results["confusion"], list(results["per_class"]), os.path.join(cfg.out_dir, "confusion.png"),
-                   title)
+    plot_confusion(results["confusion"], list(results["per_class"]), files.confusion_plot, title)
     print(f"test ({p['videos']} videos, {p['classes']} classes, {p['clips']} clips x {p['crops']} crops): "
           f"top-1 {results['top1']:.1f}  top-5 {results['top5']:.1f}  mean class {results['mean_class_accuracy']:.1f}  "
           f"(one view: top-1 {results['single_view_top1']:.1f})")
@@ -125,11 +122,12 @@ def check_config(cfg):
         raise ConfigError(f"finetune.test_crops={ft.test_crops} takes crops along the long side after the short "
                           f"side is resized to data.short_side={cfg.data.short_side}: data.views[{ft.view}].crop_size "
                           f"({view.crop_size}) must not exceed it")
-    ckpt = os.path.join(cfg.out_dir, run.CHECKPOINT)
+    files = run.RunDir(cfg.out_dir)
+    ckpt = files.checkpoint
     if cfg.checkpoint != "random" and os.path.abspath(cfg.checkpoint) == os.path.abspath(ckpt):
         raise ConfigError(f"out_dir={cfg.out_dir} is the pretraining run itself (checkpoint={cfg.checkpoint}); "
                           "fine-tune into another out_dir")
-    saved = os.path.join(cfg.out_dir, "config.yaml")
+    saved = files.config
     if os.path.exists(ckpt) and os.path.exists(saved):  # resuming: it must be a run of the same encoder
         before = str(OmegaConf.load(saved).get("checkpoint") or "")
         if not before:  # runs of timeclr.train save checkpoint: ''
@@ -174,3 +172,9 @@ def logged_values(loss, logits, labels, lr: float, world: int) -> dict:
         dist.all_reduce(logged)
         logged /= world
     return {"loss": logged[0].item(), "train_top1": 100.0 * logged[1].item(), "lr": lr}
+
+
+# Transitional, for benchmarks/ only (issue #26, item 3: a run folder's file names are
+# timeclr.run.RunDir's): benchmarks/experiments/finetune_synthetic.py and rotation_ceiling.py still
+# import RESULTS from here. Remove once they use RunDir(out_dir).finetune_results.
+RESULTS = run.RunDir("").finetune_results  # "finetune.json"

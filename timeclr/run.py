@@ -2,6 +2,7 @@
 nothing else (``timeclr.train`` pretrains, ``timeclr.finetune`` fine-tunes, and
 ``benchmarks/train_throughput.py`` times the very same step).
 
+    RunDir               the files of a run folder, each named once (checkpoint.pt, config.yaml, ...)
     start_run_dir        out_dir with the resolved config.yaml beside the run
     checkpoints          (timeclr.checkpoints) atomic checkpoints (model, optimizer, step, reader position, config),
                          read back before they replace the previous one, which is kept (checkpoint.prev.pt);
@@ -32,28 +33,87 @@ from timeclr.models import build_model
 from timeclr.optim import set_lr
 from timeclr.recorded import differences
 
-CHECKPOINT = "checkpoint.pt"
-METRICS = "metrics.jsonl"
-
 # ---------------------------------------------------------------------------------------------
 # run directory and checkpoints: written atomically, so a kill -9 never leaves half a file
 # ---------------------------------------------------------------------------------------------
 
 
+class RunDir:
+    """The files of a run folder (a run's ``out_dir``), each file name spelled here once:
+    ``RunDir(cfg.out_dir).checkpoint`` is the path of its checkpoint, and so on.
+
+        checkpoint           checkpoint.pt       the latest checkpoint (``timeclr.checkpoints``)
+        previous_checkpoint  checkpoint.prev.pt  the one before it, kept while the next is written
+        config               config.yaml         the run's resolved config
+        metrics              metrics.jsonl       one JSON object per log step (``MetricsLog``)
+        tensorboard          the folder itself   TensorBoard's event files (events.out.tfevents.*)
+        loss_plot            loss.png            the loss curve (``timeclr.plots.plot_loss``)
+        eval_results         eval.json           frozen-feature evaluation (``timeclr.features``)
+        finetune_results     finetune.json       the fine-tuned classifier's multi-view test
+        confusion_plot       confusion.png       that test's confusion matrix
+
+    The folder's lock (``.timeclr.lock``: one job per folder) is ``timeclr.lock.FolderLock``'s,
+    which guards prepare and shard folders too.
+    """
+
+    def __init__(self, root):
+        self.root = str(root)
+
+    def _file(self, name: str) -> str:
+        return os.path.join(self.root, name)
+
+    @property
+    def checkpoint(self) -> str:
+        return self._file("checkpoint.pt")
+
+    @property
+    def previous_checkpoint(self) -> str:
+        return checkpoints.previous_path(self.checkpoint)
+
+    @property
+    def config(self) -> str:
+        return self._file("config.yaml")
+
+    @property
+    def metrics(self) -> str:
+        return self._file("metrics.jsonl")
+
+    @property
+    def tensorboard(self) -> str:
+        return self.root
+
+    @property
+    def loss_plot(self) -> str:
+        return self._file("loss.png")
+
+    @property
+    def eval_results(self) -> str:
+        return self._file("eval.json")
+
+    @property
+    def finetune_results(self) -> str:
+        return self._file("finetune.json")
+
+    @property
+    def confusion_plot(self) -> str:
+        return self._file("confusion.png")
+
+
 def start_run_dir(cfg, rank: int) -> str:
     """Create ``cfg.out_dir`` and save the resolved config there (rank 0); returns the checkpoint path."""
     os.makedirs(cfg.out_dir, exist_ok=True)
+    files = RunDir(cfg.out_dir)
     if rank == 0:
-        with atomic_open(os.path.join(cfg.out_dir, "config.yaml")) as f:
+        with atomic_open(files.config) as f:
             f.write(OmegaConf.to_yaml(cfg, resolve=True))
-    return os.path.join(cfg.out_dir, CHECKPOINT)
+    return files.checkpoint
 
 
 def resume(cfg, model, optimizer, loader, device, rank, total_steps) -> int:
     """The step to go on from: the run directory's latest good checkpoint (``checkpoint.pt``, or
     ``checkpoint.prev.pt`` when that one is damaged) restores model, optimizer and the reader's
     position; 0 without one."""
-    ckpt, _ = checkpoints.latest_good_checkpoint(os.path.join(cfg.out_dir, CHECKPOINT), map_location=device, warn=rank == 0)
+    ckpt, _ = checkpoints.latest_good_checkpoint(RunDir(cfg.out_dir).checkpoint, map_location=device, warn=rank == 0)
     if ckpt is None:
         return 0
     model.load_state_dict(ckpt["model"])
@@ -105,7 +165,7 @@ def _summary_writer(out_dir: str, step: int):
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:  # pip install -e ".[tensorboard]" to get event files
         return None
-    return SummaryWriter(out_dir, purge_step=step + 1 if step > 0 else None)
+    return SummaryWriter(RunDir(out_dir).tensorboard, purge_step=step + 1 if step > 0 else None)
 
 
 class MetricsLog:
@@ -118,7 +178,7 @@ class MetricsLog:
     """
 
     def __init__(self, out_dir: str, step: int = 0, enabled: bool = True):
-        self.path = os.path.join(out_dir, METRICS)
+        self.path = RunDir(out_dir).metrics
         self.step, self.enabled, self.tb = step, enabled, None
         if not enabled:
             return
@@ -252,6 +312,7 @@ class Loop:
         self.rank, self.world = rank, world
         # one job per run directory: a second training into it refuses instead of overwriting
         self.lock = FolderLock(cfg.out_dir, "training").acquire() if rank == 0 else None
+        self.files = RunDir(cfg.out_dir)
         self.ckpt_path = start_run_dir(cfg, rank)
         self.total = cfg.train.epochs * len(loader)
         try:
@@ -321,6 +382,9 @@ class Loop:
 
 
 # Transitional, for benchmarks/ only (issue #26, item 3: each name is imported from the module that
-# defines it): benchmarks/finetune_synthetic.py still imports load_checkpoint from here. Remove
-# once it imports it from timeclr.checkpoints; nothing in timeclr/, pipelines/ or tests/ uses it.
+# defines it, a run folder's file names are RunDir's): benchmarks/experiments/finetune_synthetic.py
+# still imports load_checkpoint and CHECKPOINT from here, benchmarks/experiments/ablation.py
+# CHECKPOINT. Remove once they import timeclr.checkpoints.load_checkpoint and use RunDir; nothing in
+# timeclr/, pipelines/ or tests/ uses these.
 load_checkpoint = checkpoints.load_checkpoint
+CHECKPOINT = RunDir("").checkpoint  # "checkpoint.pt"

@@ -6,7 +6,6 @@ the run directory's last checkpoint. Multi-GPU / multi-node through torchrun (DD
 nccl on GPU): each rank reads its shard and the loss takes negatives from every rank. The run
 mechanics (set-up, checkpoints, resume, the metrics log, the step itself) are ``timeclr.run``'s.
 """
-import os
 import sys
 
 from timeclr.command import command_main
@@ -68,7 +67,7 @@ def train(cfg) -> dict:
     # -- outputs: loss curve, evaluation of the encoder against the same encoder untrained
     results = {}
     if rank == 0:
-        plot_loss(loop.log.path, os.path.join(cfg.out_dir, "loss.png"))
+        plot_loss(loop.files.metrics, loop.files.loss_plot)
     if cfg.train.evaluate and cfg.eval.test_manifest:  # every rank extracts its shard of the features
         results = evaluate_run(cfg, model, device, rank)
         loop.log.log_eval(results, loop.step)
