@@ -92,8 +92,10 @@ def test_cli_prints_the_manifests(dataset, capsys):
     assert train_csv in out and test_csv in out
 
 
-def test_prepare_synthetic_points_the_config_at_the_manifests(dataset):
+def test_prepare_synthetic_returns_the_manifests_and_a_manifest_the_config_names_wins(dataset):
     from omegaconf import OmegaConf
+
+    from timeclr.config import load_config
 
     root, (train_csv, test_csv) = dataset
     cfg = OmegaConf.create({
@@ -102,12 +104,17 @@ def test_prepare_synthetic_points_the_config_at_the_manifests(dataset):
     with pytest.raises(DatasetMismatch):  # its seed is the default, 0: not this dataset's
         synthetic.prepare_synthetic(cfg, rank=0)
     cfg.data.root = str(root.parent / "default_seed")
-    synthetic.prepare_synthetic(cfg, rank=0)
-    assert cfg.data.manifest == str(root.parent / "default_seed" / "train.csv")
-    assert cfg.eval.test_manifest == str(root.parent / "default_seed" / "test.csv")
-    cfg.eval.test_manifest = "mine.csv"  # a given test manifest is kept
-    synthetic.prepare_synthetic(cfg, rank=1)
-    assert cfg.eval.test_manifest == "mine.csv"
+    before = OmegaConf.to_yaml(cfg)
+    made = synthetic.prepare_synthetic(cfg, rank=0)
+    assert made == (str(root.parent / "default_seed" / "train.csv"), str(root.parent / "default_seed" / "test.csv"))
+    assert OmegaConf.to_yaml(cfg) == before, "the config is the caller's to change"
+    assert synthetic.prepare_synthetic(cfg, rank=1) == made  # the other ranks find it done
+    assert synthetic.chosen_manifests(cfg, *made) == made  # none given: the dataset's
+    cfg.data.manifest, cfg.eval.test_manifest = "subset.csv", "mine.csv"  # given ones are kept
+    assert synthetic.chosen_manifests(cfg, *made) == ("subset.csv", "mine.csv")
+    schema = load_config("pipelines/synthetic.yaml")  # data.manifest '???' (none given) takes the dataset's
+    assert OmegaConf.is_missing(schema.data, "manifest")
+    assert synthetic.chosen_manifests(schema, *made) == made
 
 
 def test_other_parameters_raise_and_overwrite_nothing(dataset):

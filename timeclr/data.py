@@ -180,12 +180,12 @@ def run_preview(args) -> int:
     from timeclr.config import load_config
     from timeclr.pipelines.datasets import require_manifest
     from timeclr.pipelines.preview import write_preview
-    from timeclr.synthetic import prepare_synthetic
+    from timeclr.synthetic import chosen_manifests, prepare_synthetic
 
     try:
         cfg = load_config(args.config, args.overrides)
         if cfg.synthetic.enabled:  # the embedded set: generated on first use, as training does
-            prepare_synthetic(cfg, rank=0)
+            cfg.data.manifest, cfg.eval.test_manifest = chosen_manifests(cfg, *prepare_synthetic(cfg, rank=0))
         require_manifest(cfg.data.manifest, cfg.data)
     except (ConfigError, OSError) as e:
         raise SystemExit(f"timeclr.data preview: error: {e}") from None

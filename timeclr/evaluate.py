@@ -22,12 +22,12 @@ def evaluate(cfg) -> dict:
     from timeclr import run
     from timeclr.atomic import write_json
     from timeclr.features import describe_split, evaluate_model, print_table
-    from timeclr.synthetic import prepare_synthetic
+    from timeclr.synthetic import chosen_manifests, prepare_synthetic
 
     if not cfg.checkpoint:
         raise ConfigError("say which encoder to evaluate: checkpoint=PATH or checkpoint=random")
-    if cfg.synthetic.enabled:
-        prepare_synthetic(cfg, rank=0)
+    if cfg.synthetic.enabled:  # the embedded dataset's manifests, unless the config names its own
+        cfg.data.manifest, cfg.eval.test_manifest = chosen_manifests(cfg, *prepare_synthetic(cfg, rank=0))
     if not cfg.eval.test_manifest:
         raise ConfigError("eval.test_manifest is empty: which split should the features be scored on?")
     require_manifest(cfg.eval.train_manifest or cfg.data.manifest, cfg.data,

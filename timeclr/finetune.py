@@ -45,7 +45,7 @@ def finetune(cfg) -> dict:
     from timeclr.pipelines.clip_source import read_videos
     from timeclr.pipelines.video import VideoLoader
     from timeclr.plots import plot_loss
-    from timeclr.synthetic import prepare_synthetic
+    from timeclr.synthetic import chosen_manifests, prepare_synthetic
 
     check_config(cfg)
     if not cfg.synthetic.enabled:  # a dataset not set up yet is the likeliest first error: say how
@@ -55,8 +55,8 @@ def finetune(cfg) -> dict:
     world, rank, device = distributed.setup_distributed(cfg)
 
     # -- data: one labelled view per video
-    if cfg.synthetic.enabled:
-        prepare_synthetic(cfg, rank)
+    if cfg.synthetic.enabled:  # the embedded dataset's manifests, unless the config names its own
+        cfg.data.manifest, cfg.eval.test_manifest = chosen_manifests(cfg, *prepare_synthetic(cfg, rank))
     classes = class_list(cfg)
     loader = VideoLoader(train_data_config(cfg), read_videos(cfg.data.manifest))
 

@@ -1,8 +1,9 @@
 """The embedded synthetic dataset as a folder: generated once, recorded, reused.
 
 ``ensure_dataset(root)`` generates it once (the main job, ``python -m timeclr.train
-pipelines/synthetic.yaml``, calls it through ``prepare_synthetic``) and ``python -m
-timeclr.data synthetic ROOT`` does the same from the shell. What one video shows, and why no single
+pipelines/synthetic.yaml``, calls it through ``prepare_synthetic`` and runs on the manifests
+``chosen_manifests`` picks) and ``python -m timeclr.data synthetic ROOT`` does the same from the
+shell. What one video shows, and why no single
 frame tells its class, is ``timeclr.synthetic_render``'s docstring; this module writes the files.
 
 Files
@@ -211,13 +212,13 @@ def ensure_dataset(root, train_per_class: int = 40, test_per_class: int = 20, fr
     return _manifests(root)
 
 
-def prepare_synthetic(cfg, rank):
-    """Generate the embedded dataset once (rank 0), then point the config at its manifests.
+def prepare_synthetic(cfg, rank) -> tuple[str, str]:
+    """Generate the embedded dataset once (rank 0); returns the paths of its (train, test) manifests.
 
-    Reads ``cfg.synthetic`` (train_per_class, test_per_class, frames, size) and ``cfg.data.root``;
-    sets ``cfg.data.manifest`` and ``cfg.eval.test_manifest``, each unless one is given (a labelled
-    subset of the train split, say). The other
-    ranks wait at a barrier, so they never race rank 0's generation, then find it done.
+    Reads ``cfg.synthetic`` (train_per_class, test_per_class, frames, size) and ``cfg.data.root``
+    and leaves the config as it is: which manifests the run uses is for the caller to say
+    (``chosen_manifests``). The other ranks wait at a barrier, so they never race rank 0's
+    generation, then find it done.
     """
     s = cfg.synthetic
     args = dict(train_per_class=s.train_per_class, test_per_class=s.test_per_class, frames=s.frames, size=s.size)
@@ -227,9 +228,17 @@ def prepare_synthetic(cfg, rank):
         dist.barrier()
     if rank != 0:
         train_csv, test_csv = ensure_dataset(cfg.data.root, **args)  # present now: returns at once
+    return train_csv, test_csv
+
+
+def chosen_manifests(cfg, train_csv, test_csv) -> tuple[str, str]:
+    """(data.manifest, eval.test_manifest) of a run on the embedded dataset whose manifests are
+    ``train_csv`` and ``test_csv``: each the config's own where it names one (a labelled subset of
+    the train split, say), else the dataset's. The commands set them in the config, so the run
+    folder's config.yaml and the checkpoint record the manifests used."""
     missing = OmegaConf.is_config(cfg.data) and OmegaConf.is_missing(cfg.data, "manifest")  # '???': none given
-    cfg.data.manifest = str(train_csv) if missing or not cfg.data.manifest else cfg.data.manifest
-    cfg.eval.test_manifest = cfg.eval.test_manifest or str(test_csv)
+    train = str(train_csv) if missing or not cfg.data.manifest else cfg.data.manifest
+    return train, cfg.eval.test_manifest or str(test_csv)
 
 
 # ----------------------------------------------------------------------------------------------

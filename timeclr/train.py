@@ -25,7 +25,7 @@ def train(cfg) -> dict:
     from timeclr.pipelines.clip_source import read_videos
     from timeclr.pipelines.video import VideoLoader
     from timeclr.plots import plot_loss
-    from timeclr.synthetic import prepare_synthetic
+    from timeclr.synthetic import chosen_manifests, prepare_synthetic
 
     if not cfg.synthetic.enabled and not cfg.data.shards:  # a dataset not set up yet: say how
         require_manifest(cfg.data.manifest, cfg.data)
@@ -33,8 +33,8 @@ def train(cfg) -> dict:
     world, rank, device = distributed.setup_distributed(cfg)
 
     # -- data
-    if cfg.synthetic.enabled:
-        prepare_synthetic(cfg, rank)
+    if cfg.synthetic.enabled:  # the embedded dataset's manifests, unless the config names its own
+        cfg.data.manifest, cfg.eval.test_manifest = chosen_manifests(cfg, *prepare_synthetic(cfg, rank))
     # a shard set (data.shards) streams its videos; otherwise the manifest lists the files
     loader = VideoLoader(cfg.data) if cfg.data.shards else VideoLoader(cfg.data, read_videos(cfg.data.manifest))
     if cfg.train.evaluate and cfg.eval.test_manifest:
