@@ -8,6 +8,8 @@ but PyPI already has packages named ``kernels`` and ``pipelines``, so the last t
     timeclr/      timeclr
     kernels/      timeclr.kernels
     pipelines/    timeclr.pipelines
+    benchmarks/   timeclr.benchmarks (run as scripts, ``python benchmarks/X.py``; they import each
+                  other and their harness as ``timeclr.benchmarks.X``)
 """
 from setuptools import setup
 
@@ -19,11 +21,14 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=["timeclr", "timeclr.kernels", "timeclr.pipelines"],
+    packages=["timeclr", "timeclr.kernels", "timeclr.pipelines", "timeclr.benchmarks",
+              "timeclr.benchmarks.experiments"],
     package_dir={
         "timeclr": "timeclr",
         "timeclr.kernels": "kernels",
         "timeclr.pipelines": "pipelines",
+        "timeclr.benchmarks": "benchmarks",
+        "timeclr.benchmarks.experiments": "benchmarks/experiments",
     },
     package_data={"timeclr.pipelines": ["*.yaml", "recipes/*.yaml"]},
     install_requires=[

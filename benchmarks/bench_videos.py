@@ -22,9 +22,9 @@ import av
 import numpy as np
 from tqdm import tqdm
 
+from timeclr.benchmarks.harness import REPO
 from timeclr.pipelines.encode import write_video
 
-REPO = Path(__file__).resolve().parent.parent
 DATA_ROOT = REPO / "data" / "bench_videos"
 
 # the generated set: what Kinetics looks like after the usual "short side 256" resize

@@ -8,28 +8,27 @@ index), alternating, 5 rounds of 200 samples. A video file's check is ``zlib.crc
 whole file the source has read anyway; an archive checks only the JPEGs a sample reads.
 
     python benchmarks/content_check.py     # ~1 min once shard_reading.py / storage_layouts.py prepared the sets
+    python benchmarks/content_check.py --quick   # 12 videos, 2 rounds of 50 samples: a smoke run
 
-Writes ``benchmarks/results/content_check.csv`` ('#' metadata lines, one row per layout).
+Writes ``benchmarks/results/content_check.csv`` (one row per layout) and ``content_check.json``
+(the run's metadata); ``--quick`` writes into ``benchmarks/results/quick/`` (git-ignored).
 """
+import argparse
 import dataclasses
-import datetime
 import os
-import shlex
 import statistics
-import sys
 import time
 import zlib
 from types import SimpleNamespace
 
-from pipeline_timing import data_config
-from prepared_sets import DEFAULT, LAYOUTS, prepared, source_folder
-from runinfo import REPO, device_name, git_rev, print_table, write_csv
-from timeclr.pipelines.clip_source import ClipSource
+from timeclr.benchmarks.harness import finish_metadata, print_table, results_dir, run_metadata, write_results
+from timeclr.benchmarks.pipeline_timing import data_config
+from timeclr.benchmarks.prepared_sets import DEFAULT, LAYOUTS, prepared, source_folder
+from timeclr.pipelines.clip_source import ClipSource, read_videos
 from timeclr.pipelines.frame_archive import read_frames
 from timeclr.pipelines.probe import file_crc32
-from timeclr.pipelines.video import read_videos
 
-SAMPLES, ROUNDS, VIDEOS = 200, 5, 32
+SIZES = {False: dict(samples=200, rounds=5, videos=32), True: dict(samples=50, rounds=2, videos=12)}
 
 
 def ms_per_sample(source, samples: int) -> float:
@@ -39,12 +38,30 @@ def ms_per_sample(source, samples: int) -> float:
     return 1e3 * (time.perf_counter() - t0) / samples
 
 
-def main():
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true",
+                   help="12 videos, 2 rounds of 50 samples, into benchmarks/results/quick/ (git-ignored)")
+    p.add_argument("--videos", type=int, help="kinetics-like videos (default 32, --quick 12; prepared once, cached)")
+    p.add_argument("--rounds", type=int, help="alternating rounds, checks on and off (default 5, --quick 2)")
+    p.add_argument("--samples", type=int, help="samples per source and round (default 200, --quick 50)")
+    p.add_argument("--out", help="output folder (default benchmarks/results/, --quick: benchmarks/results/quick/)")
+    args = p.parse_args(argv)
+    for k, v in SIZES[args.quick].items():
+        setattr(args, k, getattr(args, k) or v)
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    t_start = time.perf_counter()
+    meta = run_metadata({"settings": f"{args.videos} videos, {args.rounds} rounds x {args.samples} samples, "
+                                     "two-view training config, medians over rounds"})
     data = data_config("train", "cpu", 1)
-    src = source_folder("kinetics-like", VIDEOS, 2)
+    src = source_folder("kinetics-like", args.videos, 2)
     rows = []
     for layout in ("vp9-gop16", DEFAULT):
-        videos = read_videos(prepared("kinetics-like", src, VIDEOS, layout, LAYOUTS[layout], 2)["manifest"])
+        videos = read_videos(prepared("kinetics-like", src, args.videos, layout, LAYOUTS[layout], 2)["manifest"])
         # what index writes now, whether or not these manifests and archives predate the checks
         with_crc = [dataclasses.replace(v, crc32=file_crc32(v.path)) for v in videos]
         without = [dataclasses.replace(v, crc32=None) for v in videos]
@@ -58,26 +75,21 @@ def main():
             for index in plain.indexes._items.values():
                 index.info.pop("crc32", None)
         on, off = [], []
-        for _ in range(ROUNDS):
-            on.append(ms_per_sample(checked, SAMPLES))
-            off.append(ms_per_sample(plain, SAMPLES))
+        for _ in range(args.rounds):
+            on.append(ms_per_sample(checked, args.samples))
+            off.append(ms_per_sample(plain, args.samples))
         mb = statistics.fmean(os.path.getsize(v.path) for v in videos) / 1e6
         rows.append(dict(layout=layout, mb_per_video=mb, checked_ms=statistics.median(on),
                          unchecked_ms=statistics.median(off),
                          cost_ms=statistics.median(on) - statistics.median(off),
                          per_round=" ".join(f"{a:.2f}/{b:.2f}" for a, b in zip(on, off))))
-    meta = {"machine": device_name(False), "git": git_rev(),
-            "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-            "command": "python benchmarks/content_check.py " + shlex.join(sys.argv[1:]),
-            "settings": f"{VIDEOS} videos, {ROUNDS} rounds x {SAMPLES} samples, two-view training config, "
-                        "medians over rounds"}
+    finish_metadata(meta, t_start)
     columns = ["layout", "mb_per_video", "checked_ms", "unchecked_ms", "cost_ms", "per_round"]
     print_table(["layout", "MB/video", "ms/sample checked", "unchecked", "cost ms", "per round (on/off)"],
                 [[r["layout"], f"{r['mb_per_video']:.2f}", f"{r['checked_ms']:.2f}", f"{r['unchecked_ms']:.2f}",
                   f"{r['cost_ms']:+.2f}", r["per_round"]] for r in rows])
-    out = REPO / "benchmarks" / "results" / "content_check.csv"
-    write_csv(out, meta, columns, rows)
-    print(f"wrote {out}")
+    csv_path, json_path = write_results(results_dir(args.out, args.quick) / "content_check", meta, columns, rows)
+    print(f"wrote {csv_path} and {json_path}")
 
 
 if __name__ == "__main__":

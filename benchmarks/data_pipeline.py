@@ -90,34 +90,31 @@ How to run
     python benchmarks/data_pipeline.py --device gpu      # NVDEC + GPU augmentation vs PyAV workers
     python benchmarks/data_pipeline.py --threads 1 --json /tmp/dp.json
 
-Writes ``benchmarks/results/data_pipeline_<device>[_quick].csv`` (metadata as '#' lines on top,
-then the table, the raw decode rates and the probe as rows) and ``.png`` (clips/s; frames/s with
-the efficiencies), prints the same, and with ``--json`` a summary: ``dali_over_pyav`` (training
-config clips/s, DALI / PyAV), ``decode_efficiency`` (DALI, training config) and the raw numbers.
+Writes ``benchmarks/results/data_pipeline_<device>.csv`` (a plain CSV: the table, the raw decode
+rates and the probe as rows), ``.json`` (the run's metadata and a summary: ``dali_over_pyav``,
+training config clips/s, DALI / PyAV; ``decode_efficiency``, DALI, training config; and the raw
+numbers) and ``.png`` (clips/s; frames/s with the efficiencies), and prints the same; ``--json
+PATH`` writes the summary there too. ``--quick`` writes ``data_pipeline_<device>_quick.*`` into
+``benchmarks/results/quick/`` (git-ignored).
 On a small shared machine other processes skew the numbers: see "others' CPU", the per-round
 columns and the load averages in the metadata; the numbers of an undisturbed run are the ones to quote.
 """
 import argparse
-import datetime
 import os
-import shlex
-import sys
 import time
 import warnings
 from pathlib import Path
 
-import av
 import numpy as np
 import torch
 
-from bench_videos import FPS, GOP, HEIGHT, NUM_FRAMES, WIDTH, ensure_videos, keyframe_index
-from pipeline_timing import (BATCH_SIZE, PROBE_CASES, Loader, dali_decode_all, data_config, probe_dali_decoder,
-                             raw_decode, time_loader)
-from runinfo import device_name, git_rev, print_table, save_figure, write_csv
 from timeclr.atomic import write_json
-from timeclr.pipelines.video import Video
-
-REPO = Path(__file__).resolve().parent.parent
+from timeclr.benchmarks.bench_videos import FPS, GOP, HEIGHT, NUM_FRAMES, WIDTH, ensure_videos, keyframe_index
+from timeclr.benchmarks.harness import (finish_metadata, print_meta, print_table, pyplot, results_dir, run_metadata,
+                                        save_figure, write_results)
+from timeclr.benchmarks.pipeline_timing import (BATCH_SIZE, PROBE_CASES, Loader, dali_decode_all, data_config,
+                                                probe_dali_decoder, raw_decode, time_loader)
+from timeclr.pipelines.clip_source import Video
 
 # size of a run: (videos, rounds, timed batches per loader and round)
 SIZES = {False: (32, 3, 20), True: (16, 2, 6)}
@@ -211,8 +208,7 @@ def report(rows, rates, rates_per_round, probe, meta, summary, args):
     """Print the table, the raw rates and the probe; write the CSV, the PNG and (``--json``) the
     summary, each file whole or not at all."""
     print()
-    for k, v in meta.items():
-        print(f"# {k}: {v}")
+    print_meta(meta)
     print()
     print_table([h for _, h, _ in COLUMNS], [[fmt.format(r[f]) for f, _, fmt in COLUMNS] for r in rows])
     print(f"\nraw decode of every frame, {args.threads} threads: PyAV {rates['pyav decode']:.0f} frames/s "
@@ -229,18 +225,16 @@ def report(rows, rates, rates_per_round, probe, meta, summary, args):
                 [[str(case), *(f"{p['ms_per_video']:.1f}" for p in probe if p["frames"] == case)]
                  for case in PROBE_CASES])
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"data_pipeline_{args.device}{'_quick' if args.quick else ''}"
+    stem = results_dir(args.out, args.quick) / f"data_pipeline_{args.device}{'_quick' if args.quick else ''}"
     fields = [c for c, _, _ in COLUMNS] + ["ms_per_video"]
     extra = [{"loader": f"raw {name}", "config": "all frames", "frames_per_s": f"{fps:.6g}",
               "per_round": " ".join(f"{x:.0f}" for x in rates_per_round[name])}
              for name, fps in rates.items()]  # the codec's ceiling, as rows of their own
     extra += [{"loader": "dali fn.decoders.video", "config": f"frames={p['frames']} build_index={p['build_index']}",
                "ms_per_video": f"{p['ms_per_video']:.4g}"} for p in probe]
-    write_csv(f"{stem}.csv", meta, fields, rows + extra)
+    write_results(stem, meta, fields, rows + extra, sidecar=summary)
     plot(rows, rates, meta, f"{stem}.png", args.device == "gpu")
-    print(f"\nwrote {stem}.csv and {stem}.png")
+    print(f"\nwrote {stem}.csv, {stem}.json and {stem}.png")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         write_json(args.json, summary)
@@ -251,10 +245,7 @@ def plot(rows, rates, meta, path, gpu):
     """Left: clips/s per config and loader. Right: per loader, the selected frames it delivers, the
     frames it must decode (with its decode efficiency) and, as a marker, the frames from frame 0 to
     the last selected one, against the raw decode rates."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     def row(kind, config):
         return next(r for r in rows if r["loader"] == kind and r["config"] == config)
@@ -305,42 +296,31 @@ def plot(rows, rates, meta, path, gpu):
 
 
 def metadata(args, paths, keyframes) -> dict:
-    import nvidia.dali
-
-    device = device_name(args.device == "gpu")
-    rev = git_rev()
     sizes = [p.stat().st_size for p in paths]
     gops = sorted({b - a for kf in keyframes for a, b in zip(kf.index, kf.index[1:])})
     kbits = 8 * sum(sizes) / len(sizes) / (NUM_FRAMES / FPS) / 1e3
-    return {
-        "device": device,
+    return run_metadata({
         "threads": args.threads,
         "videos": f"{len(paths)} x {NUM_FRAMES} frames {WIDTH}x{HEIGHT} {FPS} fps {args.codec}, keyframe every "
                   f"{'/'.join(map(str, gops))} frames, {kbits:.0f} kbit/s",
         "timing": f"{args.rounds} rounds x {args.batches} batches of {BATCH_SIZE} after {args.warmup} warm-up batches",
-        "torch": torch.__version__,
-        "DALI": nvidia.dali.__version__,
-        "PyAV": f"{av.__version__} (libavcodec {'.'.join(map(str, av.library_versions['libavcodec']))})",
-        "git": rev,
-        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "load avg (1 min) at start": f"{os.getloadavg()[0]:.2f}",
-        "command": "python " + shlex.join(sys.argv),
-    }
+    }, cuda=args.device == "gpu", libs=("torch", "DALI", "PyAV"))
 
 
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
                    help="cpu: DALI's CPU decoder on VP9; gpu: NVDEC ('mixed') + GPU augmentation on H.264")
-    p.add_argument("--quick", action="store_true", help="16 videos, 2 rounds of 6 batches (< 3 min on 2 cores)")
+    p.add_argument("--quick", action="store_true", help="16 videos, 2 rounds of 6 batches (< 3 min on 2 cores), "
+                   "into benchmarks/results/quick/ (git-ignored)")
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
                    help="DALI num_threads = DataLoader num_workers = raw decode processes (default: the cores)")
     p.add_argument("--videos", type=int, help="number of videos (default 32, --quick 16)")
     p.add_argument("--rounds", type=int, help="alternating rounds over all loaders (default 3, --quick 2)")
     p.add_argument("--batches", type=int, help="timed batches per loader and round (default 20, --quick 6)")
     p.add_argument("--warmup", type=int, help="untimed batches first (default: --threads)")
-    p.add_argument("--json", help="write a summary here")
-    p.add_argument("--out", default=str(REPO / "benchmarks" / "results"), help="output folder")
+    p.add_argument("--json", help="write the summary here too (it is always in the results' .json)")
+    p.add_argument("--out", help="output folder (default benchmarks/results/, --quick: benchmarks/results/quick/)")
     args = p.parse_args()
     n, rounds, batches = SIZES[args.quick]
     args.videos, args.rounds, args.batches = args.videos or n, args.rounds or rounds, args.batches or batches
@@ -375,9 +355,7 @@ def main():
     totals, raw = run_rounds(args, videos, keyframes, paths)
     rows, rates, rates_per_round = summarise(totals, raw, args.device == "gpu")
 
-    meta["load avg (1 min) at end"] = f"{os.getloadavg()[0]:.2f}"
-    meta["wall time"] = f"{time.perf_counter() - t_start:.0f} s"
-    meta["command"] = meta.pop("command")  # keep the command last
+    finish_metadata(meta, t_start)
     by = {(r["loader"], r["config"]): r for r in rows}
     summary = {
         "dali_over_pyav": by[("dali", "train")]["clips_per_s"] / by[("pyav", "train")]["clips_per_s"],

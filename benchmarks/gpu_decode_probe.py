@@ -24,9 +24,7 @@ import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from timeclr.pipelines.index_pattern import frame_index_image, read_frame_index  # noqa: E402
+from timeclr.pipelines.index_pattern import frame_index_image, read_frame_index
 
 FRAMES = np.array([0, 5, 13, 14, 37, 59], dtype=np.int32)  # ascending, as the pipeline asks; 13, 14: a B-frame pair
 NUM_FRAMES, WIDTH, HEIGHT = 60, 160, 128

@@ -23,10 +23,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from bench_videos import must_decode, no_seek_decode
-from pyav_baseline import EndlessOrder, PillowClips, PyAVClips
+from timeclr.benchmarks.bench_videos import must_decode, no_seek_decode
+from timeclr.benchmarks.pyav_baseline import EndlessOrder, PillowClips, PyAVClips
 from timeclr.config import load_config
-from timeclr.pipelines.video import ClipSource, VideoLoader
+from timeclr.pipelines.clip_source import ClipSource
+from timeclr.pipelines.video import VideoLoader
 
 BATCH_SIZE = 8
 

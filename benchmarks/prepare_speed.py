@@ -7,7 +7,8 @@ Runs ``prepare_tree`` (2 workers by default) on copies of
                 1080p; skipped when absent)
 for each codec (h264, vp9) and short side (128, 256), and reports wall seconds per video, the
 extrapolated seconds per 1000 videos, CPU seconds per video (the worker processes') and the
-output size. Prints a table, writes benchmarks/results/prepare_speed.csv and .png.
+output size. Prints a table, writes benchmarks/results/prepare_speed.csv (plain CSV), .json (the
+run's metadata) and .png.
 
     python benchmarks/prepare_speed.py                 # ~3 min on 2 cores
     python benchmarks/prepare_speed.py --workers 1 --sets generated
@@ -15,15 +16,13 @@ output size. Prints a table, writes benchmarks/results/prepare_speed.csv and .pn
 import argparse
 import os
 import resource
-import shlex
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from runinfo import REPO, device_name, git_rev, write_csv
-from timeclr.atomic import atomic_path
+from timeclr.benchmarks.harness import (REPO, finish_metadata, pyplot, results_dir, run_metadata, save_figure,
+                                        write_results)
 from timeclr.pipelines.prepare import prepare_tree
 
 REAL_CLIPS = REPO.parent / "shared" / "data" / "real-clips"
@@ -33,7 +32,7 @@ def source_sets(names, workers):
     """{name: folder of videos}; the generated set is made on first use."""
     sets = {}
     if "generated" in names:
-        from bench_videos import ensure_videos
+        from timeclr.benchmarks.bench_videos import ensure_videos
 
         sets["generated"] = Path(ensure_videos(32, "vp9", workers)[0]).parent
     if "real" in names and REAL_CLIPS.is_dir():
@@ -65,8 +64,9 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--sets", nargs="+", default=["generated", "real"], choices=["generated", "real"])
-    p.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
+    p.add_argument("--out", help="output folder (default benchmarks/results/)")
     args = p.parse_args()
+    meta, t_start = run_metadata({"workers": args.workers}), time.perf_counter()
 
     rows = []
     for name, folder in source_sets(args.sets, args.workers).items():
@@ -79,28 +79,19 @@ def main():
                       f"CPU {r['cpu_s_per_video']:.2f} s/video, {r['kb_per_video']:.0f} kB/video "
                       f"(load {r['load_at_start']:.2f})", flush=True)
 
-    meta = {"device": device_name(cuda=False), "workers": args.workers, "git": git_rev(),
-            "command": "python " + shlex.join(sys.argv)}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_csv(out / "prepare_speed.csv", meta, list(rows[0]), rows)
+    finish_metadata(meta, t_start)
+    out = results_dir(args.out)
+    write_results(out / "prepare_speed", meta, list(rows[0]), rows)
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = pyplot().subplots(figsize=(7, 4))
     labels = [f"{r['set']}\n{r['codec']} {r['short_side']}" for r in rows]
     bars = ax.bar(range(len(rows)), [r["s_per_1000"] / 60 for r in rows],
                   color=["C0" if r["codec"] == "h264" else "C1" for r in rows])
     ax.bar_label(bars, fmt="%.1f", fontsize=8)
     ax.set_xticks(range(len(rows)), labels, fontsize=7)
-    ax.set(ylabel="minutes per 1000 videos", title=f"prepare, {args.workers} workers | {meta['device']}")
-    fig.tight_layout()
-    with atomic_path(out / "prepare_speed.png") as tmp:
-        fig.savefig(tmp, dpi=110)
-    print(f"wrote {out / 'prepare_speed.csv'} and {out / 'prepare_speed.png'}")
+    ax.set(ylabel="minutes per 1000 videos")
+    save_figure(fig, f"prepare, {args.workers} workers", meta, out / "prepare_speed.png")
+    print(f"wrote {out / 'prepare_speed.csv'}, .json and .png")
 
 
 if __name__ == "__main__":

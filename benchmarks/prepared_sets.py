@@ -11,13 +11,13 @@ import json
 import time
 from pathlib import Path
 
-from bench_videos import ensure_videos
 from timeclr.atomic import write_json
+from timeclr.benchmarks.bench_videos import ensure_videos
+from timeclr.benchmarks.harness import REPO
 from timeclr.pipelines import frame_archive
 from timeclr.pipelines.index import index_tree
 from timeclr.pipelines.prepare import prepare_tree
 
-REPO = Path(__file__).resolve().parent.parent
 CACHE = REPO / "data" / "storage_layouts"
 REAL_CLIPS = REPO.parent / "shared" / "data" / "real-clips"
 SHORT_SIDE = 256

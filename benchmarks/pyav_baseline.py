@@ -24,9 +24,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bench_videos import Keyframes, frame_of
+from timeclr.benchmarks.bench_videos import Keyframes, frame_of
 from timeclr.pipelines import frame_archive
-from timeclr.pipelines.video import ClipSource
+from timeclr.pipelines.clip_source import ClipSource
 
 
 def seek_decode(path, wanted, kf: Keyframes):

@@ -31,17 +31,16 @@ Run (the prepared set is cached in ``data/storage_layouts/``, git-ignored):
     python benchmarks/shard_reading.py --quick   # 12 videos, archives only: ~30 s on 2 cores (+1 min to prepare)
     python benchmarks/shard_reading.py           # 32 videos, both layouts: ~2 min (+3 min to prepare)
 
-Writes ``benchmarks/results/shard_reading[_quick].csv`` ('#' metadata lines, then one row per
-layout and loader), ``.png`` and ``.json`` (the rows and the feeding estimate).
+Writes ``benchmarks/results/shard_reading.csv`` (a plain CSV, one row per layout and loader),
+``.png`` and ``.json`` (the run's metadata, the rows and the feeding estimate); ``--quick`` writes
+``shard_reading_quick.*`` into ``benchmarks/results/quick/`` (git-ignored).
 """
 import argparse
 import contextlib
 import copy
-import datetime
 import json
 import math
 import os
-import shlex
 import socket
 import subprocess
 import sys
@@ -52,13 +51,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from pipeline_timing import OtherLoad, data_config
-from prepared_sets import CACHE, DEFAULT, LAYOUTS, prepared, source_folder
-from runinfo import REPO, device_name, git_rev, print_table, save_figure, write_csv
-from timeclr.atomic import write_json
+from timeclr.benchmarks.harness import (finish_metadata, print_table, pyplot, results_dir, run_metadata, save_figure,
+                                        write_results)
+from timeclr.benchmarks.pipeline_timing import OtherLoad, data_config
+from timeclr.benchmarks.prepared_sets import CACHE, DEFAULT, LAYOUTS, prepared, source_folder
+from timeclr.pipelines.clip_source import read_videos
 from timeclr.pipelines.shard_stream import ShardStream
 from timeclr.pipelines.shards import parse_size, write_shards
-from timeclr.pipelines.video import VideoLoader, read_videos
+from timeclr.pipelines.video import VideoLoader
 
 SIZES = {False: dict(videos=32, rounds=3, batches=12, layouts=(DEFAULT, "vp9-gop16")),
          True: dict(videos=12, rounds=2, batches=6, layouts=(DEFAULT,))}
@@ -254,11 +254,7 @@ def fmt(row, columns):
 
 
 def plot(rows, meta, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     timed = [r for r in rows if "clips_per_s" in r]
     layouts = sorted({r["layout"] for r in timed})
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
@@ -286,7 +282,8 @@ def plot(rows, meta, path):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="12 videos, frame archives only, 2 rounds")
+    p.add_argument("--quick", action="store_true", help="12 videos, frame archives only, 2 rounds, into "
+                   "benchmarks/results/quick/ (git-ignored)")
     p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1), help="DALI threads")
     p.add_argument("--videos", type=int)
     p.add_argument("--rounds", type=int)
@@ -296,7 +293,7 @@ def main():
     p.add_argument("--mfu", type=float, default=0.3, help="assumed share of the H200's bf16 peak (paper estimate)")
     p.add_argument("--paper-shard-mb", type=float, default=1000.0, help="shard size of the paper estimate, MB")
     p.add_argument("--latency-ms", type=float, default=50.0, help="first-byte latency per shard (object storage)")
-    p.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
+    p.add_argument("--out", help="output folder (default benchmarks/results/, --quick: benchmarks/results/quick/)")
     args = p.parse_args()
     for k, v in SIZES[args.quick].items():
         if getattr(args, k, None) is None:
@@ -304,14 +301,12 @@ def main():
     warnings.simplefilter("ignore", UserWarning)
     torch.set_num_threads(1)
     t_start = time.perf_counter()
+    meta = run_metadata({"settings": f"{args.videos} videos, {args.rounds} rounds x {args.batches} batches of 8, "
+                                     f"{args.threads} DALI threads, shards of {args.shard_size}"},
+                        libs=("torch", "DALI"))
     rows = measure(args)
     estimate = feeding(rows, args.mfu, args.paper_shard_mb, args.latency_ms)
-    meta = {"machine": device_name(False), "git": git_rev(),
-            "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-            "command": "python benchmarks/shard_reading.py " + shlex.join(sys.argv[1:]),
-            "settings": f"{args.videos} videos, {args.rounds} rounds x {args.batches} batches of 8, "
-                        f"{args.threads} DALI threads, shards of {args.shard_size}",
-            "wall time": f"{time.perf_counter() - t_start:.0f} s"}
+    finish_metadata(meta, t_start)
     print_table([h for _, h, _ in COLUMNS], [fmt(r, COLUMNS) for r in rows])
     print(f"\non paper, {NODES} x {GPUS_PER_NODE} H200 (R(2+1)D-18, 2 views of 16x112x112, "
           f"{estimate['train_gflops_per_video']:.0f} GFLOP per video and step, MFU {args.mfu:.0%} assumed): "
@@ -322,11 +317,9 @@ def main():
               f"{e['readers_per_gpu']} reader(s) per GPU at {e['one_reader_mb_per_s']:.0f} MB/s each; "
               f"{args.latency_ms:.0f} ms first-byte latency per {args.paper_shard_mb:.0f} MB shard costs "
               f"{e['latency_overhead']:.1%} of a reader's time")
-    os.makedirs(args.out, exist_ok=True)
-    stem = os.path.join(args.out, "shard_reading" + ("_quick" if args.quick else ""))
-    write_csv(f"{stem}.csv", meta, [k for k, _, _ in COLUMNS], rows)
+    stem = results_dir(args.out, args.quick) / ("shard_reading" + ("_quick" if args.quick else ""))
+    write_results(stem, meta, [k for k, _, _ in COLUMNS], rows, sidecar={"rows": rows, "feeding": estimate})
     plot(rows, meta, f"{stem}.png")
-    write_json(f"{stem}.json", {"rows": rows, "feeding": estimate, "meta": meta})
     print(f"wrote {stem}.csv, .png, .json")
 
 

@@ -39,14 +39,12 @@ Run (prepared layouts are cached in ``data/storage_layouts/``, git-ignored):
     python benchmarks/storage_layouts.py --quick    # kinetics-like, 12 videos, 4 layouts, ~5 min on 2 cores
     python benchmarks/storage_layouts.py            # both sets, every layout: ~10 min, +25 min to prepare the first time
 
-Writes ``benchmarks/results/storage_layouts[_quick].csv`` ('#' metadata lines, then one row per
-set and layout, then the source-worker rows), ``.png`` and ``.json`` (the rows and the targets).
+Writes ``benchmarks/results/storage_layouts.csv`` (a plain CSV: one row per set and layout, then
+the source-worker rows), ``.png`` and ``.json`` (the run's metadata, the rows and the targets);
+``--quick`` writes ``storage_layouts_quick.*`` into ``benchmarks/results/quick/`` (git-ignored).
 """
 import argparse
-import datetime
 import os
-import shlex
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -55,13 +53,13 @@ import av
 import numpy as np
 import torch
 
-from bench_videos import Keyframes, keyframe_index
-from pipeline_timing import Loader, OtherLoad, data_config, time_loader
-from runinfo import device_name, git_rev, print_table, save_figure, write_csv
-from prepared_sets import DEFAULT, LAYOUTS, REAL_CLIPS, REFERENCE, REPO, prepared, source_folder
-from timeclr.atomic import write_json
+from timeclr.benchmarks.bench_videos import Keyframes, keyframe_index
+from timeclr.benchmarks.harness import (finish_metadata, print_meta, print_table, pyplot, results_dir, run_metadata,
+                                        save_figure, write_results)
+from timeclr.benchmarks.pipeline_timing import Loader, OtherLoad, data_config, time_loader
+from timeclr.benchmarks.prepared_sets import DEFAULT, LAYOUTS, REAL_CLIPS, REFERENCE, prepared, source_folder
 from timeclr.pipelines import frame_archive
-from timeclr.pipelines.video import ClipSource, read_videos
+from timeclr.pipelines.clip_source import ClipSource, read_videos
 
 TODAY = "vp9-gop25"
 QUICK_LAYOUTS = ("vp9-gop1", "vp9-gop4", TODAY, DEFAULT)
@@ -250,11 +248,7 @@ def fmt(row, columns):
 def plot(rows, meta, path):
     """Left: dali and baseline clips/s against MB per video, one point per layout. Right: frames
     decoded per frame used per layout."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    
+    plt = pyplot()
     sets = list(dict.fromkeys(r["set"] for r in rows))
     fig, axes = plt.subplots(1, 2, figsize=(13, 5))
     for s, marker in zip(sets, "os"):
@@ -304,35 +298,31 @@ def _targets(best) -> dict:
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="kinetics-like set only, 12 videos, 4 layouts, 1 round")
+    p.add_argument("--quick", action="store_true", help="kinetics-like set only, 12 videos, 4 layouts, 1 round, "
+                   "into benchmarks/results/quick/ (git-ignored)")
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
                    help="DALI threads = DataLoader workers = prepare workers (default: the cores)")
     p.add_argument("--videos", type=int, help="kinetics-like videos (default 32, --quick 12)")
     p.add_argument("--rounds", type=int, help="alternating rounds (default 2, --quick 1)")
     p.add_argument("--batches", type=int, help="timed batches per loader and round (default 10, --quick 6)")
     p.add_argument("--no-workers", action="store_true", help="skip the source-workers table")
-    p.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
+    p.add_argument("--out", help="output folder (default benchmarks/results/, --quick: benchmarks/results/quick/)")
     args = p.parse_args()
     for k, v in SIZES[args.quick].items():
         setattr(args, k, getattr(args, k) or v)
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", module="nvidia.dali")
     t_start = time.perf_counter()
-    import nvidia.dali
-
-    meta = {"device": device_name(False), "threads": args.threads,
-            "config": "train: segment 8 + interval 8 (stride 2/4), crop 112, flip + jitter, batch 8",
-            "timing": f"{args.rounds} rounds x {args.batches} batches after {args.threads} warm-up batches",
-            "torch": torch.__version__, "DALI": nvidia.dali.__version__, "PyAV": av.__version__,
-            "git": git_rev(), "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-            "load avg (1 min) at start": f"{os.getloadavg()[0]:.2f}"}
+    meta = run_metadata({
+        "threads": args.threads,
+        "config": "train: segment 8 + interval 8 (stride 2/4), crop 112, flip + jitter, batch 8",
+        "timing": f"{args.rounds} rounds x {args.batches} batches after {args.threads} warm-up batches",
+    }, libs=("torch", "DALI", "PyAV"))
     rows, workers_rows = measure(args)
-    meta["wall time"] = f"{time.perf_counter() - t_start:.0f} s"
-    meta["command"] = "python " + shlex.join(sys.argv)
+    finish_metadata(meta, t_start)
 
     print()
-    for k, v in meta.items():
-        print(f"# {k}: {v}")
+    print_meta(meta)
     print()
     print_table([h for _, h, _ in COLUMNS], [fmt(r, COLUMNS) for r in rows])
     if workers_rows:
@@ -344,13 +334,11 @@ def main():
               f"at {t['bytes_vs_today']:.2f}x its bytes; {t['dali_vs_best_other']:.2f}x the best other loader; "
               f"{t['decoded_per_used']:.2f} frames decoded per frame used; met: {t['met']}")
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"storage_layouts{'_quick' if args.quick else ''}"
+    stem = results_dir(args.out, args.quick) / f"storage_layouts{'_quick' if args.quick else ''}"
     fields = [c for c, _, _ in COLUMNS] + ["frames", "dali_threads", "source_workers", "clips_per_s"]
-    write_csv(f"{stem}.csv", meta, fields, rows + workers_rows)
+    write_results(stem, meta, fields, rows + workers_rows,
+                  sidecar={"targets": summary, "rows": rows, "source_workers": workers_rows})
     plot(rows, meta, f"{stem}.png")
-    write_json(f"{stem}.json", {"targets": summary, "rows": rows, "source_workers": workers_rows, "meta": meta})
     print(f"\nwrote {stem}.csv, {stem}.png and {stem}.json")
 
 

@@ -51,36 +51,35 @@ override a preset.
 How to run
 ----------
     python benchmarks/train_throughput.py                      # CPU, ~1-2 min on 2 cores
-    python benchmarks/train_throughput.py --steps 4 --rounds 1 --warmup 2 --tag test   # smoke test
+    python benchmarks/train_throughput.py --quick              # smoke test: 1 round of 4 steps, no waiting
     python benchmarks/train_throughput.py --device cuda        # GPU machine (UNTESTED)
 
 On a small shared CPU box other processes ruin the timings: the script first waits (up to
 ``--max-wait`` s) for the 1-minute load average to drop below ``--max-load`` and records the loads.
 
-Writes ``benchmarks/results/train_throughput_<device>[_<tag>].csv`` (metadata as '#' lines, one
-row per (mode, round), then one summary row per mode) and ``.png``, and prints the same numbers.
+Writes ``benchmarks/results/train_throughput_<device>[_<tag>].csv`` (a plain CSV: one row per
+(mode, round), then one summary row per mode), ``.json`` (the run's metadata) and ``.png``, and
+prints the same numbers; ``--quick`` writes ``..._quick.*`` into ``benchmarks/results/quick/``
+(git-ignored).
 """
 import argparse
-import datetime
 import itertools
 import os
-import shlex
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-from runinfo import device_name, git_rev, print_table, save_figure, wait_for_quiet, write_csv
 from timeclr import objectives, run
+from timeclr.benchmarks.harness import (REPO, finish_metadata, print_meta, print_table, pyplot, results_dir,
+                                        run_metadata, save_figure, wait_for_quiet, write_results)
 from timeclr.config import load_config
 from timeclr.models import build_model
 from timeclr.optim import build_optimizer
-from timeclr.pipelines.video import VideoLoader, read_videos
+from timeclr.pipelines.clip_source import read_videos
+from timeclr.pipelines.video import VideoLoader
 from timeclr.synthetic import prepare_synthetic
 
-REPO = Path(__file__).resolve().parent.parent
 MODES = ("in-memory", "dali", "pipeline")
 POOL = 4  # batches cloned for the in-memory mode
 PRESETS = {
@@ -179,14 +178,9 @@ def window(next_batch, step, steps, warmup, batch_size, device):
 
 
 def metadata(args, cfg, model, load, n_videos):
-    import nvidia.dali
-
-    device = device_name(args.device == "cuda")
-    rev = git_rev()
     views = " + ".join(f"{v.kind} {v.frames}x{v.crop_size}²" for v in cfg.data.views)
     params = sum(p.numel() for p in model.parameters())
-    return {
-        "device": device,
+    return run_metadata({
         "threads": f"torch {torch.get_num_threads()}, DALI {cfg.data.num_threads}",
         "step": f"{cfg.model.backbone} ({params / 1e6:.2f}M params with head) | batch {cfg.data.batch_size} x ({views}) | "
                 f"{cfg.train.optimizer}, NT-Xent tau {cfg.train.temperature:g} backend {cfg.train.loss_backend}, "
@@ -195,13 +189,7 @@ def metadata(args, cfg, model, load, n_videos):
         "data": f"DALI {cfg.data.device} pipeline, {n_videos} synthetic videos {cfg.synthetic.frames} frames "
                 f"{cfg.synthetic.size}², train mode (random positions + augmentation)",
         "timing": f"{args.rounds} rounds x {args.steps} steps per mode after {args.warmup} warm-up steps",
-        "torch": torch.__version__,
-        "DALI": nvidia.dali.__version__,
-        "git": rev,
-        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "load avg (1 min) at start": f"{load[0]:.2f}" + (f", {load[1]:.2f} after waiting {load[2]} s" if load[2] else ""),
-        "command": "python " + shlex.join(sys.argv),
-    }
+    }, cuda=args.device == "cuda", libs=("torch", "DALI"), load=load)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -233,8 +221,7 @@ def summarise(rows):
 
 def report(rows, summary, meta, args):
     print()
-    for k, v in meta.items():
-        print(f"# {k}: {v}")
+    print_meta(meta)
     print()
     print_table(["mode", "round", "clips/s", "step ms (median)", "data wait", "load"],
                 [[r["mode"], str(r["round"]), f"{r['clips_per_s']:.1f}", f"{r['step_ms']:.1f}",
@@ -248,20 +235,14 @@ def report(rows, summary, meta, args):
     if ratio:
         print(f"\ndata-bound ratio (DALI-fed / in-memory): {ratio:.2f}")
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = out / (f"train_throughput_{args.device}" + (f"_{args.tag}" if args.tag else ""))
-    write_csv(f"{stem}.csv", meta, COLUMNS, rows + summary)
+    stem = results_dir(args.out, args.quick) / f"train_throughput_{args.device}{'_' + args.tag if args.tag else ''}"
+    write_results(stem, meta, COLUMNS, rows + summary)
     plot(rows, summary, meta, f"{stem}.png")
-    print(f"\nwrote {stem}.csv and {stem}.png")
+    print(f"\nwrote {stem}.csv, {stem}.json and {stem}.png")
 
 
 def plot(rows, summary, meta, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     labels = {"in-memory": "step, in-memory batches", "dali": "step fed by DALI", "pipeline": "DALI pipeline alone"}
     fig, ax = plt.subplots(figsize=(7.5, 4.6))
     for i, s in enumerate(summary):
@@ -296,16 +277,21 @@ def parse_args():
     p.add_argument("--steps", type=int, help="timed steps per mode and round (cpu 30, cuda 50)")
     p.add_argument("--warmup", type=int, help="untimed steps before each timed window (cpu 5, cuda 10)")
     p.add_argument("--rounds", type=int, help="alternating rounds of the modes (3)")
-    p.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
-    p.add_argument("--tag", default="", help="suffix of the output file names")
+    p.add_argument("--quick", action="store_true", help="a smoke run: 1 round of 4 steps after 2 warm-up steps, no "
+                   "waiting for a quiet machine, into benchmarks/results/quick/ (git-ignored)")
+    p.add_argument("--out", help="output folder (default benchmarks/results/, --quick: benchmarks/results/quick/)")
+    p.add_argument("--tag", default="", help="suffix of the output file names (default: 'quick' with --quick)")
     p.add_argument("--max-load", type=float, default=0.7, help="wait while the 1-min load average is above this")
     p.add_argument("--max-wait", type=int, default=600, help="... but at most this many seconds (0: never wait)")
     args = p.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda but torch.cuda.is_available() is False")
-    for key, value in PRESETS[args.device].items():
+    quick = dict(steps=4, warmup=2, rounds=1) if args.quick else {}
+    for key, value in {**PRESETS[args.device], **quick}.items():
         if getattr(args, key, None) is None:
             setattr(args, key, value)
+    if args.quick:
+        args.max_wait, args.tag = 0, args.tag or "quick"
     if min(args.steps, args.rounds) < 1 or args.warmup < 0:
         p.error("--steps and --rounds must be >= 1, --warmup >= 0")
     return args
@@ -353,8 +339,7 @@ def main():
             rows.append(dict(kind="round", mode=mode, round=r, load=os.getloadavg()[0], **res))
             print(f"  round {r} {mode:<10} {res['clips_per_s']:8.1f} clips/s  step {res['step_ms']:7.1f} ms  "
                   f"wait {100 * res['wait_frac']:3.0f}%  (load {rows[-1]['load']:.2f})", flush=True)
-    meta["load avg (1 min) at end"] = f"{os.getloadavg()[0]:.2f}"
-    meta["command"] = meta.pop("command")
+    finish_metadata(meta)
     report(rows, summarise(rows), meta, args)
 
 

@@ -4,7 +4,6 @@ on the user's explicit word; a full disk while checkpointing stops the run in on
 the previous checkpoint loadable."""
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +12,7 @@ import torch
 from omegaconf import OmegaConf
 
 from timeclr import atomic, checkpoints
+from timeclr.benchmarks.experiments import ablation
 from timeclr.config import load_config
 from timeclr.convert import main as convert_main
 from timeclr.errors import UnsafeCheckpoint
@@ -23,8 +23,6 @@ from timeclr.train import main as train_main
 from tests.helpers.runs import losses, moving_bars_manifest
 from tests.test_train import overrides
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))  # benchmarks run as scripts
-import ablation  # noqa: E402
 
 ARGS = ("train.epochs=2", "train.ckpt_every=2")  # 2 steps an epoch: checkpoints at steps 2 and 4
 

@@ -13,9 +13,9 @@ import tarfile
 
 import pytest
 
+from timeclr.benchmarks import gpu_plan
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "benchmarks"))
-import gpu_plan  # noqa: E402
 
 MIB = 1 << 20
 

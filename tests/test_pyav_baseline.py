@@ -6,8 +6,6 @@ References: the frame indices the test videos draw on themselves, PyAV's plain d
 frame, and the library's own frame selection (``ClipSource``).
 """
 import itertools
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,12 +14,9 @@ import torch
 from tests.helpers.videos import decode_all, make_video, read_frame_index
 from timeclr.pipelines.clip_source import Video
 
-# The benchmarks run as scripts from their folder and import each other by bare name.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import bench_videos  # noqa: E402
-import pyav_baseline  # noqa: E402
-from bench_videos import GOP, keyframe_index, must_decode  # noqa: E402
-from pipeline_timing import data_config  # noqa: E402
+from timeclr.benchmarks import bench_videos, pyav_baseline
+from timeclr.benchmarks.bench_videos import GOP, keyframe_index, must_decode
+from timeclr.benchmarks.pipeline_timing import data_config
 
 N = 120
 

@@ -106,11 +106,8 @@ def test_eval_reports_each_group_and_the_validation_split_on_request(manifest, t
 
 def test_the_labelled_subsets_are_class_balanced_fixed_and_as_long_as_the_full_manifest(tmp_path):
     import csv
-    import os
-    import sys
 
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "benchmarks"))
-    from finetune_synthetic import labelled_manifest
+    from timeclr.benchmarks.experiments.finetune_synthetic import labelled_manifest
 
     full = tmp_path / "train.csv"
     rows = [{"path": f"{c}/{i}.webm", "label": str(c), "class_name": f"c{c}"} for c in range(4) for i in range(40)]

@@ -327,11 +327,7 @@ def test_augmented_views_match_a_torch_reference_with_the_same_parameters(tmp_pa
     PyAV's decode of the same frames with the parameters the batch reports. Frame archives decode
     only the crop box (``decoders.image_slice``), so this also checks that box lands where the
     video path's resize ROI does."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-    from pyav_baseline import augment_view
+    from timeclr.benchmarks.pyav_baseline import augment_view
 
     data = data_config("data.views.0.jitter_prob=1.0", "data.views.1.jitter_prob=1.0",
                        "data.views.0.grayscale_prob=0.0", "data.views.1.grayscale_prob=0.0")

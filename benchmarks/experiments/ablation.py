@@ -54,31 +54,33 @@ seeds, epochs, model, optimizer) is an error, never silently mixed.
 
 How to run
 ----------
-    python benchmarks/ablation.py                      # 3 variants x 3 seeds x 80 epochs (~30 min on 2 idle cores)
-    python benchmarks/ablation.py --quick              # 10 epochs, 1 seed: a smoke run of a few minutes
-    python benchmarks/ablation.py --epochs 40          # a smaller budget (its own run folders)
-    python benchmarks/ablation.py --variants timeclr interval --seeds 2
-    python benchmarks/ablation.py --eval-view interval # the same runs, evaluated on interval clips
+    python benchmarks/experiments/ablation.py                      # 3 variants x 3 seeds x 80 epochs (~30 min on 2 idle cores)
+    python benchmarks/experiments/ablation.py --quick              # 10 epochs, 1 seed: a smoke run of a few minutes
+    python benchmarks/experiments/ablation.py --epochs 40          # a smaller budget (its own run folders)
+    python benchmarks/experiments/ablation.py --variants timeclr interval --seeds 2
+    python benchmarks/experiments/ablation.py --eval-view interval # the same runs, evaluated on interval clips
 
 The training loop is CPU-bound and shares the machine with everything else on it: before the
 first run the script waits (up to ``--max-wait`` s) for the 1-minute load average to drop below
 ``--max-load``; the loads and each run's training throughput (clips/s, a contention indicator:
 ~120-140 on 2 idle EPYC cores) are recorded in the outputs.
 
-Writes ``benchmarks/results/ablation[_<tag>].csv`` (metadata as '#' lines, one row per run,
-then one summary row per variant and one for random init) and ``.png`` (bars: mean ± std over
-seeds, dots: the seeds), and prints both tables.
+Writes ``benchmarks/results/ablation[_<tag>].csv`` (a plain CSV: one row per run, then one
+summary row per variant and one for random init), ``.json`` (the run's metadata) and ``.png``
+(bars: mean ± std over seeds, dots: the seeds), and prints both tables; ``--quick`` writes into
+``benchmarks/results/quick/`` (git-ignored).
+
+The parts: ``ablation_setups.py`` (each variant's views, the eval protocol, run folders),
+this file (the runs: train, evaluate, resume, reuse), ``ablation_report.py`` (summary, tables,
+CSV, figure).
 """
 import argparse
 import copy
-import datetime
 import gc
 import json
 import os
-import shlex
 import signal
 import statistics
-import sys
 import time
 import traceback
 from pathlib import Path
@@ -86,136 +88,16 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from runinfo import device_name, git_rev, mean_std, print_table, save_figure, wait_for_quiet, write_csv
 from timeclr.atomic import write_json
+from timeclr.benchmarks.experiments.ablation_report import report, summarise
+from timeclr.benchmarks.experiments.ablation_setups import (VARIANTS, base_config, check_same_run, eval_config,
+                                                            eval_file, eval_view, protocol, run_dir, variant_config)
+from timeclr.benchmarks.harness import REPO, finish_metadata, results_dir, run_metadata, wait_for_quiet
 from timeclr.checkpoints import load_checkpoint
-from timeclr.config import Config, ViewConfig, load_config
 from timeclr.features import evaluate_model
 from timeclr.models import build_model
-from timeclr.recorded import differences
-from timeclr.run import CHECKPOINT, random_model
-from timeclr.synthetic import prepare_synthetic
+from timeclr.run import RunDir, random_model
 from timeclr.train import train
-
-REPO = Path(__file__).resolve().parent.parent
-VARIANTS = {
-    "interval": "2 interval views (CVRL-style clips)",
-    "segment": "2 segment views (VCLR-style global)",
-    "timeclr": "segment + interval (TimeCLR)",
-    "timeclr4": "2 segment + 2 interval (V = 4)",
-}
-FRAMES = 8
-INTERVAL_STRIDES = [1, 2, 3]
-METRICS = ["knn_top1", "linear_top1", "retrieval_r1", "retrieval_r5", "retrieval_r10", "retrieval_r20"]
-SHOWN = [("knn_top1", "kNN top-1"), ("linear_top1", "linear top-1"), ("retrieval_r1", "R@1")]
-
-
-# ---------------------------------------------------------------------------------------------
-# configs
-# ---------------------------------------------------------------------------------------------
-
-
-def base_config(path):
-    """The experiment config, paths made absolute, the synthetic data generated if absent."""
-    cfg = load_config(path)
-    if not os.path.isabs(cfg.data.root):
-        cfg.data.root = str(REPO / cfg.data.root)
-    if cfg.synthetic.enabled:
-        prepare_synthetic(cfg, rank=0)  # sets data.manifest and eval.test_manifest
-    if len(cfg.data.views) != 2:
-        raise SystemExit(f"ablation: {path} has {len(cfg.data.views)} views; the ablation compares 2-view setups")
-    return cfg
-
-
-def variant_views(cfg, variant):
-    """The two views of ``variant``: the config's views with only kind / frames / strides changed."""
-    views = [OmegaConf.to_container(v) for v in cfg.data.views]
-    if variant == "interval":
-        for v in views:
-            v.update(kind="interval", frames=FRAMES, strides=list(INTERVAL_STRIDES))
-    elif variant == "segment":
-        for v in views:
-            v.update(kind="segment", frames=FRAMES)
-    elif variant in ("timeclr", "timeclr4"):
-        if sorted(v["kind"] for v in views) != ["interval", "segment"]:
-            raise SystemExit(f"ablation: the config's views are {[v['kind'] for v in views]}, "
-                             "not TimeCLR's segment + interval")
-        if variant == "timeclr4":  # one multi-positive NT-Xent over all four: 3 positives per view
-            views = [copy.deepcopy(v) for v in views + views]
-    else:
-        raise ValueError(f"unknown variant {variant!r}")
-    return views
-
-
-def eval_view(cfg, kind="segment"):
-    """The one view every variant is evaluated with: the config's first view of ``kind`` (its crop
-    size is the one that matters in eval mode) as a ``kind`` view of FRAMES frames; an interval
-    eval view takes the first of INTERVAL_STRIDES (1: 8 consecutive frames, centred)."""
-    views = [OmegaConf.to_container(v) for v in cfg.data.views]
-    view = next((v for v in views if v["kind"] == kind), views[0])
-    if kind == "interval":
-        return {**view, "kind": "interval", "frames": FRAMES, "strides": list(INTERVAL_STRIDES)}
-    return {**view, "kind": "segment", "frames": FRAMES}
-
-
-def eval_file(kind, split="test"):
-    """The primary protocol (segment view, test split) writes eval.json, the others
-    eval_interval.json, eval_val.json, eval_interval_val.json."""
-    parts = [p for p in ("eval", "" if kind == "segment" else kind, "" if split == "test" else split) if p]
-    return "_".join(parts) + ".json"
-
-
-def protocol(cfg, kind="segment", split="test"):
-    """What the evaluation depends on, stored in each eval.json: a changed protocol re-evaluates."""
-    v = eval_view(cfg, kind)
-    keys = ("kind", "frames", "crop_size") + (("strides",) if kind == "interval" else ())
-    return {"view": {k: v[k] for k in keys}, "short_side": cfg.data.short_side,
-            "knn_k": cfg.eval.knn_k, "batch_size": cfg.eval.batch_size,
-            "train_manifest": os.path.basename(cfg.eval.train_manifest or cfg.data.manifest),
-            "test_manifest": os.path.basename(cfg.eval.test_manifest), "split": split,
-            "val": [cfg.eval.val_fraction, cfg.eval.val_seed], "groups": OmegaConf.to_container(cfg.eval.groups)}
-
-
-def run_dir(root, variant, seed, epochs, default_epochs):
-    return Path(root) / (f"{variant}-seed{seed}" + ("" if epochs == default_epochs else f"-e{epochs}"))
-
-
-def variant_config(base, variant, seed, epochs, out_dir):
-    cfg = copy.deepcopy(base)
-    cfg.data.views = [ViewConfig(**v) for v in variant_views(base, variant)]
-    cfg.train.seed = cfg.data.seed = seed
-    cfg.train.epochs = epochs
-    cfg.train.evaluate = False  # evaluated afterwards, with the common protocol (eval_config)
-    cfg.out_dir = str(out_dir)
-    return cfg
-
-
-def eval_config(cfg, checkpoint="", kind="segment", split="test"):
-    """``cfg`` with the common eval view as its only view (eval.view = 0), scored on ``split``,
-    no random-init baseline."""
-    ecfg = copy.deepcopy(cfg)
-    ecfg.data.views = [ViewConfig(**eval_view(cfg, kind))]
-    ecfg.eval.view = 0
-    ecfg.eval.split = split
-    ecfg.eval.random_init = False
-    ecfg.checkpoint = str(checkpoint)
-    return ecfg
-
-
-def check_same_run(cfg):
-    """Refuse to resume a run folder that was made with another config."""
-    saved_path = Path(cfg.out_dir) / "config.yaml"
-    if not saved_path.exists():
-        return
-    saved = OmegaConf.load(saved_path)
-    try:  # keys added to the schema since the run was made take their defaults (e.g. model.norm)
-        saved = OmegaConf.merge(OmegaConf.structured(Config), saved)
-    except Exception:  # noqa: BLE001 -- a key removed since: compare as saved
-        pass
-    diff = differences(saved, cfg, ("data.views", "data.seed", "data.batch_size", "train", "model"))
-    if diff:
-        raise SystemExit(f"ablation: {cfg.out_dir} holds a run with another config:\n  " + "\n  ".join(diff) +
-                         "\ndelete the folder (or use --out-root) to start it afresh")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -264,7 +146,7 @@ def run_variant(base, variant, seed, epochs, args):
     primary = out_dir / eval_file("segment")
     if (kind, split) != ("segment", "test") and primary.exists():  # trained already: only this evaluation is missing
         done = {k: v for k, v in json.load(open(primary)).items() if k not in ("pretrained", "protocol")}
-        ecfg = eval_config(cfg, out_dir / CHECKPOINT, kind, split)
+        ecfg = eval_config(cfg, RunDir(out_dir).checkpoint, kind, split)
         t0 = time.perf_counter()
         done.update(pretrained=evaluate_model(ecfg, load_trained(ecfg, ecfg.checkpoint), device()),
                     protocol=protocol(cfg, kind, split), eval_seconds=round(time.perf_counter() - t0, 1))
@@ -272,7 +154,7 @@ def run_variant(base, variant, seed, epochs, args):
         print(f"[{variant} seed {seed}] {kind} eval: kNN {done['pretrained']['knn_top1']:.1f}  "
               f"linear {done['pretrained']['linear_top1']:.1f}", flush=True)
         return finish_row(row, done, status="reused+evaluated")
-    resumed = (out_dir / CHECKPOINT).exists()  # then train_s is only this invocation's share
+    resumed = Path(RunDir(out_dir).checkpoint).exists()  # then train_s is only this invocation's share
     load_start = os.getloadavg()[0]
     print(f"\n[{variant} seed {seed}] training {epochs} epochs in {out_dir} (load {load_start:.2f}); "
           f"views: {[(v['kind'], v['frames']) for v in cfg.data.views]}", flush=True)
@@ -280,7 +162,7 @@ def run_variant(base, variant, seed, epochs, args):
     train(cfg)
     train_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    ecfg = eval_config(cfg, out_dir / CHECKPOINT, kind, split)
+    ecfg = eval_config(cfg, RunDir(out_dir).checkpoint, kind, split)
     metrics = evaluate_model(ecfg, load_trained(ecfg, ecfg.checkpoint), device())
     eval_s = time.perf_counter() - t0
     clips_per_s, final_loss = read_metrics(out_dir)
@@ -333,54 +215,14 @@ def finish_row(row, done, status):
     return row
 
 
-def group_metrics(rows) -> list:
-    """The per-group keys the runs have (``knn_top1_<group>``, ``linear_top1_<group>``), in order."""
-    keys = dict.fromkeys(k for r in rows for k in r if k.startswith(("knn_top1_", "linear_top1_"))
-                         and not k.endswith(("_margin", "_std", "_ci95")))
-    return sorted(keys, key=lambda k: (not k.startswith("knn"), k))
-
-
-def groups_of(rows) -> list:
-    return [k[len("knn_top1_"):] for k in group_metrics(rows) if k.startswith("knn_top1_")]
-
-
-def summarise(rows):
-    """One summary row per variant (and random init): mean, sample std and the 95 % t interval
-    over its seeds, and each group's margin over random init (the mean of the per-seed margins:
-    random init is seeded like the variant)."""
-    out = []
-    extra = group_metrics(rows)
-    for variant in dict.fromkeys(r["variant"] for r in rows):
-        runs = [r for r in rows if r["variant"] == variant and r.get("knn_top1") is not None]
-        if not runs:
-            continue
-        for r in runs:  # margins over the untrained network of the same seed
-            base = next((b for b in rows if b["variant"] == "random_init" and b["seed"] == r["seed"]), None)
-            if base is not None and variant != "random_init":
-                for k in ["knn_top1"] + [g for g in extra if g.startswith("knn_top1_")]:
-                    if r.get(k) is not None and base.get(k) is not None:
-                        r[f"{k}_margin"] = r[k] - base[k]
-        margins = [k for k in dict.fromkeys(k for r in runs for k in r if k.endswith("_margin"))]
-        out.append(dict(kind="summary", variant=variant, seed="", epochs=runs[0]["epochs"], n=len(runs), status="",
-                        **mean_std(runs, METRICS + extra + margins + ["train_s", "clips_per_s", "final_loss"])))
-    return out
-
-
 # ---------------------------------------------------------------------------------------------
-# machine load, metadata
+# metadata and main
 # ---------------------------------------------------------------------------------------------
 
 
 def metadata(args, base, epochs, load):
-    import nvidia.dali
-
     ev = eval_view(base, args.eval_view)
-    return {
-        "device": device_name(torch.cuda.is_available()),
-        "torch": torch.__version__,
-        "DALI": nvidia.dali.__version__,
-        "git": git_rev(),
-        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+    return run_metadata({
         "config": os.path.relpath(args.config, REPO) if os.path.isabs(args.config) else args.config,
         "budget": f"{epochs} epochs x {base.data.batch_size} clips/batch, {base.model.backbone} backbone, "
                   f"{base.train.optimizer} lr {base.train.lr:g}, tau {base.train.temperature:g}",
@@ -388,113 +230,7 @@ def metadata(args, base, epochs, load):
         "eval": f"every variant: {ev['kind']} view {ev['frames']} frames"
                 + (f" stride {ev['strides'][0]} centred" if ev["kind"] == "interval" else "") + f", short side {base.data.short_side}, "
                 f"centre crop {ev['crop_size']}, kNN k={base.eval.knn_k}, frozen backbone features",
-        "load avg (1 min) at start": f"{load[0]:.2f}" + (f", {load[1]:.2f} after waiting {load[2]} s" if load[2] else ""),
-        "command": "python " + shlex.join(sys.argv),
-    }
-
-
-# ---------------------------------------------------------------------------------------------
-# report: tables, CSV, plot
-# ---------------------------------------------------------------------------------------------
-
-def columns(rows) -> list:
-    """The CSV's columns: each metric (overall, then per group, then margins over random init)
-    with its std and 95 % interval, then the run's bookkeeping."""
-    metrics = METRICS + group_metrics(rows)
-    margins = [k for k in dict.fromkeys(k for r in rows for k in r if k.endswith("_margin") and not k.endswith(
-        ("_std", "_ci95")))]
-    return (["kind", "variant", "seed", "epochs", "n", "status"]
-            + [c for m in metrics + margins for c in (m, f"{m}_std", f"{m}_ci95")]
-            + ["train_s", "train_s_std", "clips_per_s", "clips_per_s_std", "final_loss", "final_loss_std",
-               "load_start", "load_end", "out_dir"])
-
-
-def _f(v, fmt="{:.1f}"):
-    return "-" if v is None else fmt.format(v)
-
-
-def report(rows, summary, meta, args):
-    print()
-    for k, v in meta.items():
-        print(f"# {k}: {v}")
-    print("\nruns:")
-    print_table(["variant", "seed", "epochs", "status", *[h for _, h in SHOWN], "train s", "clips/s", "last loss",
-                 "load"],
-                [[r["variant"], str(r["seed"]), str(r["epochs"]), r["status"], *[_f(r.get(k)) for k, _ in SHOWN],
-                  _f(r.get("train_s"), "{:.0f}"), _f(r.get("clips_per_s"), "{:.0f}"), _f(r.get("final_loss"), "{:.3f}"),
-                  "-" if r.get("load_start") is None else f"{r['load_start']:.2f}/{r['load_end']:.2f}"]
-                 for r in rows])
-    print("\nmean ± std over seeds (%), [95 % interval of the mean]:")
-    print_table(["variant", "n", *[h for _, h in SHOWN]],
-                [[s["variant"], str(s["n"]), *[f"{s[k]:.1f} ± {s[f'{k}_std']:.1f} [±{s[f'{k}_ci95']:.1f}]"
-                                               for k, _ in SHOWN]] for s in summary])
-    groups = groups_of(rows)
-    if groups:
-        print("\nkNN top-1 per class group, mean [95 % interval] (margin over random init of the same seeds):")
-        print_table(["variant", *groups],
-                    [[s["variant"], *[f"{s[f'knn_top1_{g}']:.1f} [±{s[f'knn_top1_{g}_ci95']:.1f}]"
-                                      + (f" ({s[f'knn_top1_{g}_margin']:+.1f})" if f"knn_top1_{g}_margin" in s else "")
-                                      for g in groups]] for s in summary])
-
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = out / ("ablation" + (f"_{args.tag}" if args.tag else ""))
-    write_csv(f"{stem}.csv", meta, columns(rows + summary), rows + summary)
-    plot(rows, summary, meta, f"{stem}.png")
-    print(f"\nwrote {stem}.csv and {stem}.png")
-
-
-def plot(rows, summary, meta, path):
-    """Grouped bars (one group per metric, one bar per variant): mean ± std, the seeds as dots."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = [s["variant"] for s in summary]
-    colors = {"interval": "C0", "segment": "C1", "timeclr": "C3", "timeclr4": "C4", "random_init": "0.6"}
-    width = 0.8 / max(1, len(names))
-    groups = groups_of(rows)
-    fig, axes = plt.subplots(1, 2 if groups else 1, figsize=(15 if groups else 8.5, 5), squeeze=False)
-    ax = axes[0][0]
-    for i, s in enumerate(summary):
-        xs = [g + (i - (len(names) - 1) / 2) * width for g in range(len(SHOWN))]
-        label = VARIANTS.get(s["variant"], "random init (untrained)") + f", n={s['n']}"
-        ax.bar(xs, [s[k] for k, _ in SHOWN], width * 0.9, yerr=[s[f"{k}_std"] for k, _ in SHOWN], capsize=3,
-               color=colors.get(s["variant"], f"C{i}"), alpha=0.85, label=label)
-        for x, (k, _) in zip(xs, SHOWN):
-            pts = [r[k] for r in rows if r["variant"] == s["variant"] and r.get(k) is not None]
-            ax.plot([x] * len(pts), pts, "k.", ms=4)
-        for x, (k, _) in zip(xs, SHOWN):
-            ax.text(x, s[k] + s[f"{k}_std"] + 0.8, f"{s[k]:.1f}", ha="center", fontsize=7)
-    ax.set_xticks(range(len(SHOWN)), [h for _, h in SHOWN])
-    ax.set_ylabel("% (test split, frozen features)")
-    ax.set_ylim(0, 122)
-    ax.set_yticks(range(0, 101, 20))
-    ax.axhline(100 / 8, color="0.5", lw=0.8, ls=":")
-    ax.text(len(SHOWN) - 0.5, 100 / 8 + 1, "chance", fontsize=7, color="0.4", ha="right")
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=7, loc="upper center", ncol=2)  # above the bars (the axis runs to 122 %)
-    if groups:
-        ax = axes[0][1]
-        for i, s in enumerate(summary):
-            xs = [g + (i - (len(names) - 1) / 2) * width for g in range(len(groups))]
-            keys = [f"knn_top1_{g}" for g in groups]
-            ax.bar(xs, [s[k] for k in keys], width * 0.9, yerr=[s[f"{k}_ci95"] for k in keys], capsize=3,
-                   color=colors.get(s["variant"], f"C{i}"), alpha=0.85)
-            for x, k in zip(xs, keys):
-                pts = [r[k] for r in rows if r["variant"] == s["variant"] and r.get(k) is not None]
-                ax.plot([x] * len(pts), pts, "k.", ms=4)
-        ax.set_xticks(range(len(groups)), groups)
-        ax.set_ylabel("kNN top-1 % per class group (bars: 95 % interval of the mean)")
-        ax.set_ylim(0, 105)
-        ax.grid(axis="y", alpha=0.3)
-    save_figure(fig, "TimeCLR view ablation, synthetic motion set", meta, path)
-
-
-# ---------------------------------------------------------------------------------------------
-# main
-# ---------------------------------------------------------------------------------------------
+    }, cuda=torch.cuda.is_available(), libs=("torch", "DALI"), load=load)
 
 
 def parse_args():
@@ -503,7 +239,8 @@ def parse_args():
     p.add_argument("--epochs", type=int, help="training epochs of every run (default: the config's; --quick: 10)")
     p.add_argument("--seeds", type=int, help="seeds 0..N-1 per variant (default 3; --quick: 1)")
     p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
-    p.add_argument("--quick", action="store_true", help="10 epochs, 1 seed, outputs tagged 'quick': a smoke run")
+    p.add_argument("--quick", action="store_true", help="10 epochs, 1 seed: a smoke run, its outputs tagged 'quick' in "
+                   "benchmarks/results/quick/ (git-ignored)")
     p.add_argument("--eval-view", choices=("segment", "interval"), default="segment",
                    help="the eval protocol's view (default segment: eval.json). 'interval' (8 consecutive frames, "
                    "centred) is a secondary protocol: trained runs are only re-evaluated (eval_interval.json), "
@@ -514,7 +251,8 @@ def parse_args():
                    "outputs tagged 'val'")
     p.add_argument("--no-random-init", action="store_true", help="skip the random-init baseline")
     p.add_argument("--out-root", default=str(REPO / "runs" / "ablation"), help="where the run folders go")
-    p.add_argument("--out", default=str(REPO / "benchmarks" / "results"), help="where the CSV and PNG go")
+    p.add_argument("--out", help="where the CSV, JSON and PNG go (default benchmarks/results/, --quick: "
+                   "benchmarks/results/quick/)")
     p.add_argument("--tag", help="suffix of the output file names (default: 'quick' with --quick, else none)")
     p.add_argument("--max-load", type=float, default=0.7, help="wait while the 1-min load average is above this")
     p.add_argument("--max-wait", type=int, default=600, help="... but at most this many seconds (0: never wait)")
@@ -557,10 +295,10 @@ def main():
         print("\ninterrupted: reporting the finished runs (rerun the same command to go on)", flush=True)
     order = {v: i for i, v in enumerate(list(args.variants) + ["random_init"])}
     rows.sort(key=lambda r: (order[r["variant"]], r["seed"]))
-    meta["load avg (1 min) at end"] = f"{os.getloadavg()[0]:.2f}"
-    meta["wall time"] = f"{(time.perf_counter() - t0) / 60:.1f} min (runs done before are reused, not timed)"
-    meta["command"] = meta.pop("command")  # keep the command last
-    report(rows, summarise(rows), meta, args)
+    finish_metadata(meta, extra={
+        "wall time": f"{(time.perf_counter() - t0) / 60:.1f} min (runs done before are reused, not timed)"})
+    stem = results_dir(args.out, args.quick) / ("ablation" + (f"_{args.tag}" if args.tag else ""))
+    report(rows, summarise(rows), meta, stem)
 
 
 if __name__ == "__main__":

@@ -35,21 +35,20 @@ Runs live in ``runs/finetune_synthetic/<init>-seed<k>`` (``-l<percent>`` below 1
 
 How to run
 ----------
-    python benchmarks/finetune_synthetic.py               # 2 inits x 2 budgets x 3 seeds: 3 min 48 s on 2 cores
-                                                          # (+ ~3 min of pretraining when runs/synthetic has none)
-    python benchmarks/finetune_synthetic.py --seeds 1 --epochs 3 --tag smoke    # a smoke run
+    python benchmarks/experiments/finetune_synthetic.py           # 2 inits x 2 budgets x 3 seeds: 3 min 48 s on 2 cores
+                                                                  # (+ ~3 min of pretraining when runs/synthetic has none)
+    python benchmarks/experiments/finetune_synthetic.py --quick   # a smoke run: 1 seed, 3 epochs, all labels
 
-Writes ``benchmarks/results/finetune_synthetic[_<tag>].csv`` (metadata as '#' lines: machine,
-command, git revision, versions, load; one row per run, then mean and sample std per init) and
-``.png`` (bars: mean ± std, dots: the seeds), and prints both tables.
+Writes ``benchmarks/results/finetune_synthetic[_<tag>].csv`` (a plain CSV: one row per run, then
+mean and sample std per init), ``.json`` (the run's metadata: machine, command, git revision,
+versions, load) and ``.png`` (bars: mean ± std, dots: the seeds), and prints both tables;
+``--quick`` writes ``finetune_synthetic_quick.*`` into ``benchmarks/results/quick/`` (git-ignored).
 """
 import argparse
-import datetime
 import functools
 import gc
 import json
 import os
-import shlex
 import statistics
 import sys
 import time
@@ -58,18 +57,20 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from runinfo import device_name, git_rev, mean_std, print_table, save_figure, write_csv
 from timeclr import recorded
+from timeclr.benchmarks.harness import (REPO, finish_metadata, mean_std, print_meta, print_table, pyplot, results_dir,
+                                        run_metadata, save_figure, write_results)
 from timeclr.atomic import write_json
+from timeclr.checkpoints import load_checkpoint
 from timeclr.config import Config, load_config
 from timeclr.finetune import finetune
 from timeclr.finetuning import RESULTS
-from timeclr.pipelines.video import VideoLoader, read_videos
-from timeclr.run import CHECKPOINT, load_checkpoint
+from timeclr.pipelines.clip_source import read_videos
+from timeclr.pipelines.video import VideoLoader
+from timeclr.run import RunDir
 from timeclr.synthetic import prepare_synthetic
 from timeclr.train import train
 
-REPO = Path(__file__).resolve().parent.parent
 SUBSET_SEED = 0
 INITS = {"pretrained": "TimeCLR-pretrained (synthetic.yaml)", "random": "random init (same network)"}
 METRICS = [("top1", "top-1"), ("top5", "top-5"), ("mean_class_accuracy", "mean class"),
@@ -116,7 +117,7 @@ def differences(saved, wanted, keys) -> list[str]:
 def pretrained_checkpoint(args) -> Path:
     """The pretraining checkpoint: reused when finished with the config's recipe, else trained."""
     cfg = absolute(load_config(args.pretrain_config, [f"out_dir={args.pretrain_dir}"]))
-    path = Path(cfg.out_dir) / CHECKPOINT
+    path = Path(RunDir(cfg.out_dir).checkpoint)
     if path.exists():
         ckpt = load_checkpoint(path)
         diff = differences(ckpt["config"], cfg, PRETRAIN_KEYS)
@@ -192,7 +193,7 @@ def run_one(args, init, seed, epochs, checkpoint, default_epochs, fraction=1.0, 
             done = json.loads((out_dir / RESULTS).read_text())
             print(f"[{init} seed {seed}] done before: {out_dir / RESULTS}", flush=True)
             return finish(row, done, out_dir, status="reused")
-    resumed = (out_dir / CHECKPOINT).exists()
+    resumed = Path(RunDir(out_dir).checkpoint).exists()
     load_start = os.getloadavg()[0]
     print(f"\n[{init} seed {seed}] fine-tuning {epochs} epochs in {out_dir} (load {load_start:.2f})", flush=True)
     t0 = time.perf_counter()
@@ -250,18 +251,10 @@ def summarise(rows):
 # ---------------------------------------------------------------------------------------------
 
 
-def metadata(args, cfg, checkpoint, load_start, wall):
-    import nvidia.dali
-
+def metadata(args, cfg, checkpoint, load_start, t_start):
     view = cfg.data.views[cfg.finetune.view]
     ft = cfg.finetune
-    return {
-        "machine": device_name(torch.cuda.is_available()),
-        "command": "python " + shlex.join(sys.argv),
-        "git": git_rev(),
-        "torch": torch.__version__,
-        "DALI": nvidia.dali.__version__,
-        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+    meta = run_metadata({
         "config": args.config,
         "pretrained checkpoint": str(checkpoint) if "{seed}" in str(checkpoint) else os.path.relpath(checkpoint, REPO),
         "labels": ", ".join(f"{f:.0%}" for f in args.label_fractions) + f" of the train split (class-balanced, "
@@ -274,9 +267,8 @@ def metadata(args, cfg, checkpoint, load_start, wall):
                       f"{list(view.scale)}, flip {view.flip_prob:g}",
         "test": f"{ft.test_clips} clips x {ft.test_crops} crops, softmax averaged, synthetic test split",
         "seeds": ", ".join(map(str, range(args.seeds))),
-        "load avg (1 min) at start": f"{load_start:.2f}",
-        "wall time (s)": f"{wall:.0f}",
-    }
+    }, cuda=torch.cuda.is_available(), libs=("torch", "DALI"), load=(load_start, None, 0))
+    return finish_metadata(meta, t_start)
 
 
 def group_keys() -> list:
@@ -293,8 +285,7 @@ def columns() -> list:
 
 def report(rows, summary, meta, args):
     print()
-    for k, v in meta.items():
-        print(f"# {k}: {v}")
+    print_meta(meta)
     print("\nruns:")
     print_table(["init", "seed", "labels", "epochs", "status", *[h for _, h in METRICS], "s", "clips/s", "last loss"],
                 [[r["init"], str(r["seed"]), f"{r['labels']:.0%}", str(r["epochs"]), r["status"],
@@ -311,21 +302,15 @@ def report(rows, summary, meta, args):
     print_table(["init", "labels", "epochs", *groups],
                 [[s["init"], f"{s['labels']:.0%}", str(s["epochs"]),
                   *[f"{s[f'top1_{g}']:.1f} [±{s[f'top1_{g}_ci95']:.1f}]" for g in groups]] for s in summary])
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = out / ("finetune_synthetic" + (f"_{args.tag}" if args.tag else ""))
-    write_csv(f"{stem}.csv", meta, columns(), rows + summary)
+    stem = results_dir(args.out, args.quick) / ("finetune_synthetic" + (f"_{args.tag}" if args.tag else ""))
+    csv_path, json_path = write_results(stem, meta, columns(), rows + summary)
     plot(rows, summary, meta, f"{stem}.png")
-    print(f"\nwrote {stem}.csv and {stem}.png")
+    print(f"\nwrote {csv_path}, {json_path} and {stem}.png")
 
 
 def plot(rows, summary, meta, path):
     """Grouped bars, one group per metric, one bar per init: mean ± std, the seeds as dots."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     settings = list(dict.fromkeys((s["labels"], s["epochs"]) for s in summary))
     shades = {"pretrained": ["#fddbc7", "#f4a582", "#d6604d", "#b2182b"],
               "random": ["#f0f0f0", "#d9d9d9", "#a6a6a6", "#737373"]}
@@ -370,9 +355,13 @@ def main(argv=None):
                         help="overrides of the fine-tuning config, e.g. model.backbone=small_wide for checkpoints "
                         "of pipelines/synthetic_wide.yaml (the random init gets them too)")
     parser.add_argument("--out-root", default="runs/finetune_synthetic")
-    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
-    parser.add_argument("--tag", default="", help="suffix of the result files")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 1 seed, 3 epochs, all labels, into "
+                        "benchmarks/results/quick/ (git-ignored)")
+    parser.add_argument("--out", help="output folder (default benchmarks/results/, --quick: benchmarks/results/quick/)")
+    parser.add_argument("--tag", default="", help="suffix of the result files (default: 'quick' with --quick)")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.seeds, args.epochs, args.label_fractions, args.tag = 1, args.epochs or [3], [1.0], args.tag or "quick"
     t0, load_start = time.perf_counter(), os.getloadavg()[0]
     cfg = load_config(args.config, args.set)
     args.epochs = args.epochs or [cfg.train.epochs // 2, cfg.train.epochs]
@@ -380,7 +369,8 @@ def main(argv=None):
         checkpoint = args.pretrained_pattern
         missing = [checkpoint.format(seed=k) for k in range(args.seeds) if not Path(checkpoint.format(seed=k)).exists()]
         if missing:
-            raise SystemExit(f"finetune_synthetic: no pretraining checkpoint {missing[0]} (run benchmarks/ablation.py)")
+            raise SystemExit(f"finetune_synthetic: no pretraining checkpoint {missing[0]} "
+                             "(run benchmarks/experiments/ablation.py)")
     else:
         checkpoint = pretrained_checkpoint(args)
     full = absolute(load_config(args.config, args.set))
@@ -393,7 +383,7 @@ def main(argv=None):
                 for init in INITS:
                     rows.append(run_one(args, init, seed, epochs, checkpoint, cfg.train.epochs, fraction, manifest))
     summary = summarise(rows)
-    report(rows, summary, metadata(args, cfg, checkpoint, load_start, time.perf_counter() - t0), args)
+    report(rows, summary, metadata(args, cfg, checkpoint, load_start, t0), args)
     return 0
 
 

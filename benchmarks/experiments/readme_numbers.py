@@ -1,19 +1,19 @@
 """The README's headline numbers, regenerated at HEAD: the main job over seeds, timed.
 
-  python benchmarks/readme_numbers.py [--seeds 0 1 2] [--out benchmarks/results]
+  python benchmarks/experiments/readme_numbers.py [--seeds 0 1 2] [--out benchmarks/results]
 
 Runs ``python -m timeclr.train pipelines/synthetic.yaml`` once per seed (``train.seed`` and
 ``data.seed``; the synthetic videos are the same for every seed), each in its own run folder
 under ``runs/readme/``, and records per seed the wall time and the evaluation of the pretrained
 encoder and of the same network at random initialisation, and the margin between the two per
 seed (overall and per class group). Writes ``readme_numbers.csv`` (one row per seed and encoder,
-and a 'margin' row per seed) and ``readme_numbers.json`` (mean and sample standard deviation over the
-seeds, the machine, versions and git revision), and prints the table the README quotes.
+and a 'margin' row per seed) and ``readme_numbers.json`` (the run's metadata: machine, versions,
+git revision; the timings; mean and sample standard deviation over the seeds), and prints the
+table the README quotes.
 The first seed's time includes generating the synthetic set when it is not there yet; the
 generation is timed on its own first, so each seed's time is the job's alone.
 """
 import argparse
-import csv
 import json
 import os
 import platform
@@ -22,26 +22,10 @@ import subprocess
 import sys
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
+from timeclr.benchmarks.harness import REPO, finish_metadata, results_dir, run_metadata, write_results
+
 METRICS = ["linear_top1", "knn_top1", "retrieval_r1", "retrieval_r5"]
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        model = platform.processor() or "unknown CPU"
-    return f"{model}, {len(os.sched_getaffinity(0))} cores"
-
-
-def versions() -> dict:
-    out = subprocess.run([sys.executable, "-c", "import torch, nvidia.dali as d; print(torch.__version__, d.__version__)"],
-                         capture_output=True, text=True).stdout.split()
-    rev = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout
-    return {"torch": out[0] if out else "?", "dali": out[1] if len(out) > 1 else "?", "git": rev.strip(),
-            "python": platform.python_version()}
+JOB = "python -m timeclr.train pipelines/synthetic.yaml train.seed=S data.seed=S"
 
 
 def run_seed(seed: int) -> dict:
@@ -63,8 +47,10 @@ def run_seed(seed: int) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--out", default=os.path.join(REPO, "benchmarks", "results"))
+    p.add_argument("--out", help="output folder (default benchmarks/results/)")
     a = p.parse_args(argv)
+    meta = run_metadata({"python": platform.python_version(), "seeds": a.seeds, "job command": JOB},
+                        libs=("torch", "DALI"))
 
     t0 = time.perf_counter()  # the synthetic set, generated once, outside the per-seed times
     subprocess.run([sys.executable, "-c", "from timeclr.config import load_config; from timeclr.synthetic import "
@@ -89,19 +75,12 @@ def main(argv=None) -> int:
         summary[encoder] = {m: {"mean": statistics.mean(v), "std": statistics.stdev(v) if len(v) > 1 else 0.0,
                                 "min": min(v), "max": max(v)} for m, v in vals.items() if v}
     times = [r["seconds"] for r in runs.values() if r["seconds"] is not None]
-    meta = {"machine": cpu_name(), **versions(), "seeds": a.seeds, "generate_seconds": round(generate_s, 1),
-            "job_seconds": [round(t, 1) for t in times],
-            "command": "python -m timeclr.train pipelines/synthetic.yaml train.seed=S data.seed=S"}
+    finish_metadata(meta, t0)
+    write_results(results_dir(a.out) / "readme_numbers", meta, ["seed", "encoder", "seconds", *metrics_all], rows,
+                  sidecar={"generate_seconds": round(generate_s, 1), "job_seconds": [round(t, 1) for t in times],
+                           "summary": summary}, digits=None)
 
-    os.makedirs(a.out, exist_ok=True)
-    with open(os.path.join(a.out, "readme_numbers.csv"), "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["seed", "encoder", "seconds", *metrics_all])
-        w.writeheader()
-        w.writerows(rows)
-    with open(os.path.join(a.out, "readme_numbers.json"), "w") as f:
-        json.dump({**meta, "summary": summary}, f, indent=1)
-
-    print(f"\n{meta['machine']}; torch {meta['torch']}, DALI {meta['dali']}, git {meta['git']}")
+    print(f"\n{meta['device']}; torch {meta['torch']}, DALI {meta['DALI']}, git {meta['git']}")
     if times:
         print(f"main job: {statistics.mean(times) / 60:.1f} min per seed ({', '.join(f'{t:.0f}' for t in times)} s); "
               f"generating the synthetic set: {generate_s:.0f} s")

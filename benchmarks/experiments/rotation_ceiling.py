@@ -17,8 +17,8 @@ If a group is learnable with dense frames but not with sparse ones, its cause is
 aliasing between the frames a view shows; if with none, the network (receptive field, global
 pooling that averages the opposite tangential motions of a turn away) or the classes.
 
-    python benchmarks/rotation_ceiling.py        # 4 clip kinds x 3 seeds: ~5 min on 2 cores
-    python benchmarks/rotation_ceiling.py --backbone small_wide --kinds segment8 --epochs 20 60
+    python benchmarks/experiments/rotation_ceiling.py        # 4 clip kinds x 3 seeds: ~5 min on 2 cores
+    python benchmarks/experiments/rotation_ceiling.py --backbone small_wide --kinds segment8 --epochs 20 60
 
 What it found (docs/results.md, "Ablation on the synthetic set"): the budget was the cause. With 60
 epochs instead of 20, ``small`` learns rotation direction from segment clips (66.7 % over 3
@@ -26,22 +26,21 @@ seeds); at 20 it mostly calls rotation videos *grow*, and ``small_wide`` (a pool
 pixels, the crop, not 31) does so less often. 8 consecutive frames stay poor even at 60 epochs.
 
 Writes ``benchmarks/results/rotation_ceiling.csv`` for the defaults, else
-``rotation_ceiling-<backbone>.csv`` ('#' metadata lines, one row per run, then mean and 95 %
-interval per clip kind and epoch budget).
+``rotation_ceiling-<backbone>.csv`` (a plain CSV: one row per run, then mean and 95 % interval per
+clip kind and epoch budget), and the run's metadata in the ``.json`` beside it.
 """
 import argparse
-import datetime
 import gc
 import json
-import shlex
-import sys
+import time
 from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
 
-from finetune_synthetic import FINETUNE_KEYS, differences, group_names, group_top1
-from runinfo import REPO, device_name, git_rev, mean_std, print_table, write_csv
+from timeclr.benchmarks.experiments.finetune_synthetic import FINETUNE_KEYS, differences, group_names, group_top1
+from timeclr.benchmarks.harness import (REPO, finish_metadata, mean_std, print_table, results_dir, run_metadata,
+                                        write_results)
 from timeclr.config import load_config
 from timeclr.finetune import finetune
 from timeclr.finetuning import RESULTS
@@ -78,7 +77,12 @@ def main():
     p.add_argument("--backbone", default="small", help="model.backbone (default: small, the config's)")
     p.add_argument("--kinds", nargs="+", choices=list(KINDS), default=list(KINDS), help="clip kinds (default: all)")
     p.add_argument("--epochs", nargs="+", type=int, default=[None], help="train.epochs (default: the config's 20)")
+    p.add_argument("--out", help="output folder (default benchmarks/results/)")
     args = p.parse_args()
+    t_start = time.perf_counter()
+    meta = run_metadata({"protocol": "supervised from random init, pipelines/synthetic_finetune.yaml's budget and "
+                                     "test, per-group top-1 = mean of the group's per-class accuracies (balanced test "
+                                     "split)"}, cuda=torch.cuda.is_available())
     groups = group_names()
     rows = []
     for epochs in args.epochs:
@@ -104,16 +108,12 @@ def main():
                     **mean_std([r for r in rows if (r["epochs"], r["clip"]) == (e, k)], keys)) for e, k in cells]
     print_table(["epochs", "clip", *keys], [[str(s["epochs"]), s["clip"], *[f"{s[k]:.1f} [±{s[f'{k}_ci95']:.1f}]" for k in keys]]
                                             for s in summary])
-    meta = {"machine": device_name(torch.cuda.is_available()), "git": git_rev(),
-            "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-            "command": "python benchmarks/rotation_ceiling.py " + shlex.join(sys.argv[1:]),
-            "protocol": "supervised from random init, pipelines/synthetic_finetune.yaml's budget and test, "
-                        "per-group top-1 = mean of the group's per-class accuracies (balanced test split)"}
+    finish_metadata(meta, t_start)
     columns = ["kind", "backbone", "epochs", "clip", "seed", "n"] + [c for k in keys for c in (k, f"{k}_std", f"{k}_ci95")]
     defaults = args.backbone == "small" and args.kinds == list(KINDS) and args.epochs == [None]
-    name = "rotation_ceiling.csv" if defaults else f"rotation_ceiling-{args.backbone}.csv"
-    write_csv(REPO / "benchmarks" / "results" / name, meta, columns, rows + summary)
-    print(f"wrote benchmarks/results/{name}")
+    name = "rotation_ceiling" if defaults else f"rotation_ceiling-{args.backbone}"
+    csv_path, json_path = write_results(results_dir(args.out) / name, meta, columns, rows + summary)
+    print(f"wrote {csv_path} and {json_path}")
 
 
 if __name__ == "__main__":
