@@ -78,7 +78,7 @@ from timeclr.models import build_model
 from timeclr.optim import build_optimizer
 from timeclr.pipelines.clip_source import read_videos
 from timeclr.pipelines.video import VideoLoader
-from timeclr.synthetic import prepare_synthetic
+from timeclr.synthetic import chosen_manifests, prepare_synthetic
 
 MODES = ("in-memory", "dali", "pipeline")
 POOL = 4  # batches cloned for the in-memory mode
@@ -122,7 +122,7 @@ def build_config(args):
     cfg.data.drop_last = True
     if not cfg.synthetic.enabled:
         raise SystemExit(f"train_throughput: {args.config} does not use the synthetic dataset")
-    prepare_synthetic(cfg, rank=0)
+    cfg.data.manifest, cfg.eval.test_manifest = chosen_manifests(cfg, *prepare_synthetic(cfg, rank=0))
     return cfg
 
 

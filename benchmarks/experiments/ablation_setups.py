@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from timeclr.benchmarks.harness import REPO
 from timeclr.config import Config, ViewConfig, load_config
 from timeclr.recorded import differences
-from timeclr.synthetic import prepare_synthetic
+from timeclr.synthetic import chosen_manifests, prepare_synthetic
 
 VARIANTS = {
     "interval": "2 interval views (CVRL-style clips)",
@@ -29,7 +29,7 @@ def base_config(path):
     if not os.path.isabs(cfg.data.root):
         cfg.data.root = str(REPO / cfg.data.root)
     if cfg.synthetic.enabled:
-        prepare_synthetic(cfg, rank=0)  # sets data.manifest and eval.test_manifest
+        cfg.data.manifest, cfg.eval.test_manifest = chosen_manifests(cfg, *prepare_synthetic(cfg, rank=0))
     if len(cfg.data.views) != 2:
         raise SystemExit(f"ablation: {path} has {len(cfg.data.views)} views; the ablation compares 2-view setups")
     return cfg

@@ -68,7 +68,7 @@ from timeclr.finetuning import RESULTS
 from timeclr.pipelines.clip_source import read_videos
 from timeclr.pipelines.video import VideoLoader
 from timeclr.run import RunDir
-from timeclr.synthetic import prepare_synthetic
+from timeclr.synthetic import chosen_manifests, prepare_synthetic
 from timeclr.train import train
 
 SUBSET_SEED = 0
@@ -124,7 +124,7 @@ def pretrained_checkpoint(args) -> Path:
         if diff:
             raise SystemExit(f"finetune_synthetic: {path} was pretrained with another config than "
                              f"{args.pretrain_config}:\n" + "\n".join(diff) + "\nuse --pretrain-dir elsewhere")
-        prepare_synthetic(cfg, rank=0)
+        cfg.data.manifest, cfg.eval.test_manifest = chosen_manifests(cfg, *prepare_synthetic(cfg, rank=0))
         total = cfg.train.epochs * len(VideoLoader(cfg.data, read_videos(cfg.data.manifest)))
         if ckpt["step"] == total:
             print(f"pretraining: reusing {path} (step {total}/{total})", flush=True)
@@ -374,7 +374,7 @@ def main(argv=None):
     else:
         checkpoint = pretrained_checkpoint(args)
     full = absolute(load_config(args.config, args.set))
-    prepare_synthetic(full, rank=0)
+    full.data.manifest, full.eval.test_manifest = chosen_manifests(full, *prepare_synthetic(full, rank=0))
     rows = []
     for fraction in args.label_fractions:
         manifest = labelled_manifest(full.data.manifest, fraction)

@@ -55,7 +55,7 @@ SEEDS = 3
 
 
 # what a run's result depends on: finetune_synthetic's keys, less the manifest, which
-# prepare_synthetic fills in only when the run starts
+# timeclr.finetune fills in (chosen_manifests) only when the run starts
 RUN_KEYS = tuple(k for k in FINETUNE_KEYS if k != "data.manifest")
 
 
