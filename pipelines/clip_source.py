@@ -274,8 +274,14 @@ def eval_crop_box(height: int, width: int, short_side: int, crop_size: int, crop
     return np.array([y0 / height, x0 / width, (y0 + side) / height, (x0 + side) / width], np.float32)
 
 
+def read_videos_and_classes(manifest) -> tuple[list[Video], list[str]]:
+    """The manifest's rows as ``Video`` records, with absolute paths, and its class names (label
+    order), from one read of the manifest."""
+    rows, classes = read_manifest(manifest)
+    return [Video(r["abs_path"], int(r["label"]), int(r["num_frames"]), int(r["width"]), int(r["height"]),
+                  r.get("bytes"), r.get("codec") or None, r.get("crc32")) for r in rows], classes
+
+
 def read_videos(manifest) -> list[Video]:
     """The manifest's rows as ``Video`` records, with absolute paths."""
-    rows, _ = read_manifest(manifest)
-    return [Video(r["abs_path"], int(r["label"]), int(r["num_frames"]), int(r["width"]), int(r["height"]),
-                  r.get("bytes"), r.get("codec") or None, r.get("crc32")) for r in rows]
+    return read_videos_and_classes(manifest)[0]

@@ -104,6 +104,22 @@ def test_eval_reports_each_group_and_the_validation_split_on_request(manifest, t
         train_main(["pipelines/debug.yaml", *overrides(manifest, tmp_path / "v", "eval.val_fraction=0", "train.knn_every=1")])
 
 
+def test_a_run_reads_its_manifests_once_for_every_evaluation_in_it(manifest, tmp_path, monkeypatch):
+    """The online kNN, both encoders of the final evaluation, their groups and the table's heading
+    share one read of each manifest (issue #26: the train manifest was read 8 times a run)."""
+    from timeclr.pipelines import clip_source
+
+    reads, real = [], clip_source.read_manifest
+    monkeypatch.setattr(clip_source, "read_manifest", lambda path, *a, **k: reads.append(str(path)) or real(path, *a, **k))
+    groups = "eval.groups={leftward: [left], rightward: [right]}"
+    train_main(["pipelines/debug.yaml", *overrides(manifest, tmp_path / "run", "train.epochs=2", "train.knn_every=1",
+                                                   f"eval.test_manifest={manifest}", groups, "eval.random_init=true",
+                                                   "train.evaluate=true")])
+    assert json.load(open(tmp_path / "run" / "eval.json")).keys() == {"pretrained", "random_init"}
+    # the training's own list, the evaluations' train split, their test split (here the same file)
+    assert reads == [str(manifest)] * 3, reads
+
+
 def test_the_labelled_subsets_are_class_balanced_fixed_and_as_long_as_the_full_manifest(tmp_path):
     import csv
 

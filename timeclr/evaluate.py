@@ -21,7 +21,7 @@ def evaluate(cfg) -> dict:
 
     from timeclr import run
     from timeclr.atomic import write_json
-    from timeclr.features import describe_split, evaluate_model, print_table
+    from timeclr.features import EvalSplits, describe_split, evaluate_model, print_table
     from timeclr.synthetic import chosen_manifests, prepare_synthetic
 
     if not cfg.checkpoint:
@@ -35,11 +35,13 @@ def evaluate(cfg) -> dict:
     require_manifest(cfg.eval.test_manifest, cfg.data, "eval.test_manifest")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     name = os.path.basename(str(cfg.checkpoint))
-    metrics = evaluate_model(cfg, run.load_encoder(cfg, device), device, name)
+    encoder = run.load_encoder(cfg, device)
+    splits = EvalSplits(cfg)  # each manifest read once
+    metrics = evaluate_model(cfg, encoder, device, name, splits)
     os.makedirs(cfg.out_dir, exist_ok=True)
     path = run.RunDir(cfg.out_dir).eval_results
     write_json(path, metrics)
-    print_table({name: metrics}, describe_split(cfg), path)
+    print_table({name: metrics}, describe_split(cfg, splits), path)
     return metrics
 
 

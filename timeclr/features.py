@@ -7,9 +7,12 @@ Splits (``eval.split``): ``test`` fits on the whole train manifest and scores on
 ``val`` fits on the train manifest less a validation split and scores on that split. The
 validation split (``validation_split``) takes ``eval.val_fraction`` of each class's videos, drawn
 by ``eval.val_seed`` alone, so every run, seed and variant is validated on the same videos.
-Pretraining itself (no labels) still sees all train videos.
+Pretraining itself (no labels) still sees all train videos. ``EvalSplits`` reads each manifest
+once per run and is handed down to everything that evaluates (each encoder, the table's heading,
+the online kNN).
 """
 import copy
+import functools
 import os
 
 import numpy as np
@@ -19,8 +22,7 @@ from tqdm import tqdm
 from timeclr.atomic import write_json
 from timeclr.errors import ConfigError
 from timeclr.metrics import evaluate_features, knn_top1
-from timeclr.pipelines.clip_source import read_videos
-from timeclr.pipelines.manifest import read_manifest
+from timeclr.pipelines.clip_source import read_videos, read_videos_and_classes
 from timeclr.pipelines.video import VideoLoader
 from timeclr.distributed import gather_in_order, to_device
 from timeclr.run import RunDir, random_model
@@ -53,30 +55,53 @@ def validation_split(videos, fraction: float, seed: int = 0) -> tuple[list, list
     return [v for i, v in enumerate(videos) if i not in val], [v for i, v in enumerate(videos) if i in val]
 
 
-def eval_splits(cfg) -> tuple[list, list, str]:
-    """(videos to fit on, videos to score, what the scored split is) for ``eval.split``."""
-    train_manifest = cfg.eval.train_manifest or cfg.data.manifest
-    if not train_manifest:
-        raise ConfigError("evaluation needs eval.train_manifest or data.manifest (the labelled train videos)")
-    train = read_videos(train_manifest)
-    if cfg.eval.split == "val":
-        fit, val = validation_split(train, cfg.eval.val_fraction, cfg.eval.val_seed)
-        return fit, val, f"validation split ({cfg.eval.val_fraction:.0%} of {train_manifest} per class)"
-    return train, read_videos(cfg.eval.test_manifest), f"test split {cfg.eval.test_manifest}"
-
-
-def group_labels(cfg) -> dict:
-    """``eval.groups`` ({group: [class names]}) as {group: [labels]}, by the train manifest's class list."""
-    if not cfg.eval.groups:
-        return {}
-    _, classes = read_manifest(cfg.eval.train_manifest or cfg.data.manifest)
+def group_labels(groups, classes: list[str]) -> dict:
+    """``eval.groups`` ({group: [class names]}) as {group: [labels]}, by the train manifest's
+    class list ``classes``; a name that is no class is a ConfigError naming the group."""
     out = {}
-    for group, names in cfg.eval.groups.items():
+    for group, names in (groups or {}).items():
         unknown = [n for n in names if n not in classes]
         if unknown:
             raise ConfigError(f"eval.groups.{group}: {unknown} are not classes of the manifest (its classes: {classes})")
         out[group] = [classes.index(n) for n in names]
     return out
+
+
+class EvalSplits:
+    """The labelled videos a run evaluates on, each manifest read once and handed down (to every
+    encoder evaluated, the table's heading, the online kNN) instead of read again by each:
+
+        train, classes   the train manifest's videos and class list (``eval.train_manifest``,
+                         default ``data.manifest``), read here
+        groups           ``eval.groups`` as labels (``group_labels``), checked here
+        test             the test manifest's videos, read when first asked for (an online kNN
+                         alone never reads it)
+        validation       (fit, val): the validation split carved from ``train`` (``validation_split``)
+    """
+
+    def __init__(self, cfg):
+        e = cfg.eval
+        self.train_manifest, self.test_manifest = e.train_manifest or cfg.data.manifest, e.test_manifest
+        if not self.train_manifest:
+            raise ConfigError("evaluation needs eval.train_manifest or data.manifest (the labelled train videos)")
+        self.val_fraction, self.val_seed = e.val_fraction, e.val_seed
+        self.train, self.classes = read_videos_and_classes(self.train_manifest)
+        self.groups = group_labels(e.groups, self.classes)
+
+    @functools.cached_property
+    def test(self) -> list:
+        return read_videos(self.test_manifest)
+
+    @functools.cached_property
+    def validation(self) -> tuple[list, list]:
+        return validation_split(self.train, self.val_fraction, self.val_seed)
+
+    def fit_and_scored(self, split: str) -> tuple[list, list, str]:
+        """(videos to fit on, videos to score, what the scored split is) for ``split`` (``eval.split``)."""
+        if split == "val":
+            fit, val = self.validation
+            return fit, val, f"validation split ({self.val_fraction:.0%} of {self.train_manifest} per class)"
+        return self.train, self.test, f"test split {self.test_manifest}"
 
 
 @torch.no_grad()
@@ -97,26 +122,27 @@ def extract_features(model, data, videos, device, desc: str = "features"):
     return out["feats"], out["labels"]
 
 
-def evaluate_model(cfg, model, device, name: str = "encoder") -> dict:
+def evaluate_model(cfg, model, device, name: str = "encoder", splits: EvalSplits | None = None) -> dict:
     """The six metrics of ``model``'s frozen features (fit -> scored split of ``eval.split``),
-    and each of ``eval.groups``'s kNN and linear top-1."""
+    and each of ``eval.groups``'s kNN and linear top-1. ``splits``: the run's ``EvalSplits``
+    (read here when not given)."""
+    splits = EvalSplits(cfg) if splits is None else splits
     data = eval_data_config(cfg)
-    fit, scored, _ = eval_splits(cfg)
+    fit, scored, _ = splits.fit_and_scored(cfg.eval.split)
     train_x, train_y = extract_features(model, data, fit, device, desc=f"{name}: train-split features")
     test_x, test_y = extract_features(model, data, scored, device, desc=f"{name}: {cfg.eval.split}-split features")
-    return evaluate_features(train_x, train_y, test_x, test_y, k=cfg.eval.knn_k, groups=group_labels(cfg))
+    return evaluate_features(train_x, train_y, test_x, test_y, k=cfg.eval.knn_k, groups=splits.groups)
 
 
 class OnlineKNN:
     """kNN top-1 on the validation split during pretraining (``train.knn_every``): the eval
-    pipeline's features of the fit and validation videos, k = ``eval.knn_k``. Every rank calls
-    it (each extracts its shard); the model is put back in training mode."""
+    pipeline's features of the fit and validation videos of ``splits`` (the run's
+    ``EvalSplits``), k = ``eval.knn_k``. Every rank calls it (each extracts its shard); the model
+    is put back in training mode."""
 
-    def __init__(self, cfg):
-        vcfg = copy.deepcopy(cfg)
-        vcfg.eval.split = "val"
-        self.data, self.k = eval_data_config(vcfg), cfg.eval.knn_k
-        self.fit, self.val, _ = eval_splits(vcfg)
+    def __init__(self, cfg, splits: EvalSplits):
+        self.data, self.k = eval_data_config(cfg), cfg.eval.knn_k
+        self.fit, self.val, _ = splits.fit_and_scored("val")
 
     def __call__(self, model, device) -> float:
         train_x, train_y = extract_features(model, self.data, self.fit, device, desc="online kNN: fit features")
@@ -125,9 +151,9 @@ class OnlineKNN:
         return knn_top1(train_x, train_y, val_x, val_y, k=self.k)
 
 
-def describe_split(cfg) -> str:
+def describe_split(cfg, splits: EvalSplits) -> str:
     """What the numbers are measured on: the scored split's size, classes and chance level."""
-    fit, scored, what = eval_splits(cfg)
+    fit, scored, what = splits.fit_and_scored(cfg.eval.split)
     classes = len({v.label for v in scored})
     return (f"{what}: {len(scored)} videos, {classes} classes (chance {100 / max(classes, 1):.1f}%); "
             f"probe and kNN fitted on {len(fit)} train-split videos; kNN k={cfg.eval.knn_k}")
@@ -150,15 +176,15 @@ def print_table(results: dict, about: str = "", saved: str = ""):
         print(f"(percent; written to {saved})")
 
 
-def evaluate_run(cfg, model, device, rank: int = 0) -> dict:
-    """End of training: the trained encoder and (``eval.random_init``) the same one untrained.
-    Every rank calls it (each extracts its shard of the features); rank 0 writes
-    ``out_dir/eval.json`` and prints the table."""
-    results = {"pretrained": evaluate_model(cfg, model, device, "pretrained")}
+def evaluate_run(cfg, model, device, splits: EvalSplits, rank: int = 0) -> dict:
+    """End of training: the trained encoder and (``eval.random_init``) the same one untrained, on
+    the run's ``splits``. Every rank calls it (each extracts its shard of the features); rank 0
+    writes ``out_dir/eval.json`` and prints the table."""
+    results = {"pretrained": evaluate_model(cfg, model, device, "pretrained", splits)}
     if cfg.eval.random_init:
-        results["random_init"] = evaluate_model(cfg, random_model(cfg, device), device, "random init")
+        results["random_init"] = evaluate_model(cfg, random_model(cfg, device), device, "random init", splits)
     if rank == 0:
         path = RunDir(cfg.out_dir).eval_results
         write_json(path, results)
-        print_table(results, describe_split(cfg), path)
+        print_table(results, describe_split(cfg, splits), path)
     return results

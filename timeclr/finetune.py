@@ -39,10 +39,9 @@ def finetune(cfg) -> dict:
 
     from timeclr import distributed, objectives, run
     from timeclr.classifier import build_classifier, param_groups
-    from timeclr.finetuning import (check_config, class_list, logged_values, multiview_test, step_seed,
+    from timeclr.finetuning import (check_config, labelled_videos, logged_values, multiview_test, step_seed,
                                     train_data_config, write_results)
     from timeclr.optim import build_optimizer, lr_at
-    from timeclr.pipelines.clip_source import read_videos
     from timeclr.pipelines.video import VideoLoader
     from timeclr.plots import plot_loss
     from timeclr.synthetic import chosen_manifests, prepare_synthetic
@@ -57,8 +56,8 @@ def finetune(cfg) -> dict:
     # -- data: one labelled view per video
     if cfg.synthetic.enabled:  # the embedded dataset's manifests, unless the config names its own
         cfg.data.manifest, cfg.eval.test_manifest = chosen_manifests(cfg, *prepare_synthetic(cfg, rank))
-    classes = class_list(cfg)
-    loader = VideoLoader(train_data_config(cfg), read_videos(cfg.data.manifest))
+    train_videos, test_videos, classes = labelled_videos(cfg)  # each manifest read once
+    loader = VideoLoader(train_data_config(cfg), train_videos)
 
     # -- model: the pretrained encoder, projection head dropped, plus a linear classifier
     #    (before the run directory: a checkpoint of another architecture leaves nothing behind)
@@ -88,7 +87,7 @@ def finetune(cfg) -> dict:
     if cfg.train.evaluate and not cfg.eval.test_manifest and rank == 0:
         print("eval.test_manifest is empty: no test")
     if cfg.train.evaluate and cfg.eval.test_manifest:
-        results = multiview_test(cfg, model, device, classes)
+        results = multiview_test(cfg, model, device, classes, test_videos)
         results["steps"] = loop.total
         if rank == 0:
             write_results(cfg, results)

@@ -1,6 +1,6 @@
 """Fine-tuning's library: the data configs (one training view; C x S test views), the
-multi-view test, the config checks, the class list, the per-step dropout seed and the logged
-values. ``timeclr.finetune`` (the command) runs its loop over these and ``timeclr.run``.
+multi-view test, the config checks, the labelled videos and their class list (each manifest read
+once), the per-step dropout seed and the logged values. ``timeclr.finetune`` (the command) runs its loop over these and ``timeclr.run``.
 """
 import copy
 import os
@@ -16,8 +16,7 @@ from timeclr.atomic import write_json
 from timeclr.config import ViewConfig
 from timeclr.errors import ConfigError
 from timeclr.metrics import summarise
-from timeclr.pipelines.clip_source import read_videos
-from timeclr.pipelines.manifest import read_manifest
+from timeclr.pipelines.clip_source import read_videos_and_classes
 from timeclr.pipelines.video import VideoLoader
 from timeclr.plots import plot_confusion
 
@@ -48,10 +47,10 @@ def multiview_data_config(cfg):
 
 
 @torch.no_grad()
-def view_logits(model, data, manifest, device, bf16=True):
-    """(V, N, K) logits of every view of every video of ``manifest`` (manifest order) and (N,) labels.
+def view_logits(model, data, videos, device, bf16=True):
+    """(V, N, K) logits of every view of every one of ``videos`` (in their order) and (N,) labels.
     Under DDP each rank scores its shard and the shards are gathered on every rank."""
-    loader = VideoLoader(data, read_videos(manifest))
+    loader = VideoLoader(data, videos)
     autocast = distributed.autocast(device, bf16)
     logits, labels, order = [], [], []
     model.eval()
@@ -65,12 +64,13 @@ def view_logits(model, data, manifest, device, bf16=True):
     return out["logits"], out["labels"]
 
 
-def multiview_test(cfg, model, device, classes) -> dict:
-    """Multi-view testing on ``eval.test_manifest``: the results dict written to finetune.json."""
+def multiview_test(cfg, model, device, classes, videos) -> dict:
+    """Multi-view testing on ``videos`` (``eval.test_manifest``'s, from ``labelled_videos``): the
+    results dict written to finetune.json."""
     ft, data = cfg.finetune, multiview_data_config(cfg)
     view = data.views[0]
     t0 = time.perf_counter()
-    logits, labels = view_logits(model, data, cfg.eval.test_manifest, device, cfg.train.bf16)
+    logits, labels = view_logits(model, data, videos, device, cfg.train.bf16)
     results = summarise(logits, labels, classes)
     results["protocol"] = {
         "clips": ft.test_clips, "crops": ft.test_crops, "views_per_video": ft.test_clips * ft.test_crops,
@@ -138,11 +138,14 @@ def check_config(cfg):
                               f"checkpoint={cfg.checkpoint}: choose another out_dir (or delete that one)")
 
 
-def class_list(cfg) -> list[str]:
-    """The class names (label order): the train manifest's list, which the test manifest must share."""
-    _, classes = read_manifest(cfg.data.manifest)
+def labelled_videos(cfg) -> tuple[list, list | None, list[str]]:
+    """(train videos, test videos, class names in label order), each manifest read once: the test
+    manifest only when the run tests (``train.evaluate`` and ``eval.test_manifest``; else None),
+    and its class list must be the train manifest's. ``finetune.num_classes`` pads the names."""
+    train, classes = read_videos_and_classes(cfg.data.manifest)
+    test = None
     if cfg.eval.test_manifest and cfg.train.evaluate:
-        _, test_classes = read_manifest(cfg.eval.test_manifest)
+        test, test_classes = read_videos_and_classes(cfg.eval.test_manifest)
         if test_classes != classes:
             raise ConfigError(f"eval.test_manifest {cfg.eval.test_manifest} has {len(test_classes)} classes that "
                               f"differ from data.manifest {cfg.data.manifest}'s {len(classes)}: labels would not agree")
@@ -151,7 +154,7 @@ def class_list(cfg) -> list[str]:
             raise ConfigError(f"finetune.num_classes={cfg.finetune.num_classes}, but {cfg.data.manifest} lists "
                               f"{len(classes)} classes")
         classes = classes + [f"class {i}" for i in range(len(classes), cfg.finetune.num_classes)]
-    return classes
+    return train, test, classes
 
 
 # ---------------------------------------------------------------------------------------------

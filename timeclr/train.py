@@ -19,7 +19,7 @@ def train(cfg) -> dict:
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     from timeclr import distributed, objectives, run
-    from timeclr.features import OnlineKNN, evaluate_run, group_labels
+    from timeclr.features import EvalSplits, OnlineKNN, evaluate_run
     from timeclr.models import build_model
     from timeclr.optim import build_optimizer, lr_at
     from timeclr.pipelines.clip_source import read_videos
@@ -37,8 +37,10 @@ def train(cfg) -> dict:
         cfg.data.manifest, cfg.eval.test_manifest = chosen_manifests(cfg, *prepare_synthetic(cfg, rank))
     # a shard set (data.shards) streams its videos; otherwise the manifest lists the files
     loader = VideoLoader(cfg.data) if cfg.data.shards else VideoLoader(cfg.data, read_videos(cfg.data.manifest))
-    if cfg.train.evaluate and cfg.eval.test_manifest:
-        group_labels(cfg)  # a class group naming no class fails now, not after the training
+    evaluating = cfg.train.evaluate and cfg.eval.test_manifest
+    # the labelled videos every evaluation of the run uses, each manifest read once; a class
+    # group naming no class fails now, not after the training
+    splits = EvalSplits(cfg) if evaluating or cfg.train.knn_every else None
 
     # -- model and optimizer
     torch.manual_seed(cfg.train.seed)
@@ -53,7 +55,7 @@ def train(cfg) -> dict:
     loop = run.Loop(cfg, model, optimizer, loader, device, rank, world)
     net = DDP(model) if world > 1 else model
     loss_fn = objectives.contrastive(cfg.train, device, world)
-    knn = OnlineKNN(cfg) if cfg.train.knn_every else None  # representation quality while training
+    knn = OnlineKNN(cfg, splits) if cfg.train.knn_every else None  # representation quality while training
     knn_steps = cfg.train.knn_every * len(loader)
 
     # -- loop: no host sync except at log and checkpoint steps (and the online kNN's epochs)
@@ -68,8 +70,8 @@ def train(cfg) -> dict:
     results = {}
     if rank == 0:
         plot_loss(loop.files.metrics, loop.files.loss_plot)
-    if cfg.train.evaluate and cfg.eval.test_manifest:  # every rank extracts its shard of the features
-        results = evaluate_run(cfg, model, device, rank)
+    if evaluating:  # every rank extracts its shard of the features
+        results = evaluate_run(cfg, model, device, splits, rank)
         loop.log.log_eval(results, loop.step)
     loop.close()
     distributed.barrier()
