@@ -23,7 +23,9 @@ from timeclr.errors import ConfigError
 LOCK_NAME = ".timeclr.lock"
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this host (signal 0 checks without sending anything):
+    the one check, for a lock's holder and for the process a synthetic dataset's partial folder names."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -57,7 +59,7 @@ class FolderLock:
         if holder.get("host") != socket.gethostname():
             return False
         pid = holder.get("pid")
-        return isinstance(pid, int) and (pid == os.getpid() or not _alive(pid))
+        return isinstance(pid, int) and (pid == os.getpid() or not pid_alive(pid))
 
     def acquire(self):
         os.makedirs(self.folder, exist_ok=True)

@@ -35,6 +35,7 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from timeclr.atomic import write_json
+from timeclr.lock import pid_alive
 from timeclr.pipelines.encode import write_video
 from timeclr.pipelines.index import index_tree
 from timeclr.pipelines.pool import WORKERS
@@ -124,20 +125,10 @@ def _read_done(root: Path, params: dict):
     return paths
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _remove_dead_partials(root: Path):
     for partial in root.parent.glob(f".{root.name}.partial-*"):
         pid = partial.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+        if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
             shutil.rmtree(partial, ignore_errors=True)
 
 
