@@ -102,7 +102,7 @@ class ClipSource:
         views = plain_views(views)
         self.videos, self.views, self.train, self.seed = videos, views, train, seed
         self.trim_gops, self.short_side = trim_gops, short_side  # short_side: for test crops (eval mode)
-        self.layouts = gop.LayoutCache()
+        self.packet_indexes = gop.PacketIndexCache()  # VP8/VP9 files' packet positions
         self.storage = storage_of(videos)
         self.indexes = frame_archive.IndexCache()  # frame archives' member tables
         self.shard_id, self.num_shards, self.start = shard_id, num_shards, start
@@ -250,7 +250,7 @@ class ClipSource:
         decode, where = np.unique(frames, return_inverse=True)
         decode = decode.astype(np.int32)
         if self.trim_gops and video.codec in (None, *gop.TRIMMABLE):
-            trimmed = gop.trim_to_gops(data, decode, video.num_frames, self.layouts(video.path, data))
+            trimmed = gop.trim_to_gops(data, decode, video.num_frames, self.packet_indexes(video.path, data))
             if trimmed is not None:  # only the GOPs the views need, frames renumbered to match
                 data, decode = trimmed
         return data, frames, decode, where.astype(np.int32).reshape(-1)

@@ -6,7 +6,7 @@ per 340×256 VP9 video, ``benchmarks/data_pipeline.py``'s probe), so a view near
 video costs the whole video. A decoder that starts at frame f's keyframe needs only the packets
 of [keyframe(f), f]. So, per video and per sample, before DALI sees the bytes:
 
-    packets    = demux(video)                        # no decoding; once per file (LayoutCache)
+    packets    = demux(video)                        # no decoding; once per file (PacketIndexCache)
     gop(k)     = number of keyframes in packets[0..k]
     keep       = {k : k <= last wanted packet of gop(k)}   # each needed GOP, cut after its last wanted frame
     bytes'     = IVF(packets[keep])                  # a 32-byte header + 12 bytes per frame
@@ -45,7 +45,7 @@ def ivf(packets: list, fourcc: bytes, width: int, height: int) -> np.ndarray:
 
 
 @dataclass
-class Layout:
+class PacketIndex:
     """Where a VP8/VP9 video's packets sit in its file: enough to cut GOPs without demuxing again."""
 
     fourcc: bytes
@@ -56,7 +56,7 @@ class Layout:
     keyframe: np.ndarray  # (P,) bool
 
 
-def layout(data: np.ndarray) -> Layout | None:
+def packet_index(data: np.ndarray) -> PacketIndex | None:
     """Demux ``data`` (a whole file, uint8) once: its packets' positions, or None when it is not
     a VP8/VP9 video or its packets cannot be located in the file's bytes."""
     import av
@@ -79,21 +79,21 @@ def layout(data: np.ndarray) -> Layout | None:
                 offsets.append(at)
                 sizes.append(packet.size)
                 keys.append(packet.is_keyframe)
-            return Layout(fourcc, stream.codec_context.width, stream.codec_context.height,
+            return PacketIndex(fourcc, stream.codec_context.width, stream.codec_context.height,
                           np.array(offsets, np.int64), np.array(sizes, np.int64), np.array(keys, bool))
     except (av.FFmpegError, IndexError, UnicodeDecodeError):
         return None  # DALI decodes (or rejects) the whole file, as without trimming
 
 
-class LayoutCache(LRU):
-    """``layout()`` per file, remembered for the ``capacity`` most recently used files (a layout
-    is ~13 bytes per frame): later epochs cut GOPs without demuxing."""
+class PacketIndexCache(LRU):
+    """``packet_index()`` per file, remembered for the ``capacity`` most recently used files (an
+    index is ~13 bytes per frame): later epochs cut GOPs without demuxing."""
 
-    def __call__(self, key, data: np.ndarray) -> Layout | None:
-        return self.get((key, data.size), lambda: layout(data))  # a file that changed size is demuxed anew
+    def __call__(self, key, data: np.ndarray) -> PacketIndex | None:
+        return self.get((key, data.size), lambda: packet_index(data))  # a file that changed size is demuxed anew
 
 
-def trim_to_gops(data: np.ndarray, decode: np.ndarray, num_frames: int, packets: Layout | None = None):
+def trim_to_gops(data: np.ndarray, decode: np.ndarray, num_frames: int, packets: PacketIndex | None = None):
     """The encoded video ``data`` cut down to the packets a decoder needs for ``decode``.
 
     Args:
@@ -101,14 +101,14 @@ def trim_to_gops(data: np.ndarray, decode: np.ndarray, num_frames: int, packets:
         decode: the frames to show, sorted and distinct (int).
         num_frames: the video's frame count (the manifest's); a container whose packet count
             differs is not trimmed.
-        packets: ``layout(data)``, if known (``LayoutCache``); demuxed here otherwise.
+        packets: ``packet_index(data)``, if known (``PacketIndexCache``); demuxed here otherwise.
 
     Returns:
         (bytes, positions): an IVF stream and where each of ``decode`` sits in it, or None when
         the video cannot be trimmed (not VP8 / VP9, packets ≠ frames, or a demuxing error) and
         must be decoded whole.
     """
-    packets = layout(data) if packets is None else packets
+    packets = packet_index(data) if packets is None else packets
     if packets is None:
         return None
     if len(packets.sizes) != num_frames or not packets.keyframe[0] or len(decode) == 0 or decode[-1] >= num_frames:

@@ -1,6 +1,6 @@
 """A least-recently-used memo for per-file facts the loader reads once and reuses every epoch.
 
-``gop.LayoutCache`` (where a VP9 file's packets sit) and ``frame_archive.IndexCache`` (where an
+``gop.PacketIndexCache`` (where a VP9 file's packets sit) and ``frame_archive.IndexCache`` (where an
 archive's JPEGs sit) keep one small entry per file; a dataset larger than ``capacity`` files
 re-reads the oldest ones, so memory stays bounded at any dataset size.
 """

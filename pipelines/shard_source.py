@@ -110,16 +110,16 @@ class ShardSource(ClipSource):
             return [data[jpegs["offsets"][f]:jpegs["offsets"][f] + jpegs["sizes"][f]] for f in frames], frames, None, None
         return self._decode_plan(key, epoch, data)
 
-    def layouts(self, path, data):
-        """The packet layout from the sample's record (``_decode_plan`` asks here): no demuxing."""
+    def packet_indexes(self, path, data):
+        """The packet index from the sample's record (``_decode_plan`` asks here): no demuxing."""
         key = int(path.rsplit("#", 1)[1])
         rec, video = self._kept[key].record, self.videos[key]
         packets = rec.get("packets")
         fourcc = gop.TRIMMABLE.get(video.codec)
         if packets is None or fourcc is None:
             return None
-        return gop.Layout(fourcc, video.width, video.height, np.array(packets["offsets"], np.int64),
-                          np.array(packets["sizes"], np.int64), np.array(packets["keyframe"], bool))
+        return gop.PacketIndex(fourcc, video.width, video.height, np.array(packets["offsets"], np.int64),
+                               np.array(packets["sizes"], np.int64), np.array(packets["keyframe"], bool))
 
     def decoder_input(self, key: int, epoch: int):
         data, frames, decode, _ = self._plan(key, epoch)

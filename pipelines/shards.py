@@ -17,7 +17,7 @@ A sample's record holds the manifest's columns (``path`` relative to the manifes
 class name, num_frames, fps, duration, width, height, codec, bytes) and where the decoder's units
 sit inside the sample's bytes, so a reader selects and trims frames without opening or demuxing
 anything: ``packets`` (VP8/VP9: ``offsets``, ``sizes``, ``keyframe`` of every packet, from
-``gop.layout``) or ``jpegs`` (frame archives: ``offsets``, ``sizes`` of every frame's JPEG).
+``gop.packet_index``) or ``jpegs`` (frame archives: ``offsets``, ``sizes`` of every frame's JPEG).
 
 Order and sizes: the samples are the manifest's rows in a random order drawn from
 ``shuffle_seed`` (so a shard holds many classes and a reader's shuffle buffer mixes well), cut
@@ -78,7 +78,7 @@ def record(row: dict, data: np.ndarray) -> dict:
         index = frame_archive.read_index(row["abs_path"], data.tobytes())
         rec["jpegs"] = {"offsets": index.offsets.tolist(), "sizes": index.sizes.tolist()}
     elif row.get("codec") in (None, "", *gop.TRIMMABLE):
-        packets = gop.layout(data)
+        packets = gop.packet_index(data)
         if packets is not None:
             rec["packets"] = {"offsets": packets.offsets.tolist(), "sizes": packets.sizes.tolist(),
                               "keyframe": packets.keyframe.astype(int).tolist()}

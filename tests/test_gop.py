@@ -71,14 +71,14 @@ def test_pipeline_batches_identical_with_and_without_trimming(tmp_path):
             assert torch.equal(x, y), f"view {v}: max |diff| {(x.int() - y.int()).abs().max()} with trimming"
 
 
-def test_layout_cache_remembers_files_and_notices_a_changed_size(video):
-    from timeclr.pipelines.gop import LayoutCache
+def test_packet_index_cache_remembers_files_and_notices_a_changed_size(video):
+    from timeclr.pipelines.gop import PacketIndexCache
 
     path, data, _ = video
-    cache = LayoutCache(capacity=2)
+    cache = PacketIndexCache(capacity=2)
     first = cache(path, data)
     assert first is not None and len(first.sizes) == N
     assert cache(path, data) is first, "a second visit demuxed the file again"
-    assert cache(path, data[:-100]) is not first, "a file that changed size reused the old layout"
+    assert cache(path, data[:-100]) is not first, "a file that changed size reused the old packet index"
     cache("b", data), cache("c", data)
     assert (path, data.size) not in cache._items, "the least recently used file was not evicted"

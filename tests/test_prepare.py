@@ -135,7 +135,7 @@ def test_gop_16_default_and_the_index_video_keeps_every_frame(tmp_path):
     assert (probed["num_frames"], probed["vfr"], probed["codec"]) == (50, False, "vp9"), probed
     # What GOP trimming needs: frame k is packet k, decodable from its keyframe on.
     data = np.fromfile(out, np.uint8)
-    packets = gop.layout(data)
+    packets = gop.packet_index(data)
     assert np.flatnonzero(packets.keyframe).tolist() == [0, 16, 32, 48], packets.keyframe
     ivf, positions = gop.trim_to_gops(data, np.array([20, 37]), 50, packets)
     with av.open(io.BytesIO(ivf.tobytes()), format="ivf") as c:

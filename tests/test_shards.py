@@ -1,7 +1,7 @@
 """WebDataset shards written from a manifest (``timeclr.data shard``).
 
 References: Python's ``tarfile`` and the ``webdataset`` library (the format's own reader, when
-installed) read the shards back; the files' own bytes and ``gop.layout`` / ``frame_archive``'s
+installed) read the shards back; the files' own bytes and ``gop.packet_index`` / ``frame_archive``'s
 member table are what each sample must carry.
 """
 import csv
@@ -45,7 +45,7 @@ def samples_of(out_dir):
     return found
 
 
-def test_every_video_lands_in_exactly_one_shard_with_its_bytes_and_layout(manifest, tmp_path):
+def test_every_video_lands_in_exactly_one_shard_with_its_bytes_and_packet_index(manifest, tmp_path):
     out = tmp_path / "shards"
     index = write_shards(manifest, out, shard_size=parse_size("20KB"), shuffle_seed=3, progress=False)
     rows = list(csv.DictReader(open(manifest)))
@@ -59,7 +59,7 @@ def test_every_video_lands_in_exactly_one_shard_with_its_bytes_and_layout(manife
         assert video == (root / r["path"]).read_bytes(), r["path"]
         assert (rec["label"], rec["class_name"], rec["num_frames"]) == (int(r["label"]), r["class_name"],
                                                                          int(r["num_frames"]))
-        want = gop.layout(np.frombuffer(video, np.uint8))
+        want = gop.packet_index(np.frombuffer(video, np.uint8))
         assert rec["packets"]["offsets"] == want.offsets.tolist() and rec["packets"]["keyframe"][0] == 1
     for shard in index["shards"]:  # the index agrees with the files
         assert os.path.getsize(out / shard["name"]) == shard["bytes"]
