@@ -1,6 +1,6 @@
 """Reading dataset annotation files robustly: each failure (a missing folder, bytes that are not
 UTF-8, broken JSON) is a ``ManifestError`` that names the file, and where it can, the line.
-Used by ``layouts``' readers; CRLF line ends (as UCF101 ships them) read like LF."""
+Used by ``annotation_formats``' readers; CRLF line ends (as UCF101 ships them) read like LF."""
 import json
 from pathlib import Path
 

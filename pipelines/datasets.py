@@ -25,7 +25,7 @@ class Dataset:
     env: str  # environment variable that overrides data.root in the configs
     download: str  # where the videos and the annotations come from
     annotations: str  # what ROOT/annotations holds
-    layout: str  # `index --layout`
+    annotation_format: str  # `index --layout`: timeclr.pipelines.annotation_formats
     manifests: dict  # manifest name -> extra `index` arguments
 
 
@@ -36,7 +36,7 @@ DATASETS = {
         download="https://github.com/cvdfoundation/kinetics-dataset (k400 videos and annotations; "
                  "some YouTube videos are always missing: they go to the rejects file)",
         annotations="train.csv, validate.csv, test.csv",
-        layout="kinetics",
+        annotation_format="kinetics",
         manifests={"train": "--subset train", "val": "--subset val"},
     ),
     "ucf101": Dataset(
@@ -45,7 +45,7 @@ DATASETS = {
         download="https://www.crcv.ucf.edu/data/UCF101.php (UCF101.rar and "
                  "UCF101TrainTestSplits-RecognitionTask.zip)",
         annotations="the ucfTrainTestlist folder: classInd.txt, trainlist0N.txt, testlist0N.txt",
-        layout="ucf101",
+        annotation_format="ucf101",
         manifests={"train1": "--split 1 --subset train", "test1": "--split 1 --subset test"},
     ),
     "hmdb51": Dataset(
@@ -54,7 +54,7 @@ DATASETS = {
         download="https://serre-lab.clps.brown.edu/resource/hmdb-a-large-human-motion-database/ "
                  "(hmdb51_org.rar, one .rar per class inside, and test_train_splits.rar)",
         annotations="the <class>_test_split<N>.txt files of testTrainMulti_7030_splits",
-        layout="hmdb51",
+        annotation_format="hmdb51",
         manifests={"train1": "--split 1 --subset train", "test1": "--split 1 --subset test"},
     ),
     "ssv2": Dataset(
@@ -63,7 +63,7 @@ DATASETS = {
         download="https://developer.qualcomm.com/software/ai-datasets/something-something "
                  "(the 20bn-something-something-v2 video parts and the labels archive)",
         annotations="labels.json, train.json, validation.json",
-        layout="ssv2",
+        annotation_format="ssv2",
         manifests={"train": "--subset train", "val": "--subset val"},
     ),
 }
@@ -72,12 +72,12 @@ DATASETS = {
 def setup_commands(name: str, root: str, device: str) -> list[str]:
     """The commands that turn ROOT/raw and ROOT/annotations into ROOT/manifests/*.csv."""
     ds = DATASETS[name]
-    # CPU: frame archives, the fastest layout measured (docs/results.md, "Storage layouts"); GPU: H.264 for
+    # CPU: frame archives, the fastest storage measured (docs/results.md, "Storage layouts"); GPU: H.264 for
     # NVDEC, until a GPU run measures nvJPEG on archives against it
     codec = "h264" if device == "gpu" else "jpeg"
     commands = [f"python -m timeclr.data prepare {root}/raw {root}/prepared --codec {codec} --short-side 256"]
     for manifest, args in ds.manifests.items():
-        commands.append(f"python -m timeclr.data index {root}/prepared --layout {ds.layout} "
+        commands.append(f"python -m timeclr.data index {root}/prepared --layout {ds.annotation_format} "
                         f"--annotations {root}/annotations {args} --device {device} "
                         f"-o {root}/manifests/{manifest}.csv")
     return commands

@@ -11,8 +11,8 @@ Input tree
     folders that hold candidates, whether or not their videos are accepted, so labels do not
     depend on which files a device can decode.
 
-    That is ``layout="folder"``. The other layouts (``kinetics``, ``ucf101``, ``hmdb51``, ``ssv2``:
-    ``timeclr.pipelines.layouts``) take the classes, labels and the videos of one split from the
+    That is ``annotation_format="folder"`` (``--layout folder``). The other annotation formats
+    (``kinetics``, ``ucf101``, ``hmdb51``, ``ssv2``: ``timeclr.pipelines.annotation_formats``) take the classes, labels and the videos of one split from the
     dataset's annotation files instead: a candidate is in the manifest or the rejects if an
     entry of the split names it, and left out otherwise; an entry that names no file is rejected
     as ``missing`` (its path: the entry's key, the path without extension the annotations give).
@@ -37,7 +37,7 @@ import sys
 from pathlib import Path
 
 from timeclr.errors import ManifestError, VideoError
-from timeclr.pipelines.layouts import read_annotations
+from timeclr.pipelines.annotation_formats import read_annotations
 from timeclr.pipelines.manifest import sidecar_paths, write_manifest
 from timeclr.pipelines.pool import run_per_file
 from timeclr.pipelines.probe import INDEX_EXTENSIONS, PREPARE_HINT, describe, probe_video, resolve_device
@@ -104,7 +104,7 @@ def probe_all(paths, device: str, workers: int, progress: bool = True,
 
 
 def index_tree(root, manifest_path, device: str = "auto", workers: int | None = None,
-               allow_vfr: bool = False, progress: bool = True, layout: str = "folder",
+               allow_vfr: bool = False, progress: bool = True, annotation_format: str = "folder",
                annotations=None, split=None, subset=None,
                timeout_s: float | None = PROBE_TIMEOUT_S) -> tuple[int, int]:
     """Index the videos at ``root`` into ``manifest_path`` and its sidecars.
@@ -113,14 +113,15 @@ def index_tree(root, manifest_path, device: str = "auto", workers: int | None = 
     counts, the files' locations and warnings, and returns ``(n_accepted, n_rejected)``.
     ``device``: 'cpu', 'gpu' or 'auto'; ``workers``: probe processes (default min(8, CPUs));
     ``allow_vfr``: keep variable-frame-rate videos (``vfr=1``) instead of rejecting them.
-    ``layout``: 'folder' (a folder-per-class tree) or a dataset layout read from ``annotations``
-    for ``split`` and ``subset`` (``timeclr.pipelines.layouts``). ``timeout_s``: a probe's
+    ``annotation_format`` (``--layout``): 'folder' (a folder-per-class tree) or a dataset's
+    annotation format, read from ``annotations`` for ``split`` and ``subset``
+    (``timeclr.pipelines.annotation_formats``). ``timeout_s``: a probe's
     deadline, past which its file is rejected (``timed out``); None for none.
-    Raises ManifestError if ``root`` is missing or holds no candidate video, if the layout's
+    Raises ManifestError if ``root`` is missing or holds no candidate video, if the format's
     options or annotations are wrong, or if no listed video is under ``root``.
     """
     root, manifest_path = Path(root), Path(manifest_path)
-    listed = read_annotations(layout, annotations, split, subset)  # first: quick to fail
+    listed = read_annotations(annotation_format, annotations, split, subset)  # first: quick to fail
     device = resolve_device(device)
     workers = workers or min(8, os.cpu_count() or 1)
     paths = find_videos(root)
@@ -163,7 +164,7 @@ def index_tree(root, manifest_path, device: str = "auto", workers: int | None = 
 
 
 def match_annotations(root, paths, listed) -> tuple[dict, list, str]:
-    """Match the entries of ``listed`` (a ``layouts.Annotations``) to the candidate ``paths``.
+    """Match the entries of ``listed`` (an ``annotation_formats.Annotations``) to the candidate ``paths``.
 
     An entry's key matches a file whose path relative to ``root``, without its extension, is the
     key or ends with ``/`` + key; failing that, with ``listed.ignore_case``, the one such file

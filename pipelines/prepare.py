@@ -3,7 +3,7 @@
 ``python -m timeclr.data prepare SRC DST`` runs ``prepare_tree``; then index DST as usual. What
 each output is (constant frame rate, fixed closed GOPs, size) and why: ``timeclr.pipelines.transcode``.
 
-Layout
+Output paths
     Each source ``SRC/<rel>`` becomes ``DST/<rel>`` with the extension of the codec (``.mp4``
     for H.264, ``.webm`` for VP9, ``.tar`` for a JPEG frame archive): ``output_path``.
 

@@ -32,7 +32,7 @@ def test_missing_dataset_says_what_to_download_and_run(name, monkeypatch, tmp_pa
         train_main([f"pipelines/{name}.yaml", "data.device=cpu"])
     message = str(e.value)
     for part in (dataset.title, dataset.download.split()[0], f"{tmp_path}/nowhere/raw",
-                 f"python -m timeclr.data prepare {tmp_path}/nowhere/raw", f"--layout {dataset.layout}",
+                 f"python -m timeclr.data prepare {tmp_path}/nowhere/raw", f"--layout {dataset.annotation_format}",
                  "--codec jpeg", dataset.env):
         assert part in message, f"{part!r} missing from the message:\n{message}"
     assert "Traceback" not in message

@@ -11,7 +11,8 @@ Commands
           [--timeout SECONDS]
         Probe every video of the folder-per-class tree ROOT (or of one split of a dataset whose
         annotation files give classes and splits) with PyAV and write the manifest, its class
-        list and its rejects (formats: ``timeclr.pipelines.manifest``, ``timeclr.pipelines.layouts``).
+        list and its rejects (formats: ``timeclr.pipelines.manifest``; the annotation formats ``--layout``
+        reads: ``timeclr.pipelines.annotation_formats``).
         A video still being probed after SECONDS (default 120) is rejected as ``timed out``.
     preview CONFIG [key=value ...] --out DIR
         Run one batch of the config's pipeline and write DIR/preview.png (contact sheet),
@@ -33,7 +34,7 @@ import sys
 
 from timeclr.errors import ConfigError, ManifestError
 from timeclr.pipelines.index import PROBE_TIMEOUT_S, index_tree
-from timeclr.pipelines.layouts import LAYOUTS, SPLITS, SUBSETS
+from timeclr.pipelines.annotation_formats import ANNOTATION_FORMATS, OFFICIAL_SPLITS, SUBSETS
 from timeclr.pipelines.prepare import PREPARE_TIMEOUT_S, prepare_tree
 from timeclr.pipelines.transcode import DEFAULT_CRF, DEFAULT_GOP
 from timeclr.synthetic import ensure_dataset
@@ -46,19 +47,20 @@ def add_index_parser(subparsers):
         "index", help="scan a folder-per-class tree or an annotated dataset and write a manifest CSV",
         description="Decode every video under ROOT (class = its folder, or with --layout, the videos of "
                     "one split of a dataset's annotations) and write MANIFEST with its .classes.txt and "
-                    ".rejects.csv beside it. Paths in them are relative to ROOT. The layouts and their "
-                    "annotation files: the timeclr.pipelines.layouts module docstring.")
+                    ".rejects.csv beside it. Paths in them are relative to ROOT. The annotation formats "
+                    "--layout reads and their files: the timeclr.pipelines.annotation_formats module "
+                    "docstring.")
     p.add_argument("root", metavar="ROOT", help="folder with one sub-folder of videos per class, or the "
-                                                "dataset's videos (any depth) for an annotated layout")
+                                                "dataset's videos (any depth) for an annotation format")
     p.add_argument("-o", "--output", metavar="MANIFEST", required=True, help="manifest to write (NAME.csv)")
-    p.add_argument("--layout", choices=LAYOUTS, default="folder",
+    p.add_argument("--layout", dest="annotation_format", choices=ANNOTATION_FORMATS, default="folder",
                    help="folder: class = parent folder (default); kinetics, ucf101, hmdb51, ssv2: classes "
                         "and splits from --annotations")
     p.add_argument("--annotations", metavar="PATH",
                    help="the dataset's annotation folder (kinetics: or one CSV file): kinetics train.csv, "
                         "validate.csv, test.csv; ucf101 the ucfTrainTestlist folder; hmdb51 the "
                         "<class>_test_split<N>.txt files; ssv2 labels.json, train.json, validation.json")
-    p.add_argument("--split", type=int, choices=SPLITS, help="official split (ucf101, hmdb51)")
+    p.add_argument("--split", type=int, choices=OFFICIAL_SPLITS, help="official split (ucf101, hmdb51)")
     p.add_argument("--subset", choices=SUBSETS,
                    help="which videos of the split: train, val or test (kinetics: train, val, test; "
                         "ucf101, hmdb51: train, test; ssv2: train, val)")
@@ -80,7 +82,7 @@ def run_index(args) -> int:
     """Index ``args.root`` into ``args.output``."""
     try:
         index_tree(args.root, args.output, device=args.device, workers=args.workers,
-                   allow_vfr=args.allow_vfr, layout=args.layout, annotations=args.annotations,
+                   allow_vfr=args.allow_vfr, annotation_format=args.annotation_format, annotations=args.annotations,
                    split=args.split, subset=args.subset, timeout_s=args.timeout)
     except ManifestError as e:
         raise SystemExit(f"timeclr.data index: error: {e}") from None
@@ -100,7 +102,7 @@ def add_prepare_parser(subparsers):
     p.add_argument("dst", metavar="DST", help="folder to write the prepared videos to (not inside SRC)")
     p.add_argument("--codec", choices=["jpeg", "h264", "vp9"], default="jpeg",
                    help="jpeg: a .tar of one JPEG per frame, decoded by DALI on either device, one decode "
-                        "per frame shown: the fastest layout measured (docs/results.md, 'Storage layouts'), at 3-5x "
+                        "per frame shown: the fastest storage measured (docs/results.md, 'Storage layouts'), at 3-5x "
                         "the disk of VP9; h264 (.mp4): NVDEC on a GPU; vp9 (.webm): DALI's CPU video "
                         "decoder (default jpeg)")
     p.add_argument("--short-side", type=_positive_int, default=None, metavar="N",

@@ -1,9 +1,9 @@
-"""Dataset layouts for ``python -m timeclr.data index --layout``: read a dataset's official
-annotation files into the videos of one split and the dataset's class list.
+"""Dataset annotation formats for ``python -m timeclr.data index --layout FORMAT``: read a
+dataset's official annotation files into the videos of one split and the dataset's class list.
 
 A folder-per-class tree says a video's class by where it sits; the public action datasets say it
 in annotation files instead, and those files also say which videos form the train, val and test
-splits. This module only reads annotations: each ``read_<layout>`` function returns an
+splits. This module only reads annotations: each ``read_<format>`` function returns an
 ``Annotations`` (entries ``(key, class_name, where)`` and the ordered class list), and
 ``index.index_tree`` matches the entries against the files under ROOT, probes the matched
 files and writes the manifest. One call reads one subset (and split), so one manifest each.
@@ -16,7 +16,7 @@ Keys and matching
     ``.webm`` or ``.mp4`` under the same relative paths) indexes with the original annotation
     files, ROOT may be a folder above the dataset's own (``ROOT/UCF-101/<class>/...``), and
     Kinetics videos may sit in per-split or per-class folders at any depth. Matching is exact,
-    except for layouts with ``ignore_case`` (UCF101, HMDB51), where a key that matches no file
+    except for formats with ``ignore_case`` (UCF101, HMDB51), where a key that matches no file
     exactly matches the one file that agrees with it but for case. An entry that matches no file
     is rejected as ``missing``; an entry that matches several is ambiguous and each of them is
     rejected as ``duplicate``. Files under ROOT that no entry names belong to another split (or
@@ -31,9 +31,9 @@ Labels
     ``read_manifest`` and the pipelines rely on, so reading it raises ``ManifestError`` saying
     so (and pointing to the val subset) instead of inventing a label.
 
-Layouts (``--annotations`` is the file or folder named below; a folder that lacks the expected
-files but has exactly one sub-folder holding them, as an extracted archive does, is used through
-that sub-folder)
+Formats (the values of ``--layout``; ``--annotations`` is the file or folder named below; a folder
+that lacks the expected files but has exactly one sub-folder holding them, as an extracted archive
+does, is used through that sub-folder)
 
 ``folder``
     No annotations: class = parent folder (``index`` module docstring). Takes no
@@ -81,13 +81,13 @@ from typing import NamedTuple
 from timeclr.errors import ManifestError
 from timeclr.pipelines.annotation_files import dataset_folder, lines, open_text, read_json, strip_extension
 
-LAYOUTS = ("folder", "kinetics", "ucf101", "hmdb51", "ssv2")
+ANNOTATION_FORMATS = ("folder", "kinetics", "ucf101", "hmdb51", "ssv2")  # the values of --layout
 SUBSETS = ("train", "val", "test")
-SPLITS = (1, 2, 3)
+OFFICIAL_SPLITS = (1, 2, 3)  # UCF101's and HMDB51's numbered splits (--split)
 
-# What each annotated layout accepts; None: the option does not apply to the layout.
-LAYOUT_SPLITS = {"kinetics": None, "ucf101": SPLITS, "hmdb51": SPLITS, "ssv2": None}
-LAYOUT_SUBSETS = {"kinetics": ("train", "val", "test"), "ucf101": ("train", "test"),
+# What each annotation format accepts; None: the option does not apply to the format.
+FORMAT_SPLITS = {"kinetics": None, "ucf101": OFFICIAL_SPLITS, "hmdb51": OFFICIAL_SPLITS, "ssv2": None}
+FORMAT_SUBSETS = {"kinetics": ("train", "val", "test"), "ucf101": ("train", "test"),
                   "hmdb51": ("train", "test"), "ssv2": ("train", "val", "test")}
 
 KINETICS_FILES = {"train": ("train.csv",), "val": ("validate.csv", "val.csv"), "test": ("test.csv",)}
@@ -108,7 +108,7 @@ class Entry(NamedTuple):
 @dataclass
 class Annotations:
     """The videos of one subset (and split) of a dataset, and all the dataset's classes."""
-    layout: str
+    annotation_format: str  # one of ANNOTATION_FORMATS
     entries: list  # of Entry, one per key
     classes: list  # class names, label i = classes[i]
     source: str  # what was read, e.g. "ucf101 split 1 train (.../trainlist01.txt)"
@@ -116,56 +116,58 @@ class Annotations:
     files: list = field(default_factory=list)  # the annotation files read
 
 
-def read_annotations(layout: str, annotations=None, split=None, subset=None) -> Annotations | None:
-    """The annotations of ``layout`` (one of ``LAYOUTS``) for ``split`` and ``subset``, or None
-    for ``folder``. Raises ManifestError for an unknown layout, an option the layout does not
-    take or lacks, or unreadable annotations."""
-    if layout not in LAYOUTS:
-        raise ManifestError(f"unknown layout {layout!r}: choose one of {', '.join(LAYOUTS)}")
+def read_annotations(annotation_format: str, annotations=None, split=None, subset=None) -> Annotations | None:
+    """The annotations in ``annotation_format`` (one of ``ANNOTATION_FORMATS``) for ``split`` and
+    ``subset``, or None for ``folder``. Raises ManifestError for an unknown format, an option the
+    format does not take or lacks, or unreadable annotations. Messages name the options as the
+    command line spells them (``--layout``, ``--split``, ``--subset``, ``--annotations``)."""
+    fmt = annotation_format
+    if fmt not in ANNOTATION_FORMATS:
+        raise ManifestError(f"unknown layout {fmt!r}: choose one of {', '.join(ANNOTATION_FORMATS)}")
     given = [name for name, value in (("--annotations", annotations), ("--split", split),
                                       ("--subset", subset)) if value is not None]
-    if layout == "folder":
+    if fmt == "folder":
         if given:
             raise ManifestError(f"{', '.join(given)}: only for an annotated layout "
-                                f"(--layout {'|'.join(LAYOUTS[1:])}); --layout folder takes classes "
+                                f"(--layout {'|'.join(ANNOTATION_FORMATS[1:])}); --layout folder takes classes "
                                 f"from the folders")
         return None
     if annotations is None:
-        raise ManifestError(f"--layout {layout} needs --annotations: the dataset's annotation "
-                            f"{'file or folder' if layout == 'kinetics' else 'folder'}")
-    split = _check_split(layout, split)
-    if subset is not None and subset not in LAYOUT_SUBSETS[layout]:
-        raise ManifestError(f"--subset {subset}: {layout} has no {subset} subset "
-                            f"(choose from {', '.join(LAYOUT_SUBSETS[layout])})")
+        raise ManifestError(f"--layout {fmt} needs --annotations: the dataset's annotation "
+                            f"{'file or folder' if fmt == 'kinetics' else 'folder'}")
+    split = _check_split(fmt, split)
+    if subset is not None and subset not in FORMAT_SUBSETS[fmt]:
+        raise ManifestError(f"--subset {subset}: {fmt} has no {subset} subset "
+                            f"(choose from {', '.join(FORMAT_SUBSETS[fmt])})")
     annotations = Path(annotations)
     if not annotations.exists():
-        raise ManifestError(f"{annotations}: no such file or folder (the --annotations of --layout {layout})")
-    if layout == "kinetics":
+        raise ManifestError(f"{annotations}: no such file or folder (the --annotations of --layout {fmt})")
+    if fmt == "kinetics":
         return read_kinetics(annotations, subset)
     if subset is None:
-        raise ManifestError(f"--layout {layout} needs --subset ({', '.join(LAYOUT_SUBSETS[layout])})")
-    if layout == "ucf101":
+        raise ManifestError(f"--layout {fmt} needs --subset ({', '.join(FORMAT_SUBSETS[fmt])})")
+    if fmt == "ucf101":
         return read_ucf101(annotations, split, subset)
-    if layout == "hmdb51":
+    if fmt == "hmdb51":
         return read_hmdb51(annotations, split, subset)
     return read_ssv2(annotations, subset)
 
 
-def _check_split(layout: str, split) -> int | None:
-    splits = LAYOUT_SPLITS[layout]
+def _check_split(fmt: str, split) -> int | None:
+    splits = FORMAT_SPLITS[fmt]
     if splits is None:
         if split is not None:
-            raise ManifestError(f"--split {split}: {layout} has a single official split; "
-                                f"--split is for {', '.join(k for k, v in LAYOUT_SPLITS.items() if v)}")
+            raise ManifestError(f"--split {split}: {fmt} has a single official split; "
+                                f"--split is for {', '.join(k for k, v in FORMAT_SPLITS.items() if v)}")
         return None
     if split is None:
-        raise ManifestError(f"--layout {layout} needs --split ({', '.join(map(str, splits))}: its official splits)")
+        raise ManifestError(f"--layout {fmt} needs --split ({', '.join(map(str, splits))}: its official splits)")
     try:
         value = int(split)
     except (TypeError, ValueError):
         value = None
     if value not in splits:
-        raise ManifestError(f"--split {split}: {layout} has splits {', '.join(map(str, splits))}")
+        raise ManifestError(f"--split {split}: {fmt} has splits {', '.join(map(str, splits))}")
     return value
 
 

@@ -1,5 +1,6 @@
-"""Dataset layouts for the indexer (timeclr.pipelines.layouts, ``index --layout``): tiny trees in
-each dataset's layout, with annotation files written as the datasets ship them, indexed end to end.
+"""Dataset annotation formats for the indexer (timeclr.pipelines.annotation_formats, ``index
+--layout``): tiny trees of each dataset, with annotation files written as the datasets ship them,
+indexed end to end.
 
 Every video is a copy of one tiny VP9 clip; what a test checks is which files land in the
 manifest with which label, which are rejected and why, and the class list, against expectations
@@ -13,7 +14,7 @@ import pytest
 
 from timeclr import data
 from timeclr.errors import ManifestError
-from timeclr.pipelines import layouts, manifest
+from timeclr.pipelines import annotation_formats, manifest
 from timeclr.pipelines.index import index_tree
 from timeclr.pipelines.manifest import read_manifest
 from tests.helpers.videos import make_video
@@ -38,8 +39,8 @@ def write(path, lines, newline="\n"):
     return path
 
 
-def index(root, out, **layout):
-    return index_tree(root, out, device="cpu", workers=1, progress=False, **layout)
+def index(root, out, **annotated):
+    return index_tree(root, out, device="cpu", workers=1, progress=False, **annotated)
 
 
 def outputs(out):
@@ -96,7 +97,7 @@ def test_ucf101_train_and_test_manifests(ucf101, tmp_path, capsys):
     root, annotations = ucf101
     classes = ["ApplyEyeMakeup", "Archery", "HandstandPushups", "Basketball", "YoYo"]
 
-    assert index(root, tmp_path / "train1.csv", layout="ucf101", annotations=annotations, split=1,
+    assert index(root, tmp_path / "train1.csv", annotation_format="ucf101", annotations=annotations, split=1,
                  subset="train") == (3, 2)
     rows, rejects, written_classes = outputs(tmp_path / "train1.csv")
     assert written_classes == classes
@@ -110,7 +111,7 @@ def test_ucf101_train_and_test_manifests(ucf101, tmp_path, capsys):
     assert "3 accepted, 2 rejected, 5 classes" in printed
     assert "5 videos listed, 1 missing under ROOT; 2 other files under ROOT are not in this split" in printed
 
-    assert index(root, tmp_path / "test1.csv", layout="ucf101", annotations=annotations, split=1,
+    assert index(root, tmp_path / "test1.csv", annotation_format="ucf101", annotations=annotations, split=1,
                  subset="test") == (2, 0)
     rows, rejects, written_classes = outputs(tmp_path / "test1.csv")
     assert written_classes == classes  # the same labels as the train manifest's
@@ -118,14 +119,14 @@ def test_ucf101_train_and_test_manifests(ucf101, tmp_path, capsys):
                     "UCF-101/Basketball/v_Basketball_g01_c01.webm": (3, "Basketball")}
     assert rejects == {}
 
-    assert index(root, tmp_path / "test2.csv", layout="ucf101", annotations=annotations, split=2,
+    assert index(root, tmp_path / "test2.csv", annotation_format="ucf101", annotations=annotations, split=2,
                  subset="test") == (1, 0)
     assert outputs(tmp_path / "test2.csv")[0] == {"UCF-101/Archery/v_Archery_g08_c01.avi": (1, "Archery")}
 
 
 def test_ucf101_annotations_read_as_shipped(ucf101):
     _, annotations = ucf101
-    listed = layouts.read_ucf101(annotations / "ucfTrainTestlist", 1, "test")
+    listed = annotation_formats.read_ucf101(annotations / "ucfTrainTestlist", 1, "test")
     assert listed.classes == ["ApplyEyeMakeup", "Archery", "HandstandPushups", "Basketball", "YoYo"]
     assert [(e.key, e.class_name) for e in listed.entries] == [
         ("ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01", "ApplyEyeMakeup"),
@@ -138,13 +139,13 @@ def test_ucf101_bad_lists_name_file_and_line(ucf101, tmp_path):
     lists = annotations / "ucfTrainTestlist"
     write(lists / "trainlist03.txt", ["Archery/v_Archery_g08_c01.avi 2", "Archery/v_Archery_g09_c01.avi 1"], "\r\n")
     with pytest.raises(ManifestError, match=r"trainlist03\.txt:2: index 1 disagrees with .*classInd\.txt"):
-        index(root, tmp_path / "m.csv", layout="ucf101", annotations=annotations, split=3, subset="train")
+        index(root, tmp_path / "m.csv", annotation_format="ucf101", annotations=annotations, split=3, subset="train")
     write(lists / "testlist03.txt", ["Archery/v_Archery_g08_c01.avi", "Skiing/v_Skiing_g01_c01.avi"], "\r\n")
     with pytest.raises(ManifestError, match=r"testlist03\.txt:2: class 'Skiing' is not in"):
-        index(root, tmp_path / "m.csv", layout="ucf101", annotations=annotations, split=3, subset="test")
+        index(root, tmp_path / "m.csv", annotation_format="ucf101", annotations=annotations, split=3, subset="test")
     write(lists / "classInd.txt", ["1 ApplyEyeMakeup", "Archery"], "\r\n")
     with pytest.raises(ManifestError, match=r"classInd\.txt:2: expected '<index> <class name>'"):
-        layouts.read_ucf101(lists, 1, "train")
+        annotation_formats.read_ucf101(lists, 1, "train")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -175,7 +176,7 @@ def test_hmdb51_splits_tags_and_sorted_labels(tmp_path, clip):
     (root / "brush_hair" / "April_09_brush_hair_u_nm_np1_ba_goo_1.avi").touch()
     annotations = tmp_path / "annotations"  # the folder the archive was extracted into
 
-    assert index(root, tmp_path / "train1.csv", layout="hmdb51", annotations=annotations, split=1,
+    assert index(root, tmp_path / "train1.csv", annotation_format="hmdb51", annotations=annotations, split=1,
                  subset="train") == (3, 1)
     rows, rejects, classes = outputs(tmp_path / "train1.csv")
     assert classes == ["brush_hair", "cartwheel", "ride_bike"]
@@ -184,14 +185,14 @@ def test_hmdb51_splits_tags_and_sorted_labels(tmp_path, clip):
                     "cartwheel/#122_Cartwheel_FLIP_cart_f_cm_np1_le_med_0.webm": (1, "cartwheel")}
     assert reasons(rejects) == {"cartwheel/Gone_cart_f_cm_np1_ri_bad_3": "missing"}
 
-    assert index(root, tmp_path / "test1.csv", layout="hmdb51", annotations=annotations, split=1,
+    assert index(root, tmp_path / "test1.csv", annotation_format="hmdb51", annotations=annotations, split=1,
                  subset="test") == (1, 1)
     rows, rejects, classes = outputs(tmp_path / "test1.csv")
     assert classes == ["brush_hair", "cartwheel", "ride_bike"]
     assert rows == {"ride_bike/Bike_ride_u_cm_np1_fr_med_1.webm": (2, "ride_bike")}
     assert reasons(rejects) == {"brush_hair/April_09_brush_hair_u_nm_np1_ba_goo_1.avi": "zero bytes"}
 
-    assert index(root, tmp_path / "train2.csv", layout="hmdb51", annotations=annotations, split=2,
+    assert index(root, tmp_path / "train2.csv", annotation_format="hmdb51", annotations=annotations, split=2,
                  subset="train") == (3, 0)
     assert sorted(outputs(tmp_path / "train2.csv")[0]) == [
         "brush_hair/April_09_brush_hair_u_nm_np1_ba_goo_0.avi", "ride_bike/Bike_ride_u_cm_np1_fr_med_1.webm",
@@ -199,11 +200,11 @@ def test_hmdb51_splits_tags_and_sorted_labels(tmp_path, clip):
 
     write(splits / "ride_bike_test_split3.txt", ["Bike_ride_u_cm_np1_fr_med_0.avi 1"])
     with pytest.raises(ManifestError, match="no brush_hair_test_split3.txt, though other splits of class brush_hair"):
-        layouts.read_hmdb51(annotations, 3, "train")
+        annotation_formats.read_hmdb51(annotations, 3, "train")
     write(splits / "brush_hair_test_split1.txt", ["April_09_brush_hair_u_nm_np1_ba_goo_0.avi 1",
                                                   "April_09_brush_hair_u_nm_np1_ba_goo_1.avi train"])
     with pytest.raises(ManifestError, match=r"brush_hair_test_split1\.txt:2: expected '<video file> <tag>'"):
-        layouts.read_hmdb51(annotations, 1, "train")
+        annotation_formats.read_hmdb51(annotations, 1, "train")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -243,7 +244,7 @@ KINETICS_CLASSES = ["abseiling", "air drumming", "passing American football (in 
 
 def test_kinetics_subsets_from_folder_and_file(kinetics, tmp_path):
     root, annotations = kinetics
-    assert index(root, tmp_path / "train.csv", layout="kinetics", annotations=annotations,
+    assert index(root, tmp_path / "train.csv", annotation_format="kinetics", annotations=annotations,
                  subset="train") == (3, 1)
     rows, rejects, classes = outputs(tmp_path / "train.csv")
     assert classes == KINETICS_CLASSES  # the classes of train and val together, sorted
@@ -253,7 +254,7 @@ def test_kinetics_subsets_from_folder_and_file(kinetics, tmp_path):
                     "train/zumba/zzzzzzzzzz1_000120_000130.mp4": (3, "zumba")}
     assert reasons(rejects) == {"Zzzzzzzzzz2_000005_000015": "missing"}
 
-    assert index(root, tmp_path / "val.csv", layout="kinetics", annotations=annotations, subset="val") == (1, 3)
+    assert index(root, tmp_path / "val.csv", annotation_format="kinetics", annotations=annotations, subset="val") == (1, 3)
     rows, rejects, classes = outputs(tmp_path / "val.csv")
     assert classes == KINETICS_CLASSES
     assert rows == {"val/--6bJUbfpnQ_000017_000027.webm": (1, "air drumming")}
@@ -263,7 +264,7 @@ def test_kinetics_subsets_from_folder_and_file(kinetics, tmp_path):
     assert "validate.csv:4" in rejects["vvvvvvvvvv2_000030_000040"]
 
     # One CSV file instead of the folder: the same manifest (the classes still come from both files).
-    assert index(root, tmp_path / "val_file.csv", layout="kinetics",
+    assert index(root, tmp_path / "val_file.csv", annotation_format="kinetics",
                  annotations=annotations / "validate.csv") == (1, 3)
     assert outputs(tmp_path / "val_file.csv") == outputs(tmp_path / "val.csv")
 
@@ -271,18 +272,18 @@ def test_kinetics_subsets_from_folder_and_file(kinetics, tmp_path):
 def test_kinetics_unlabelled_and_malformed_annotations(kinetics, tmp_path):
     root, annotations = kinetics
     with pytest.raises(ManifestError, match=r"test\.csv: no 'label' column .*unlabelled"):
-        index(root, tmp_path / "m.csv", layout="kinetics", annotations=annotations, subset="test")
+        index(root, tmp_path / "m.csv", annotation_format="kinetics", annotations=annotations, subset="test")
     with pytest.raises(ManifestError, match=r"train\.csv: no row of subset val \(split column values: train\)"):
-        layouts.read_kinetics(annotations / "train.csv", "val")
+        annotation_formats.read_kinetics(annotations / "train.csv", "val")
     bad = write(tmp_path / "bad" / "train.csv", [KINETICS_HEADER, "abseiling,xyz,12.5,22,train"])
     with pytest.raises(ManifestError, match=r"bad/train\.csv:2: time_start '12\.5' is not a whole number"):
-        layouts.read_kinetics(bad)
+        annotation_formats.read_kinetics(bad)
     write(bad, ["label,id,start,end", "abseiling,xyz,12,22"])
     with pytest.raises(ManifestError, match=r"bad/train\.csv:1: not a Kinetics annotation CSV: no youtube_id"):
-        layouts.read_kinetics(bad)
+        annotation_formats.read_kinetics(bad)
     write(bad, [KINETICS_HEADER, "abseiling,xyz,12,22,train", "zumba,xyz,12,22,train"])
     with pytest.raises(ManifestError, match=r"bad/train\.csv:3: xyz_000012_000022 is listed as 'zumba', but "):
-        layouts.read_kinetics(bad)
+        annotation_formats.read_kinetics(bad)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -324,14 +325,14 @@ SSV2_CLASSES = ["Pushing something from left to right", "Holding something next 
 
 def test_ssv2_train_and_val(ssv2, tmp_path):
     root, annotations = ssv2
-    assert index(root, tmp_path / "train.csv", layout="ssv2", annotations=annotations, subset="train") == (2, 2)
+    assert index(root, tmp_path / "train.csv", annotation_format="ssv2", annotations=annotations, subset="train") == (2, 2)
     rows, rejects, classes = outputs(tmp_path / "train.csv")
     assert classes == SSV2_CLASSES
     assert rows == {"78687.webm": (1, "Holding something next to something"),
                     "42326.webm": (2, "Putting something, something and something on the table")}
     assert reasons(rejects) == {"3": "missing", "100.webm": "zero bytes"}
 
-    assert index(root, tmp_path / "val.csv", layout="ssv2", annotations=annotations, subset="val") == (1, 0)
+    assert index(root, tmp_path / "val.csv", annotation_format="ssv2", annotations=annotations, subset="val") == (1, 0)
     rows, _, classes = outputs(tmp_path / "val.csv")
     assert classes == SSV2_CLASSES and rows == {"24.webm": (0, "Pushing something from left to right")}
 
@@ -339,21 +340,21 @@ def test_ssv2_train_and_val(ssv2, tmp_path):
 def test_ssv2_unlabelled_test_and_bad_json(ssv2, tmp_path):
     root, annotations = ssv2
     with pytest.raises(ManifestError, match=r"test\.json entry 0 \(id 1420\): no 'template' .*unlabelled"):
-        index(root, tmp_path / "m.csv", layout="ssv2", annotations=annotations, subset="test")
+        index(root, tmp_path / "m.csv", annotation_format="ssv2", annotations=annotations, subset="test")
     (annotations / "validation.json").write_text('[\n {"id": "24", "template": "Pushing [something]"}\n]')
     with pytest.raises(ManifestError, match=r"validation\.json entry 0 \(id 24\): class 'Pushing something' "
                                             r"\(its template without brackets\) is not in .*labels\.json"):
-        layouts.read_ssv2(annotations, "val")
+        annotation_formats.read_ssv2(annotations, "val")
     (annotations / "labels.json").write_text('{\n "Pushing something": "0",\n "Holding": 1,\n}')
     with pytest.raises(ManifestError, match=r"labels\.json:4: not valid JSON"):
-        layouts.read_ssv2(annotations, "val")
+        annotation_formats.read_ssv2(annotations, "val")
 
 
 # ----------------------------------------------------------------------------------------------
 # The command line
 
 
-def test_cli_indexes_a_layout(ucf101, tmp_path, capsys):
+def test_cli_indexes_an_annotation_format(ucf101, tmp_path, capsys):
     root, annotations = ucf101
     out = tmp_path / "lists" / "test1.csv"
     assert data.main(["index", str(root), "-o", str(out), "--layout", "ucf101", "--annotations", str(annotations),
@@ -381,7 +382,7 @@ def test_cli_indexes_a_layout(ucf101, tmp_path, capsys):
     (["--layout", "ucf101", "--annotations", "{ann}", "--split", "3", "--subset", "train"],
      "no trainlist03.txt"),
 ])
-def test_cli_layout_errors(ucf101, tmp_path, args, message):
+def test_cli_annotation_format_errors(ucf101, tmp_path, args, message):
     root, annotations = ucf101
     args = [a.replace("{ann}", str(annotations)) for a in args]
     with pytest.raises(SystemExit, match="^timeclr.data index: error: .*" + message.replace("(", r"\(")):
