@@ -1,5 +1,5 @@
-"""The DALI pipeline on CPU, on generated videos whose frames show their own index, in every
-storage layout: VP9 files (GOP 12, trimmed to the GOPs needed) and frame archives (JPEG per frame).
+"""The DALI pipeline on CPU, on generated videos whose frames show their own index, in each
+storage: VP9 files (GOP 12, trimmed to the GOPs needed) and frame archives (JPEG per frame).
 
 References are independent of DALI: PyAV's decode of the same frames, and the numpy selection
 functions (the oracle for which frames each view should show).
