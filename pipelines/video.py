@@ -283,9 +283,3 @@ class VideoLoader:
                 "params": out["params"][:n].cpu(),
             }
         self.epoch += 1
-
-
-# Transitional, for benchmarks/ only (issue #26, item 3: each name is imported from the module that
-# defines it): benchmarks/data_pipeline.py still imports Video from here. Remove once it imports it
-# from timeclr.pipelines.clip_source; nothing in timeclr/, pipelines/ or tests/ uses it.
-from timeclr.pipelines.clip_source import Video  # noqa: E402,F401

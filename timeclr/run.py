@@ -379,12 +379,3 @@ class Loop:
         self.log.close()
         if self.lock is not None:
             self.lock.release()
-
-
-# Transitional, for benchmarks/ only (issue #26, item 3: each name is imported from the module that
-# defines it, a run folder's file names are RunDir's): benchmarks/experiments/finetune_synthetic.py
-# still imports load_checkpoint and CHECKPOINT from here, benchmarks/experiments/ablation.py
-# CHECKPOINT. Remove once they import timeclr.checkpoints.load_checkpoint and use RunDir; nothing in
-# timeclr/, pipelines/ or tests/ uses these.
-load_checkpoint = checkpoints.load_checkpoint
-CHECKPOINT = RunDir("").checkpoint  # "checkpoint.pt"
