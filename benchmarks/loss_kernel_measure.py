@@ -237,7 +237,11 @@ def check_correctness(n2, d, dtype, device, methods) -> dict:
 
 def main(argv=None):
     """The worker: ``measure(SPEC)`` in this fresh process, printed as one 'RESULT {json}' line."""
-    spec = json.loads((argv or sys.argv[1:])[0])
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1 or argv[0] in ("-h", "--help"):
+        print(f"usage: python -m {WORKER} SPEC_JSON  (loss_kernel.py's CPU worker)\n\n{__doc__}")
+        sys.exit(0 if argv and argv[0] in ("-h", "--help") else 2)
+    spec = json.loads(argv[0])
     print("RESULT " + json.dumps(measure(spec)), flush=True)
 
 
