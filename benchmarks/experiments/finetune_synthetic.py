@@ -64,7 +64,6 @@ from timeclr.atomic import write_json
 from timeclr.checkpoints import load_checkpoint
 from timeclr.config import Config, load_config
 from timeclr.finetune import finetune
-from timeclr.finetuning import RESULTS
 from timeclr.pipelines.clip_source import read_videos
 from timeclr.pipelines.video import VideoLoader
 from timeclr.run import RunDir
@@ -183,17 +182,18 @@ def run_one(args, init, seed, epochs, checkpoint, default_epochs, fraction=1.0, 
                                              f"checkpoint={checkpoint if init == 'pretrained' else 'random'}"]))
     row = dict(kind="run", init=init, seed=seed, epochs=epochs, labels=fraction,
                out_dir=os.path.relpath(out_dir, REPO))
-    saved = out_dir / "config.yaml"
+    files = RunDir(out_dir)
+    saved, results_json = Path(files.config), Path(files.finetune_results)
     if saved.exists():
         diff = differences(OmegaConf.load(saved), cfg, FINETUNE_KEYS)
         if diff:
             raise SystemExit(f"finetune_synthetic: {out_dir} holds a run with another config:\n" + "\n".join(diff) +
                              "\ndelete the folder (or use --out-root) to start it afresh")
-        if (out_dir / RESULTS).exists():
-            done = json.loads((out_dir / RESULTS).read_text())
-            print(f"[{init} seed {seed}] done before: {out_dir / RESULTS}", flush=True)
+        if results_json.exists():
+            done = json.loads(results_json.read_text())
+            print(f"[{init} seed {seed}] done before: {results_json}", flush=True)
             return finish(row, done, out_dir, status="reused")
-    resumed = Path(RunDir(out_dir).checkpoint).exists()
+    resumed = Path(files.checkpoint).exists()
     load_start = os.getloadavg()[0]
     print(f"\n[{init} seed {seed}] fine-tuning {epochs} epochs in {out_dir} (load {load_start:.2f})", flush=True)
     t0 = time.perf_counter()
@@ -201,7 +201,7 @@ def run_one(args, init, seed, epochs, checkpoint, default_epochs, fraction=1.0, 
     results["seconds"] = round(time.perf_counter() - t0, 1)  # training and test, this invocation
     results["load_start"], results["load_end"] = round(load_start, 2), round(os.getloadavg()[0], 2)
     results["resumed"] = resumed
-    write_json(out_dir / RESULTS, results)
+    write_json(results_json, results)
     gc.collect()  # the run's DALI pipelines and their threads
     return finish(row, results, out_dir, status="resumed" if resumed else "ok")
 

@@ -43,7 +43,7 @@ from timeclr.benchmarks.harness import (REPO, finish_metadata, mean_std, print_t
                                         write_results)
 from timeclr.config import load_config
 from timeclr.finetune import finetune
-from timeclr.finetuning import RESULTS
+from timeclr.run import RunDir
 
 KINDS = {  # name -> view overrides
     "segment8": ["data.views.0.kind=segment", "data.views.0.frames=8"],
@@ -61,7 +61,7 @@ RUN_KEYS = tuple(k for k in FINETUNE_KEYS if k != "data.manifest")
 
 def finished(cfg):
     """The results of a run already done with this config (a rerun only redoes the table), else None."""
-    results, saved = Path(cfg.out_dir) / RESULTS, Path(cfg.out_dir) / "config.yaml"
+    results, saved = Path(RunDir(cfg.out_dir).finetune_results), Path(RunDir(cfg.out_dir).config)
     if not (results.exists() and saved.exists()):
         return None
     diff = differences(OmegaConf.load(saved), cfg, RUN_KEYS)
