@@ -51,8 +51,8 @@ out=${OUT:-$repo/benchmarks/results/gpu}
 res=$(mktemp -d)
 mkdir -p "$out"
 declare -A rc
-# a plain checkout: timeclr/__init__.py maps kernels/ and pipelines/; the benchmarks (loss, data,
-# train) import timeclr.benchmarks, which it does not map yet (docs/gpu.md, "Imports")
+# a plain checkout: timeclr/__init__.py maps kernels/, pipelines/ and benchmarks/ into its
+# namespace (docs/gpu.md, "Imports")
 export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 
 need_dali() {  # DALI and the wheels, staged by earlier calls on this same warm machine

@@ -12,10 +12,8 @@ out=${1:?usage: gpu_loss.sh RESULTS_DIR}; shift
 mkdir -p "$out"
 repo=$(cd "$(dirname "$0")/.." && pwd)
 
-# timeclr without pip install: run from the checkout, where timeclr/__init__.py maps kernels/ and
-# pipelines/ into its namespace (tests/test_source_checkout.py checks that on CPU). The benchmark
-# imports timeclr.benchmarks, which a plain checkout maps only once timeclr/__init__.py lists
-# benchmarks/ too (not yet): until then, pip install -e . --no-deps first
+# timeclr without pip install: run from the checkout, where timeclr/__init__.py maps kernels/,
+# pipelines/ and benchmarks/ into its namespace (tests/test_source_checkout.py checks that on CPU)
 site=$(mktemp -d)
 if ! python3 -c "import pytest" 2>/dev/null && ls "$repo"/.wheels/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --target "$site" "$repo"/.wheels/*.whl

@@ -44,9 +44,6 @@ print(timeclr.benchmarks.harness.__file__)
 """
 
 
-@pytest.mark.xfail(strict=True, reason="timeclr/__init__.py's _map_sibling_folders maps kernels/ and pipelines/ "
-                   "but not benchmarks/ yet (a library change, issue #26 item 4): add 'benchmarks' to its list "
-                   "and remove this mark")
 def test_a_checkout_without_install_imports_the_benchmarks(tmp_path):
     """``python benchmarks/X.py`` on a fresh GPU machine (``gpu_check.sh``, ``gpu_loss.sh``: no
     install, the repository on PYTHONPATH) imports ``timeclr.benchmarks`` from the folder beside

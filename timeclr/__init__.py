@@ -5,16 +5,17 @@ import sys as _sys
 
 
 def _map_sibling_folders():
-    """Make ``timeclr.kernels`` and ``timeclr.pipelines`` importable from a source checkout too.
+    """Make ``timeclr.kernels``, ``timeclr.pipelines`` and ``timeclr.benchmarks`` importable from a
+    source checkout too.
 
     Installed (``pip install .`` or ``-e .``), setup.py's ``package_dir`` puts the top-level
-    folders ``kernels/`` and ``pipelines/`` inside this package. Run from the checkout without an
+    folders ``kernels/``, ``pipelines/`` and ``benchmarks/`` inside this package. Run from the checkout without an
     install (``python -m pytest`` on a fresh GPU machine, say), Python finds ``./timeclr`` first
     and it has no such sub-folders; then the folders beside it are loaded under the same names,
     so the package imports the same way everywhere.
     """
     repo = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
-    for name in ("kernels", "pipelines"):
+    for name in ("kernels", "pipelines", "benchmarks"):
         full = f"{__name__}.{name}"
         init = _os.path.join(repo, name, "__init__.py")
         if full in _sys.modules or _util.find_spec(full) is not None or not _os.path.isfile(init):
