@@ -176,8 +176,3 @@ def logged_values(loss, logits, labels, lr: float, world: int) -> dict:
         logged /= world
     return {"loss": logged[0].item(), "train_top1": 100.0 * logged[1].item(), "lr": lr}
 
-
-# Transitional, for benchmarks/ only (issue #26, item 3: a run folder's file names are
-# timeclr.run.RunDir's): benchmarks/experiments/finetune_synthetic.py and rotation_ceiling.py still
-# import RESULTS from here. Remove once they use RunDir(out_dir).finetune_results.
-RESULTS = run.RunDir("").finetune_results  # "finetune.json"

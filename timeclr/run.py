@@ -58,45 +58,15 @@ class RunDir:
 
     def __init__(self, root):
         self.root = str(root)
-
-    def _file(self, name: str) -> str:
-        return os.path.join(self.root, name)
-
-    @property
-    def checkpoint(self) -> str:
-        return self._file("checkpoint.pt")
-
-    @property
-    def previous_checkpoint(self) -> str:
-        return checkpoints.previous_path(self.checkpoint)
-
-    @property
-    def config(self) -> str:
-        return self._file("config.yaml")
-
-    @property
-    def metrics(self) -> str:
-        return self._file("metrics.jsonl")
-
-    @property
-    def tensorboard(self) -> str:
-        return self.root
-
-    @property
-    def loss_plot(self) -> str:
-        return self._file("loss.png")
-
-    @property
-    def eval_results(self) -> str:
-        return self._file("eval.json")
-
-    @property
-    def finetune_results(self) -> str:
-        return self._file("finetune.json")
-
-    @property
-    def confusion_plot(self) -> str:
-        return self._file("confusion.png")
+        self.checkpoint = os.path.join(self.root, "checkpoint.pt")
+        self.previous_checkpoint = checkpoints.previous_path(self.checkpoint)
+        self.config = os.path.join(self.root, "config.yaml")
+        self.metrics = os.path.join(self.root, "metrics.jsonl")
+        self.tensorboard = self.root
+        self.loss_plot = os.path.join(self.root, "loss.png")
+        self.eval_results = os.path.join(self.root, "eval.json")
+        self.finetune_results = os.path.join(self.root, "finetune.json")
+        self.confusion_plot = os.path.join(self.root, "confusion.png")
 
 
 def start_run_dir(cfg, rank: int) -> str:

@@ -120,7 +120,7 @@ def load_trained(cfg, path):
 
 def read_metrics(out_dir):
     """Median training clips/s and the mean loss of the last epoch, from the run's metrics.jsonl."""
-    path = Path(out_dir) / "metrics.jsonl"
+    path = Path(RunDir(out_dir).metrics)
     if not path.exists():
         return None, None
     rows = [r for r in map(json.loads, open(path)) if "loss" in r]  # not the online kNN's rows

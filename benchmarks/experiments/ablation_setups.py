@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 from timeclr.benchmarks.harness import REPO
 from timeclr.config import Config, ViewConfig, load_config
 from timeclr.recorded import differences
+from timeclr.run import RunDir
 from timeclr.synthetic import chosen_manifests, prepare_synthetic
 
 VARIANTS = {
@@ -112,7 +113,7 @@ def eval_config(cfg, checkpoint="", kind="segment", split="test"):
 
 def check_same_run(cfg):
     """Refuse to resume a run folder that was made with another config."""
-    saved_path = Path(cfg.out_dir) / "config.yaml"
+    saved_path = Path(RunDir(cfg.out_dir).config)
     if not saved_path.exists():
         return
     saved = OmegaConf.load(saved_path)

@@ -219,7 +219,7 @@ def group_top1(per_class: dict) -> dict:
 
 
 def finish(row, done, out_dir, status):
-    metrics = [json.loads(line) for line in open(out_dir / "metrics.jsonl")]
+    metrics = [json.loads(line) for line in open(RunDir(out_dir).metrics)]
     last_epoch = [m["loss"] for m in metrics if m["epoch"] == metrics[-1]["epoch"]]
     row.update({k: done[k] for k, _ in METRICS})
     row.update(group_top1(done["per_class"]))

@@ -23,6 +23,7 @@ import sys
 import time
 
 from timeclr.benchmarks.harness import REPO, finish_metadata, results_dir, run_metadata, write_results
+from timeclr.run import RunDir
 
 METRICS = ["linear_top1", "knn_top1", "retrieval_r1", "retrieval_r5"]
 JOB = "python -m timeclr.train pipelines/synthetic.yaml train.seed=S data.seed=S"
@@ -30,9 +31,9 @@ JOB = "python -m timeclr.train pipelines/synthetic.yaml train.seed=S data.seed=S
 
 def run_seed(seed: int) -> dict:
     out_dir = os.path.join("runs", "readme", f"seed{seed}")
-    if os.path.exists(os.path.join(REPO, out_dir, "eval.json")):  # a finished seed is not rerun: delete it to
+    if os.path.exists(RunDir(os.path.join(REPO, out_dir)).eval_results):  # a finished seed is not rerun: delete it to
         print(f"seed {seed}: reusing {out_dir}/eval.json")        # measure again
-        with open(os.path.join(REPO, out_dir, "eval.json")) as f:
+        with open(RunDir(os.path.join(REPO, out_dir)).eval_results) as f:
             return {"eval": json.load(f), "seconds": None}
     cmd = [sys.executable, "-m", "timeclr.train", "pipelines/synthetic.yaml", f"out_dir={out_dir}",
            f"train.seed={seed}", f"data.seed={seed}"]
@@ -40,7 +41,7 @@ def run_seed(seed: int) -> dict:
     t0 = time.perf_counter()
     subprocess.run(cmd, cwd=REPO, check=True)
     seconds = time.perf_counter() - t0
-    with open(os.path.join(REPO, out_dir, "eval.json")) as f:
+    with open(RunDir(os.path.join(REPO, out_dir)).eval_results) as f:
         return {"eval": json.load(f), "seconds": seconds}
 
 
