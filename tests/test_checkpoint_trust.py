@@ -146,6 +146,14 @@ def test_an_old_checkpoint_is_refused_with_how_to_convert_and_converts_on_reques
     load_encoder(cfg, torch.device("cpu"))  # the converted file is usable as it was
 
 
+def test_convert_names_a_file_that_is_no_checkpoint_in_one_line(tmp_path):
+    (tmp_path / "cut.pt").write_bytes(b"PK\x03\x04 not a whole file")
+    with pytest.raises(SystemExit) as e:
+        convert_main([str(tmp_path / "cut.pt"), str(tmp_path / "new.pt"), "--trusted"])
+    assert f"{tmp_path / 'cut.pt'} is not a readable checkpoint" in one_line(e), str(e.value)
+    assert not (tmp_path / "new.pt").exists()
+
+
 def test_convert_names_what_has_no_plain_form(tmp_path):
     torch.save({"model": {}, "odd": {"x": [1, Path("a")]}}, tmp_path / "odd.pt")
     with pytest.raises(SystemExit) as e:

@@ -8,6 +8,7 @@ is trusted, and rewrites it as tensors, numbers, strings and plain containers, t
 the new file loads data-only. Anything it cannot turn into plain data is named and nothing is written.
 """
 import argparse
+import pickle
 import sys
 
 import numpy as np
@@ -42,7 +43,12 @@ def to_plain(obj, where: str = "checkpoint"):
 def convert(src, dst):
     """Unpickle ``src`` in full (its code runs: trusted files only), write its plain form to ``dst``
     atomically and check that ``dst`` loads with ``weights_only=True``."""
-    ckpt = torch.load(src, map_location="cpu", weights_only=False)
+    try:
+        ckpt = torch.load(src, map_location="cpu", weights_only=False)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, ValueError) as e:  # cut short, or no checkpoint
+        detail = str(e).strip().split("\n")[0][:120]
+        raise ConfigError(f"{src} is not a readable checkpoint "
+                          f"({type(e).__name__}{': ' + detail if detail else ''})") from None
     plain = to_plain(ckpt, str(src))
     with atomic_path(dst) as tmp:
         torch.save(plain, tmp)
