@@ -6,7 +6,7 @@ ellipses and per-frame sensor noise (so it compresses like footage, not like fla
 Mbit/s), random but deterministic per video. VP9 (.webm, libvpx realtime, crf 32) with a keyframe
 every 25 frames; H.264 copies (.mp4, libx264, GOP 25, no B-frames) for NVDEC. Cached in
 ``data/bench_videos/`` (git-ignored); each file is written whole or not at all
-(``timeclr.pipelines.encode.write_video``), so an interrupted run never leaves a truncated video
+(``timeclr.pipelines.storage.encode.write_video``), so an interrupted run never leaves a truncated video
 in the cache. ``benchmarks/prepare_speed.py`` times ``prepare`` on the same set.
 
 The keyframe model (``keyframe_index``, ``must_decode``, ``no_seek_decode``) says how many frames a
@@ -23,7 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from timeclr.benchmarks.harness import REPO
-from timeclr.pipelines.encode import write_video
+from timeclr.pipelines.storage.encode import write_video
 
 DATA_ROOT = REPO / "data" / "bench_videos"
 

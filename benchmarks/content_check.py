@@ -24,9 +24,9 @@ from types import SimpleNamespace
 from timeclr.benchmarks.harness import finish_metadata, print_table, results_dir, run_metadata, write_results
 from timeclr.benchmarks.pipeline_timing import data_config
 from timeclr.benchmarks.prepared_sets import DEFAULT, LAYOUTS, prepared, source_folder
-from timeclr.pipelines.clip_source import ClipSource, read_videos
-from timeclr.pipelines.frame_archive import read_frames
-from timeclr.pipelines.probe import file_crc32
+from timeclr.pipelines.loader.clip_source import ClipSource, read_videos
+from timeclr.pipelines.storage.frame_archive import read_frames
+from timeclr.pipelines.ingest.probe import file_crc32
 
 SIZES = {False: dict(samples=200, rounds=5, videos=32), True: dict(samples=50, rounds=2, videos=12)}
 

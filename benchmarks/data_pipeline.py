@@ -6,9 +6,9 @@ Both loaders deliver the same thing: batches of 8 videos, each as two views of 8
 (view 0: segment selection, K = 8; view 1: interval selection, T = 8, stride 2 or 4), augmented
 and normalised to float (C, T, 112, 112):
 
-    dali   ``timeclr.pipelines.video.VideoLoader``: one ``fn.decoders.video`` call per video on
+    dali   ``timeclr.pipelines.loader.video.VideoLoader``: one ``fn.decoders.video`` call per video on
            all the frames of both views, then DALI's augmentation ops; ``num_threads = N``. The
-           source hands DALI only the GOPs the views need (``pipelines/gop.py``: VP9 remuxed to
+           source hands DALI only the GOPs the views need (``pipelines/storage/gop.py``: VP9 remuxed to
            IVF, frame indices renumbered), since DALI 2.4's CPU decoder does not seek (below)
     pyav   (``benchmarks/pyav_baseline.py``) a ``torch.utils.data.DataLoader``, ``num_workers = N``, over a Dataset whose
            ``__getitem__`` takes the same frames and augmentation parameters (the library's
@@ -108,13 +108,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from timeclr.atomic import write_json
+from timeclr.files.atomic import write_json
 from timeclr.benchmarks.bench_videos import FPS, GOP, HEIGHT, NUM_FRAMES, WIDTH, ensure_videos, keyframe_index
 from timeclr.benchmarks.harness import (finish_metadata, print_meta, print_table, pyplot, results_dir, run_metadata,
                                         save_figure, write_results)
 from timeclr.benchmarks.pipeline_timing import (BATCH_SIZE, PROBE_CASES, Loader, dali_decode_all, data_config,
                                                 probe_dali_decoder, raw_decode, time_loader)
-from timeclr.pipelines.clip_source import Video
+from timeclr.pipelines.loader.clip_source import Video
 
 # size of a run: (videos, rounds, timed batches per loader and round)
 SIZES = {False: (32, 3, 20), True: (16, 2, 6)}

@@ -24,7 +24,7 @@ import sys
 
 import numpy as np
 
-from timeclr.pipelines.index_pattern import frame_index_image, read_frame_index
+from timeclr.pipelines.storage.index_pattern import frame_index_image, read_frame_index
 
 FRAMES = np.array([0, 5, 13, 14, 37, 59], dtype=np.int32)  # ascending, as the pipeline asks; 13, 14: a B-frame pair
 NUM_FRAMES, WIDTH, HEIGHT = 60, 160, 128
@@ -35,20 +35,20 @@ CLIPS = {
     "vp9.webm": ("vp9", {}, True, True),
     "mjpeg.avi": ("mjpeg", {}, False, True),
     "av1.mp4": ("av1", {}, False, False),  # Hopper's NVDEC has no AV1
-    # a frame archive (pipelines/frame_archive.py): DALI's image decoder, nvJPEG on the GPU
+    # a frame archive (pipelines/storage/frame_archive.py): DALI's image decoder, nvJPEG on the GPU
     "frames.tar": ("jpeg", {}, True, True),
 }
 def make(folder: str):
     import av
 
-    from timeclr.pipelines.encode import write_video
+    from timeclr.pipelines.storage.encode import write_video
 
     os.makedirs(folder, exist_ok=True)
     reference = {}
     for name, (codec, options, _, _) in CLIPS.items():
         path = os.path.join(folder, name)
         if codec == "jpeg":
-            from timeclr.pipelines.frame_archive import ArchiveWriter, decode_jpeg, read_frames, read_index
+            from timeclr.pipelines.storage.frame_archive import ArchiveWriter, decode_jpeg, read_frames, read_index
 
             writer = ArchiveWriter(path, 25, 90)
             for i in range(NUM_FRAMES):
@@ -74,10 +74,10 @@ def decode(path: str, device: str):
     """FRAMES of ``path`` through DALI's video decoder on ``device``, as the training pipeline
     decodes them (``culprits.decode_alone``; a frame archive's JPEGs through the image decoder,
     ``culprits.decode_images_alone``): (F, H, W, 3) uint8."""
-    from timeclr.pipelines.culprits import decode_alone, decode_images_alone
+    from timeclr.pipelines.loader.culprits import decode_alone, decode_images_alone
 
     if path.endswith(".tar"):
-        from timeclr.pipelines.frame_archive import read_frames, read_index
+        from timeclr.pipelines.storage.frame_archive import read_frames, read_index
 
         jpegs = read_frames(path, FRAMES, read_index(path))
         return np.stack(decode_images_alone(jpegs, device, device_id=0 if device == "gpu" else None))
@@ -85,7 +85,7 @@ def decode(path: str, device: str):
 
 
 def check(folder: str, device: str, out_dir: str) -> int:
-    from timeclr.pipelines.culprits import dali_error
+    from timeclr.pipelines.loader.culprits import dali_error
 
     ref = np.load(os.path.join(folder, "reference.npz"))
     results, wrong = [], []

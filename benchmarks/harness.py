@@ -35,7 +35,7 @@ import sys
 import time
 from pathlib import Path
 
-from timeclr.atomic import atomic_open, atomic_path, write_json
+from timeclr.files.atomic import atomic_open, atomic_path, write_json
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"

@@ -1,7 +1,7 @@
 """What the data pipeline benchmark times: each loader as an endless batch iterator, the raw
 decode rates it is compared with, and a probe of DALI's decoder alone.
 
-    dali          ``timeclr.pipelines.video.VideoLoader`` as training uses it
+    dali          ``timeclr.pipelines.loader.video.VideoLoader`` as training uses it
     pyav          the DataLoader baseline (``pyav_baseline.PyAVClips``)
     pillow        the same DataLoader over frame archives (``pyav_baseline.PillowClips``)
     dali-decode   the DALI pipeline cut after ``fn.decoders.video``
@@ -26,8 +26,8 @@ from tqdm import tqdm
 from timeclr.benchmarks.bench_videos import must_decode, no_seek_decode
 from timeclr.benchmarks.pyav_baseline import EndlessOrder, PillowClips, PyAVClips
 from timeclr.config import load_config
-from timeclr.pipelines.clip_source import ClipSource
-from timeclr.pipelines.video import VideoLoader
+from timeclr.pipelines.loader.clip_source import ClipSource
+from timeclr.pipelines.loader.video import VideoLoader
 
 BATCH_SIZE = 8
 

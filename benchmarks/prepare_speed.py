@@ -23,7 +23,7 @@ from pathlib import Path
 
 from timeclr.benchmarks.harness import (REPO, finish_metadata, pyplot, results_dir, run_metadata, save_figure,
                                         write_results)
-from timeclr.pipelines.prepare import prepare_tree
+from timeclr.pipelines.ingest.prepare import prepare_tree
 
 REAL_CLIPS = REPO.parent / "shared" / "data" / "real-clips"
 

@@ -11,12 +11,12 @@ import json
 import time
 from pathlib import Path
 
-from timeclr.atomic import write_json
+from timeclr.files.atomic import write_json
 from timeclr.benchmarks.bench_videos import ensure_videos
 from timeclr.benchmarks.harness import REPO
-from timeclr.pipelines import frame_archive
-from timeclr.pipelines.index import index_tree
-from timeclr.pipelines.prepare import prepare_tree
+from timeclr.pipelines.storage import frame_archive
+from timeclr.pipelines.ingest.index import index_tree
+from timeclr.pipelines.ingest.prepare import prepare_tree
 
 CACHE = REPO / "data" / "storage_layouts"
 REAL_CLIPS = REPO.parent / "shared" / "data" / "real-clips"

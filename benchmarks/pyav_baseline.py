@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 
 from timeclr.benchmarks.bench_videos import Keyframes, frame_of
-from timeclr.pipelines import frame_archive
-from timeclr.pipelines.clip_source import ClipSource
+from timeclr.pipelines.storage import frame_archive
+from timeclr.pipelines.loader.clip_source import ClipSource
 
 
 def seek_decode(path, wanted, kf: Keyframes):
@@ -135,7 +135,7 @@ class PyAVClips(torch.utils.data.Dataset):
 
 class PillowClips(PyAVClips):
     """The loader a user writes for frames stored as JPEG files: the same item as ``PyAVClips``
-    from a frame archive (``timeclr.pipelines.frame_archive``), each view frame's JPEG read with
+    from a frame archive (``timeclr.pipelines.storage.frame_archive``), each view frame's JPEG read with
     one ``pread`` and decoded by Pillow (libjpeg-turbo), then the same torch augmentation."""
 
     def __init__(self, data, videos, keyframes=None):

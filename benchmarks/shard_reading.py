@@ -55,10 +55,10 @@ from timeclr.benchmarks.harness import (finish_metadata, print_table, pyplot, re
                                         write_results)
 from timeclr.benchmarks.pipeline_timing import OtherLoad, data_config
 from timeclr.benchmarks.prepared_sets import CACHE, DEFAULT, LAYOUTS, prepared, source_folder
-from timeclr.pipelines.clip_source import read_videos
-from timeclr.pipelines.shard_stream import ShardStream
-from timeclr.pipelines.shards import parse_size, write_shards
-from timeclr.pipelines.video import VideoLoader
+from timeclr.pipelines.loader.clip_source import read_videos
+from timeclr.pipelines.storage.shard_stream import ShardStream
+from timeclr.pipelines.storage.shards import parse_size, write_shards
+from timeclr.pipelines.loader.video import VideoLoader
 
 SIZES = {False: dict(videos=32, rounds=3, batches=12, layouts=(DEFAULT, "vp9-gop16")),
          True: dict(videos=12, rounds=2, batches=6, layouts=(DEFAULT,))}

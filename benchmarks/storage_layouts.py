@@ -8,7 +8,7 @@ TimeCLR's two-view training config (segment 8 + interval 8, stride 2 or 4, rando
 
     layouts   VP9 (.webm) with a keyframe every G = 1 (intra only), 2, 4, 8, 16 (prepare's old
               default) and 25 frames (the benchmark videos' own storage: "today"), crf 32;
-              frame archives (``pipelines/frame_archive.py``: one JPEG per frame in a tar) at
+              frame archives (``pipelines/storage/frame_archive.py``: one JPEG per frame in a tar) at
               JPEG quality 50, 60 (prepare's default), 75 and 90. Every layout is written by ``prepare`` (``prepare_tree``)
               from the same sources at short side 256, so all carry one re-encoding.
     columns   MB per video (and / today's), prepare seconds per video (``--threads`` workers),
@@ -58,8 +58,8 @@ from timeclr.benchmarks.harness import (finish_metadata, print_meta, print_table
                                         save_figure, write_results)
 from timeclr.benchmarks.pipeline_timing import Loader, OtherLoad, data_config, time_loader
 from timeclr.benchmarks.prepared_sets import DEFAULT, LAYOUTS, REAL_CLIPS, REFERENCE, prepared, source_folder
-from timeclr.pipelines import frame_archive
-from timeclr.pipelines.clip_source import ClipSource, read_videos
+from timeclr.pipelines.storage import frame_archive
+from timeclr.pipelines.loader.clip_source import ClipSource, read_videos
 
 TODAY = "vp9-gop25"
 QUICK_LAYOUTS = ("vp9-gop1", "vp9-gop4", TODAY, DEFAULT)
@@ -122,7 +122,7 @@ def parallel_source_rate(videos, data, workers: int, batches: int) -> float:
     """Clips/s of the library's pipeline (``build_pipeline``: decode, views, augmentation) with
     the source in ``workers`` DALI parallel external source processes (0: in the pipeline's
     thread, as the library runs it)."""
-    from timeclr.pipelines.video import build_pipeline
+    from timeclr.pipelines.loader.video import build_pipeline
 
     source = ClipSource(videos, list(data.views), data.train, data.seed, data.batch_size)
     pipe = build_pipeline(data, source, source_workers=workers)

@@ -2,18 +2,18 @@
 
 What is measured
 ----------------
-One training step is the one ``timeclr.train`` runs, called the same way: ``timeclr.run.train_step``
-with ``timeclr.objectives.contrastive`` (move the 2 views to the device, forward both through the
+One training step is the one ``timeclr.train`` runs, called the same way: ``timeclr.training.run.train_step``
+with ``timeclr.training.objectives.contrastive`` (move the 2 views to the device, forward both through the
 TimeCLR model, backbone + projection head, bf16 autocast on CUDA; the NT-Xent loss over the 2
 views, ``timeclr.nt_xent`` with the config's backend: fused Triton on CUDA, chunked PyTorch on
 CPU; backward, gradient clipping, the optimizer step, the config's: AdamW for synthetic.yaml, at a
-fixed learning rate), and the non-finite check of ``timeclr.run.FiniteCheck`` every
+fixed learning rate), and the non-finite check of ``timeclr.training.run.FiniteCheck`` every
 ``train.log_every`` steps, as training does. It is timed in
 three modes, on the same model and optimizer:
 
     in-memory   the step on batches already in memory (on the step's device): 4 real batches from
                 the pipeline, cloned once and cycled. The step's own speed: no data loading at all
-    dali        the step fed by ``timeclr.pipelines.video.VideoLoader`` (train mode: random frame
+    dali        the step fed by ``timeclr.pipelines.loader.video.VideoLoader`` (train mode: random frame
                 positions, augmentation; DALI prefetches while the step runs), as in training
     pipeline    (diagnostic) the DALI loader alone, no step: how fast the data can come
 
@@ -70,15 +70,15 @@ import time
 
 import torch
 
-from timeclr import objectives, run
+from timeclr.training import objectives, run
 from timeclr.benchmarks.harness import (REPO, finish_metadata, print_meta, print_table, pyplot, results_dir,
                                         run_metadata, save_figure, wait_for_quiet, write_results)
 from timeclr.config import load_config
 from timeclr.models import build_model
-from timeclr.optim import build_optimizer
-from timeclr.pipelines.clip_source import read_videos
-from timeclr.pipelines.video import VideoLoader
-from timeclr.synthetic import chosen_manifests, prepare_synthetic
+from timeclr.training.optim import build_optimizer
+from timeclr.pipelines.loader.clip_source import read_videos
+from timeclr.pipelines.loader.video import VideoLoader
+from timeclr.synthetic.dataset import chosen_manifests, prepare_synthetic
 
 MODES = ("in-memory", "dali", "pipeline")
 POOL = 4  # batches cloned for the in-memory mode

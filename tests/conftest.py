@@ -11,7 +11,7 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-# Training picks its CPU threads from the cores other processes leave free (timeclr/threads.py),
+# Training picks its CPU threads from the cores other processes leave free (timeclr/training/threads.py),
 # so on a busy machine a run and its resumed twin could compute with different thread counts and
 # part by more than float noise; the tests compare such twins, so every run here keeps torch's
 # count (tests/test_run.py checks the choice itself, with the variable removed).

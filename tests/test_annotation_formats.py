@@ -1,4 +1,4 @@
-"""Dataset annotation formats for the indexer (timeclr.pipelines.annotation_formats, ``index
+"""Dataset annotation formats for the indexer (timeclr.pipelines.ingest.annotation_formats, ``index
 --layout``): tiny trees of each dataset, with annotation files written as the datasets ship them,
 indexed end to end.
 
@@ -14,9 +14,10 @@ import pytest
 
 from timeclr import data
 from timeclr.errors import ManifestError
-from timeclr.pipelines import annotation_formats, manifest
-from timeclr.pipelines.index import index_tree
-from timeclr.pipelines.manifest import read_manifest
+from timeclr.pipelines.ingest import annotation_formats
+from timeclr.pipelines.storage import manifest
+from timeclr.pipelines.ingest.index import index_tree
+from timeclr.pipelines.storage.manifest import read_manifest
 from tests.helpers.videos import make_video
 
 

@@ -4,7 +4,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from timeclr.config import ViewConfig
-from timeclr.pipelines.augment import IDENTITY, PARAMS, random_resized_crop_box, view_params
+from timeclr.pipelines.loader.augment import IDENTITY, PARAMS, random_resized_crop_box, view_params
 
 
 def test_crop_box_area_and_ratio_within_range():

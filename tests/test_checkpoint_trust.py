@@ -11,14 +11,15 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from timeclr import atomic, checkpoints
+from timeclr.files import atomic
+from timeclr.training import checkpoints
 from timeclr.benchmarks.experiments import ablation
 from timeclr.config import load_config
 from timeclr.convert import main as convert_main
 from timeclr.errors import UnsafeCheckpoint
 from timeclr.evaluate import main as evaluate_main
 from timeclr.finetune import main as finetune_main
-from timeclr.run import load_encoder
+from timeclr.training.run import load_encoder
 from timeclr.train import main as train_main
 from tests.helpers.runs import losses, moving_bars_manifest
 from tests.test_train import overrides

@@ -4,7 +4,7 @@ import pytest
 
 from timeclr.config import ConfigError, load_config
 from timeclr.evaluate import main as evaluate_main
-from timeclr.pipelines.datasets import DATASETS
+from timeclr.pipelines.ingest.datasets import DATASETS
 from timeclr.train import main as train_main
 
 CONFIGS = {"kinetics": "kinetics400", "ucf101": "ucf101", "hmdb51": "hmdb51", "ssv2": "ssv2"}

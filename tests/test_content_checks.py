@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from timeclr.data import main as data_main
-from timeclr.pipelines.clip_source import read_videos
-from timeclr.pipelines.video import VideoLoader
+from timeclr.pipelines.loader.clip_source import read_videos
+from timeclr.pipelines.loader.video import VideoLoader
 from tests.helpers.videos import decode_all, make_archive, make_video
 from tests.test_video_pipeline import data_config
 
@@ -46,7 +46,7 @@ def test_a_file_overwritten_after_indexing_is_skipped_by_name_and_the_others_dec
     # the middle of a VP9 file; in an archive, the inside of the first JPEG the views read (a tar
     # header hit instead is found when the member table is read: 'not a frame archive')
     if kind == "archive":
-        from timeclr.pipelines.frame_archive import read_index
+        from timeclr.pipelines.storage.frame_archive import read_index
 
         f = int(loader.source.frames(2, 0)[0])
         index = read_index(bad)

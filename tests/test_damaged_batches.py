@@ -3,7 +3,7 @@ NT-Xent would take a second copy of a video as a negative of the first."""
 import numpy as np
 import pytest
 
-from timeclr.pipelines.clip_source import ClipSource, Video
+from timeclr.pipelines.loader.clip_source import ClipSource, Video
 
 VIEWS = [{"kind": "segment", "frames": 4, "crop_size": 32}]
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from timeclr.pipelines.clip_source import read_videos
-from timeclr.pipelines.video import VideoLoader
+from timeclr.pipelines.loader.clip_source import read_videos
+from timeclr.pipelines.loader.video import VideoLoader
 from timeclr.train import main as train_main
 from tests.helpers.videos import decode_all, make_archive, make_audio_only, make_video
 from tests.test_video_pipeline import data_config
@@ -103,7 +103,7 @@ def _absurd_archives(folder) -> list:
 def _inside_a_frame(path) -> int:
     """An offset inside the middle frame's JPEG (which the eval views read): the per-JPEG CRC-32
     finds it when that frame is read, and only then."""
-    from timeclr.pipelines.frame_archive import read_index
+    from timeclr.pipelines.storage.frame_archive import read_index
 
     index = read_index(path)
     k = len(index.sizes) // 2

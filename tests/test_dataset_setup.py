@@ -9,9 +9,9 @@ import pytest
 
 from timeclr import data
 from timeclr.config import load_config
-from timeclr.pipelines.clip_source import read_videos
-from timeclr.pipelines.manifest import read_manifest
-from timeclr.pipelines.video import VideoLoader
+from timeclr.pipelines.loader.clip_source import read_videos
+from timeclr.pipelines.storage.manifest import read_manifest
+from timeclr.pipelines.loader.video import VideoLoader
 from tests.helpers.videos import frame_index_image, read_frame_index
 
 CLASSES = ["ApplyEyeMakeup", "Biking", "HandstandPushups"]  # classInd order = label order

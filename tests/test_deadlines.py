@@ -1,4 +1,4 @@
-"""Per-file deadlines (timeclr.pipelines.pool.run_per_file, and through it ``index`` and ``prepare``):
+"""Per-file deadlines (timeclr.pipelines.ingest.pool.run_per_file, and through it ``index`` and ``prepare``):
 a file whose task hangs is killed at its deadline and fails alone as ``timed out``, a crash fails
 its file alone, a task that raises is a bug, and no worker outlives the call or its caller."""
 import multiprocessing
@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from timeclr.pipelines import index, pool, transcode
-from timeclr.pipelines.index import index_tree
-from timeclr.pipelines.manifest import sidecar_paths
-from timeclr.pipelines.pool import run_per_file
-from timeclr.pipelines.prepare import prepare_tree
-from timeclr.pipelines.transcode import part_path
+from timeclr.pipelines.ingest import index, pool, transcode
+from timeclr.pipelines.ingest.index import index_tree
+from timeclr.pipelines.storage.manifest import sidecar_paths
+from timeclr.pipelines.ingest.pool import run_per_file
+from timeclr.pipelines.ingest.prepare import prepare_tree
+from timeclr.pipelines.ingest.transcode import part_path
 from tests.helpers import pool_tasks
 from tests.helpers.videos import make_video
 
@@ -72,7 +72,7 @@ def test_a_task_that_raises_is_a_bug_not_a_bad_file(tmp_path):
 KILLED_PARENT = """
 import sys
 from tests.helpers import pool_tasks
-from timeclr.pipelines.pool import run_per_file
+from timeclr.pipelines.ingest.pool import run_per_file
 run_per_file(pool_tasks.task, {"a": ("slow", 1.0, sys.argv[1])}, 1, "t", None, progress=False, timeout_s=60)
 """
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from timeclr import atomic
+from timeclr.files import atomic
 from timeclr.data import main as data_main
 from timeclr.errors import DiskFull
-from timeclr.pipelines.index import index_tree
+from timeclr.pipelines.ingest.index import index_tree
 from tests.helpers.videos import make_video
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
@@ -81,7 +81,7 @@ def test_preparing_onto_a_full_disk_stops_in_one_line_and_the_finished_outputs_s
     """The third output's part file is the full disk (prepare writes under part names, not
     atomic's): the command stops in one line naming DST; the outputs finished before are whole
     and no part file is left; the same command prepares the rest once there is space."""
-    from timeclr.pipelines import transcode
+    from timeclr.pipelines.ingest import transcode
 
     src = tmp_path / "src"
     for i in range(4):
@@ -99,7 +99,7 @@ def test_preparing_onto_a_full_disk_stops_in_one_line_and_the_finished_outputs_s
         return part
 
     monkeypatch.setattr(transcode, "part_path", full_from_the_third)
-    monkeypatch.setattr("timeclr.pipelines.pool.WORKERS", __import__("multiprocessing").get_context("fork"))
+    monkeypatch.setattr("timeclr.pipelines.ingest.pool.WORKERS", __import__("multiprocessing").get_context("fork"))
     with pytest.raises(SystemExit) as e:
         data_main(args)
     message = one_line(e)

@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from timeclr.classifier import build_classifier, param_groups
+from timeclr.evaluation.classifier import build_classifier, param_groups
 from timeclr.config import load_config
 from timeclr.finetune import main as finetune_main
-from timeclr.finetuning import multiview_data_config
-from timeclr.metrics import average_views, confusion_matrix, summarise, topk_accuracy
-from timeclr.pipelines.clip_source import Video
-from timeclr.pipelines.frame_selection import segment_indices
-from timeclr.pipelines.video import VideoLoader
+from timeclr.evaluation.finetuning import multiview_data_config
+from timeclr.evaluation.metrics import average_views, confusion_matrix, summarise, topk_accuracy
+from timeclr.pipelines.loader.clip_source import Video
+from timeclr.pipelines.loader.frame_selection import segment_indices
+from timeclr.pipelines.loader.video import VideoLoader
 from timeclr.train import main as train_main
 from tests.helpers.runs import assert_same_parameters, die_after_checkpoint, losses, moving_bars_manifest
 from tests.helpers.videos import make_video

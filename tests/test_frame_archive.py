@@ -13,9 +13,9 @@ import pytest
 
 from timeclr.config import load_config
 from timeclr.errors import VideoError
-from timeclr.pipelines import frame_archive
-from timeclr.pipelines.clip_source import Video
-from timeclr.pipelines.video import VideoLoader
+from timeclr.pipelines.storage import frame_archive
+from timeclr.pipelines.loader.clip_source import Video
+from timeclr.pipelines.loader.video import VideoLoader
 from tests.helpers.videos import decode_all, make_archive, make_video, read_frame_index
 
 W, H = 80, 80
@@ -36,7 +36,7 @@ def test_an_archive_is_a_plain_tar_whose_byte_ranges_are_the_frames(tmp_path):
 
 
 def test_probe_measures_an_archive_and_names_what_is_wrong(tmp_path):
-    from timeclr.pipelines.probe import probe_video
+    from timeclr.pipelines.ingest.probe import probe_video
 
     path = make_archive(tmp_path / "v.tar", 10, W, H, fps=25)
     info = probe_video(path, "cpu")
@@ -65,8 +65,8 @@ def test_probe_measures_an_archive_and_names_what_is_wrong(tmp_path):
 def test_prepare_jpeg_then_index_gives_the_source_frames(tmp_path):
     """A VP9 source tree -> prepare --codec jpeg -> index: the manifest says codec jpeg, and every
     frame of each archive is the source's frame (PyAV decode of both, JPEG tolerance)."""
-    from timeclr.pipelines.index import index_tree
-    from timeclr.pipelines.prepare import prepare_tree
+    from timeclr.pipelines.ingest.index import index_tree
+    from timeclr.pipelines.ingest.prepare import prepare_tree
 
     src, dst = tmp_path / "src", tmp_path / "dst"
     for c in ("a", "b"):

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from timeclr.pipelines.frame_selection import interval_indices, segment_indices, view_indices
+from timeclr.pipelines.loader.frame_selection import interval_indices, segment_indices, view_indices
 
 
 @pytest.mark.parametrize("train", [True, False])

@@ -1,4 +1,4 @@
-"""GOP trimming (pipelines/gop.py): the short IVF stream shows the same frames as the whole file.
+"""GOP trimming (pipelines/storage/gop.py): the short IVF stream shows the same frames as the whole file.
 
 References: PyAV's decode of the whole file (an independent decoder), the frame indices the test
 videos draw on themselves, and the closed-form packet count Σ over GOPs of (last wanted − key + 1).
@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from timeclr.config import load_config
-from timeclr.pipelines.clip_source import Video
-from timeclr.pipelines.gop import trim_to_gops
-from timeclr.pipelines.video import VideoLoader
+from timeclr.pipelines.loader.clip_source import Video
+from timeclr.pipelines.storage.gop import trim_to_gops
+from timeclr.pipelines.loader.video import VideoLoader
 from tests.helpers.videos import decode_all, make_video, read_frame_index
 
 N, GOP = 70, 12
@@ -72,7 +72,7 @@ def test_pipeline_batches_identical_with_and_without_trimming(tmp_path):
 
 
 def test_packet_index_cache_remembers_files_and_notices_a_changed_size(video):
-    from timeclr.pipelines.gop import PacketIndexCache
+    from timeclr.pipelines.storage.gop import PacketIndexCache
 
     path, data, _ = video
     cache = PacketIndexCache(capacity=2)

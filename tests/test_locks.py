@@ -9,14 +9,14 @@ import time
 import pytest
 
 from timeclr.data import main as data_main
-from timeclr.lock import LOCK_NAME, FolderLock
+from timeclr.files.lock import LOCK_NAME, FolderLock
 from timeclr.train import main as train_main
 from tests.helpers.runs import moving_bars_manifest
 from tests.test_train import overrides
 
 HOLD = """
 import sys, time
-from timeclr.lock import FolderLock
+from timeclr.files.lock import FolderLock
 with FolderLock(sys.argv[1], "holder"):
     print("held", flush=True)
     time.sleep(120)

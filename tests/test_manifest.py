@@ -1,4 +1,4 @@
-"""The manifest indexer (timeclr.pipelines.index, .probe, .manifest; ``python -m timeclr.data index``) on small
+"""The manifest indexer (timeclr.pipelines.ingest.index, .probe, .manifest; ``python -m timeclr.data index``) on small
 generated videos and on the real clips in shared/data/real-clips."""
 import csv
 import multiprocessing
@@ -11,11 +11,12 @@ import pytest
 
 from timeclr import data
 from timeclr.errors import ManifestError, VideoError
-from timeclr.pipelines import index, manifest, pool
-from timeclr.pipelines.encode import write_video
-from timeclr.pipelines.index import index_tree
-from timeclr.pipelines.manifest import COLUMNS, read_manifest
-from timeclr.pipelines.probe import probe_video
+from timeclr.pipelines.ingest import index, pool
+from timeclr.pipelines.storage import manifest
+from timeclr.pipelines.storage.encode import write_video
+from timeclr.pipelines.ingest.index import index_tree
+from timeclr.pipelines.storage.manifest import COLUMNS, read_manifest
+from timeclr.pipelines.ingest.probe import probe_video
 from tests.helpers.videos import frame_index_image, make_audio_only, make_video
 
 REAL_CLIPS = Path(__file__).resolve().parents[2] / "shared/data/real-clips"
@@ -293,7 +294,7 @@ def test_a_csv_that_is_not_a_manifest_is_refused(tmp_path):
 
 
 def test_the_video_pipeline_reads_the_manifest(tmp_path):
-    from timeclr.pipelines.clip_source import read_videos  # the DALI pipeline's reader of our format
+    from timeclr.pipelines.loader.clip_source import read_videos  # the DALI pipeline's reader of our format
 
     root = tmp_path / "videos"
     (root / "a").mkdir(parents=True)
@@ -393,7 +394,7 @@ def test_probe_flags_the_real_variable_frame_rate_clips():
 HELD_LOCK = """
 import threading, time
 from tests.helpers import locked
-from timeclr.pipelines.pool import run_per_file
+from timeclr.pipelines.ingest.pool import run_per_file
 threading.Thread(target=lambda: (locked.LOCK.acquire(), time.sleep(600)), daemon=True).start()
 time.sleep(0.2)  # the lock is held by another thread now, as DALI's or torch's threads hold theirs
 out = run_per_file(locked.task, {{k: (k,) for k in range(4)}}, workers=2, desc="t", on_failure=None, progress=False)

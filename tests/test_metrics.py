@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from timeclr.metrics import evaluate_features, knn_top1, linear_probe_top1, retrieval_recall
+from timeclr.evaluation.metrics import evaluate_features, knn_top1, linear_probe_top1, retrieval_recall
 
 EVAL_KEYS = {"linear_top1", "knn_top1", "retrieval_r1", "retrieval_r5", "retrieval_r10", "retrieval_r20"}
 

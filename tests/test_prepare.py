@@ -1,4 +1,4 @@
-"""Preparing a video tree (timeclr.pipelines.prepare, .transcode): constant frame rate chosen by timestamps,
+"""Preparing a video tree (timeclr.pipelines.ingest.prepare, .transcode): constant frame rate chosen by timestamps,
 fixed closed GOPs, resizing, atomic and resumable outputs, failures reported, on generated index
 videos with irregular timestamps (an exact oracle) and on the real clips in shared/data/real-clips."""
 import csv
@@ -14,11 +14,12 @@ import numpy as np
 import pytest
 
 from timeclr.errors import VideoError
-from timeclr.pipelines import gop, index, pool, transcode
-from timeclr.pipelines.encode import write_video
-from timeclr.pipelines.prepare import output_path, prepare_tree
-from timeclr.pipelines.probe import probe_video
-from timeclr.pipelines.transcode import check_settings, output_size, part_path, prepare_video
+from timeclr.pipelines.ingest import index, pool, transcode
+from timeclr.pipelines.storage import gop
+from timeclr.pipelines.storage.encode import write_video
+from timeclr.pipelines.ingest.prepare import output_path, prepare_tree
+from timeclr.pipelines.ingest.probe import probe_video
+from timeclr.pipelines.ingest.transcode import check_settings, output_size, part_path, prepare_video
 from tests.helpers.videos import frame_index_image, make_audio_only, make_video, read_frame_index
 
 REAL_CLIPS = Path(__file__).resolve().parents[2] / "shared/data/real-clips"

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from tests.helpers.videos import decode_all, make_video, read_frame_index
-from timeclr.pipelines.clip_source import Video
+from timeclr.pipelines.loader.clip_source import Video
 
 from timeclr.benchmarks import bench_videos, pyav_baseline
 from timeclr.benchmarks.bench_videos import GOP, keyframe_index, must_decode

@@ -7,11 +7,11 @@ import time
 import pytest
 import torch
 
-from timeclr.atomic import atomic_open, atomic_path, write_json
+from timeclr.files.atomic import atomic_open, atomic_path, write_json
 from timeclr.errors import ConfigError
-from timeclr.optim import LARS, OPTIMIZERS, build_optimizer
-from timeclr.recorded import differences
-from timeclr.run import MetricsLog, RunDir
+from timeclr.training.optim import LARS, OPTIMIZERS, build_optimizer
+from timeclr.files.recorded import differences
+from timeclr.training.run import MetricsLog, RunDir
 
 
 def rows(out_dir):
@@ -96,7 +96,7 @@ def test_differences_name_each_differing_key():
 
 
 def test_to_device_pins_host_tensors_bound_for_a_gpu_and_never_blocks():
-    from timeclr.distributed import to_device
+    from timeclr.training.distributed import to_device
 
     class HostTensor:  # stands in for a DALI CPU output; CUDA copies cannot run on this machine
         device = torch.device("cpu")
@@ -124,7 +124,7 @@ def test_the_contrastive_loss_takes_bf16_embeddings_on_a_gpu_and_fp32_on_cpu(mon
     path, fp32 accumulation inside); on CPU, or with bf16 off, in fp32."""
     from types import SimpleNamespace
 
-    from timeclr import objectives
+    from timeclr.training import objectives
 
     seen = []
     monkeypatch.setattr(objectives, "nt_xent", lambda z, **kw: seen.append(z.dtype) or z.float().sum())
@@ -139,7 +139,7 @@ def test_the_contrastive_loss_takes_bf16_embeddings_on_a_gpu_and_fp32_on_cpu(mon
 
 
 def test_a_damaged_checkpoint_is_a_one_line_error_naming_the_file(tmp_path):
-    from timeclr.checkpoints import load_checkpoint
+    from timeclr.training.checkpoints import load_checkpoint
 
     path = tmp_path / "checkpoint.pt"
     torch.save({"model": {"w": torch.ones(1000)}, "step": 3}, path)
@@ -154,8 +154,8 @@ def test_a_damaged_checkpoint_is_a_one_line_error_naming_the_file(tmp_path):
 
 
 def test_ctrl_c_ends_in_one_line_saying_where_the_checkpoint_is(tmp_path):
-    from timeclr.command import command_main
-    from timeclr.run import RunDir
+    from timeclr.training.command import command_main
+    from timeclr.training.run import RunDir
 
     def interrupted(cfg):
         os.makedirs(cfg.out_dir, exist_ok=True)
@@ -172,7 +172,7 @@ def test_ctrl_c_ends_in_one_line_saying_where_the_checkpoint_is(tmp_path):
 def test_cpu_threads_leave_the_cores_other_jobs_use(monkeypatch):
     """cores - busy, at least 1, split between this machine's ranks; OMP_NUM_THREADS wins; busy
     cores are measured now, not from the lagging load average."""
-    from timeclr import threads
+    from timeclr.training import threads
 
     assert threads.free_cores(2, 0.05) == 2  # quiet: every core
     assert threads.free_cores(2, 1.0) == 1  # one busy process beside the run (2x faster, measured)

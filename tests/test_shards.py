@@ -12,9 +12,9 @@ import tarfile
 import numpy as np
 import pytest
 
-from timeclr.pipelines import frame_archive, gop
-from timeclr.pipelines.index import index_tree
-from timeclr.pipelines.shards import parse_size, read_index, write_shards
+from timeclr.pipelines.storage import frame_archive, gop
+from timeclr.pipelines.ingest.index import index_tree
+from timeclr.pipelines.storage.shards import parse_size, read_index, write_shards
 from tests.helpers.videos import make_archive, make_video
 
 
@@ -154,7 +154,7 @@ def test_shard_command_line(manifest, tmp_path, capsys):
 
 
 # ---------------------------------------------------------------------------------------------
-# reading: pipelines/shard_stream.py
+# reading: pipelines/storage/shard_stream.py
 # ---------------------------------------------------------------------------------------------
 
 
@@ -171,7 +171,7 @@ def keys(stream, epoch, skip=0):
 
 @pytest.mark.parametrize("world", [1, 3, 4])
 def test_ranks_read_every_sample_exactly_once_per_epoch(shard_dir, world):
-    from timeclr.pipelines.shard_stream import ShardStream
+    from timeclr.pipelines.storage.shard_stream import ShardStream
 
     total = read_index(shard_dir)["samples"]
     orders = []
@@ -185,7 +185,7 @@ def test_ranks_read_every_sample_exactly_once_per_epoch(shard_dir, world):
 
 
 def test_the_stream_is_reproducible_and_resumes_exactly(shard_dir):
-    from timeclr.pipelines.shard_stream import ShardStream
+    from timeclr.pipelines.storage.shard_stream import ShardStream
 
     stream = ShardStream(str(shard_dir), 1, 2, seed=3, buffer=4)
     whole = keys(stream, 2)
@@ -200,7 +200,7 @@ def test_shards_read_over_http_as_from_the_folder(shard_dir):
     import http.server
     import threading
 
-    from timeclr.pipelines.shard_stream import ShardStream
+    from timeclr.pipelines.storage.shard_stream import ShardStream
 
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(shard_dir))
     handler.log_message = lambda *a: None
@@ -219,7 +219,7 @@ def test_shards_read_over_http_as_from_the_folder(shard_dir):
 
 def test_a_missing_shard_index_is_named(tmp_path):
     from timeclr.errors import ManifestError
-    from timeclr.pipelines.shard_stream import ShardStream
+    from timeclr.pipelines.storage.shard_stream import ShardStream
 
     with pytest.raises(ManifestError, match="shards.json: cannot read the shard index"):
         ShardStream(str(tmp_path))
@@ -256,7 +256,7 @@ def index_shards(tmp_path_factory, request):
 
 def shard_loader(out, rank, world, *overrides):
     from timeclr.config import load_config
-    from timeclr.pipelines.video import VideoLoader
+    from timeclr.pipelines.loader.video import VideoLoader
 
     data = load_config("pipelines/debug.yaml", ["data.manifest=unused", f"data.shards={out}", "data.batch_size=2",
                                                 "data.augment=false", "data.short_side=80", "data.views.0.crop_size=80",
@@ -267,7 +267,7 @@ def shard_loader(out, rank, world, *overrides):
 
 def test_the_loader_reads_shards_over_two_ranks_once_per_epoch_with_the_selected_frames(index_shards):
     from tests.helpers.videos import read_frame_index
-    from timeclr.pipelines.frame_selection import view_indices
+    from timeclr.pipelines.loader.frame_selection import view_indices
 
     out, counts = index_shards
     loaders = [shard_loader(out, r, 2) for r in range(2)]

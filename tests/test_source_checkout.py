@@ -13,11 +13,11 @@ import sys
 # drop the editable install's finder: only the copy on sys.path[0] may answer
 sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in repr(f).lower()]
 import torch
-import timeclr.kernels.nt_xent_chunked, timeclr.pipelines.frame_selection
+import timeclr.kernels.nt_xent_chunked, timeclr.pipelines.loader.frame_selection
 from timeclr import nt_xent
 print(timeclr.__file__)
 print(timeclr.kernels.nt_xent_chunked.__file__)
-print(timeclr.pipelines.frame_selection.__file__)
+print(timeclr.pipelines.loader.frame_selection.__file__)
 print(float(nt_xent(torch.eye(4)[:2], torch.eye(4)[:2], temperature=1.0)))
 """
 

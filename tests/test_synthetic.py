@@ -1,5 +1,5 @@
-"""timeclr.synthetic: the generated tree, its manifests and DONE.json contract; and
-timeclr.synthetic_render: the classes are defined by motion over time (the renderer's ground truth
+"""timeclr.synthetic.dataset: the generated tree, its manifests and DONE.json contract; and
+timeclr.synthetic.render: the classes are defined by motion over time (the renderer's ground truth
 and its pixels), not by one frame."""
 import json
 import os
@@ -10,13 +10,13 @@ import av
 import numpy as np
 import pytest
 
-from timeclr import synthetic
+from timeclr.synthetic import dataset as synthetic
 from timeclr.data import main as data_main
-from timeclr import synthetic_render as render
-from timeclr.pipelines import manifest
-from timeclr.pipelines.manifest import read_manifest
-from timeclr.synthetic import DatasetMismatch, NotADataset, ensure_dataset
-from timeclr.synthetic_render import CLASSES, make_sample
+from timeclr.synthetic import render
+from timeclr.pipelines.storage import manifest
+from timeclr.pipelines.storage.manifest import read_manifest
+from timeclr.synthetic.dataset import DatasetMismatch, NotADataset, ensure_dataset
+from timeclr.synthetic.render import CLASSES, make_sample
 
 TRAIN, TEST, FRAMES, SIZE = 3, 2, 16, 32  # the tiny dataset the file-level tests share
 PER_SPLIT = {"train": TRAIN, "test": TEST}

@@ -68,7 +68,7 @@ def test_a_rank_killed_mid_run_restarts_from_the_last_checkpoint_and_ends_as_an_
     ({}, False),  # not under torchrun
 ])
 def test_restarts_with_the_shared_agent_store_are_detected(monkeypatch, env, warns):
-    from timeclr import distributed
+    from timeclr.training import distributed
 
     for k in ("TORCHELASTIC_USE_AGENT_STORE", "TORCHELASTIC_MAX_RESTARTS"):
         monkeypatch.delenv(k, raising=False)

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from timeclr import objectives, run
+from timeclr.training import objectives, run
 from timeclr.config import load_config
 from timeclr.evaluate import main as evaluate_main
-from timeclr.optim import lr_at
+from timeclr.training.optim import lr_at
 from timeclr.train import main as train_main
 from tests.helpers.runs import assert_same_parameters, die_after_checkpoint, losses, moving_bars_manifest
 
@@ -144,7 +144,7 @@ def test_evaluate_accepts_checkpoints_written_before_a_model_key_existed(manifes
 
 def test_non_finite_loss_stops_naming_the_step_and_the_videos():
     from timeclr.errors import NonFiniteLoss
-    from timeclr.pipelines.clip_source import Video
+    from timeclr.pipelines.loader.clip_source import Video
 
     videos = [Video("a/first.webm", 0, 10), Video("b/second.webm", 1, 10), Video("c/third.webm", 0, 10)]
     for bad in (float("nan"), float("inf")):
@@ -171,8 +171,8 @@ def test_train_command_turns_a_non_finite_loss_into_an_exit_message(manifest, tm
 def _features_worker(rank, port, manifest, out_path):
     import torch.distributed as dist
 
-    from timeclr.features import eval_data_config, extract_features
-    from timeclr.run import random_model
+    from timeclr.evaluation.features import eval_data_config, extract_features
+    from timeclr.training.run import random_model
     from tests.helpers.spawn import torchrun_env
 
     torchrun_env(rank, 2, port)
@@ -192,9 +192,9 @@ def test_ddp_ranks_share_the_feature_extraction_and_all_get_every_video(manifest
     """Under DDP each rank extracts the features of its shard of the split (none idles at a
     barrier while rank 0 does it all, which NCCL's timeout would end), and every rank gets all of
     them in manifest order: the same features and labels as one process."""
-    from timeclr.features import eval_data_config, extract_features
-    from timeclr.pipelines.manifest import read_manifest
-    from timeclr.run import random_model
+    from timeclr.evaluation.features import eval_data_config, extract_features
+    from timeclr.pipelines.storage.manifest import read_manifest
+    from timeclr.training.run import random_model
     from tests.helpers.spawn import free_port, spawn_with_deadline
 
     cfg = load_config("pipelines/debug.yaml", overrides(manifest, "unused", "eval.batch_size=3"))

@@ -13,10 +13,10 @@ import tarfile
 import pytest
 
 from timeclr.errors import ManifestError, VideoError
-from timeclr.pipelines import frame_archive, shards
-from timeclr.pipelines.index import index_tree
-from timeclr.pipelines.manifest import COLUMNS, read_manifest, sidecar_paths
-from timeclr.pipelines.shard_stream import SCHEMES, ShardStream, load_index, open_url, read_shard
+from timeclr.pipelines.storage import frame_archive, shards
+from timeclr.pipelines.ingest.index import index_tree
+from timeclr.pipelines.storage.manifest import COLUMNS, read_manifest, sidecar_paths
+from timeclr.pipelines.storage.shard_stream import SCHEMES, ShardStream, load_index, open_url, read_shard
 from tests.helpers.videos import make_archive
 
 # ----------------------------------------------------------------------------------------------

@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from timeclr.config import load_config
-from timeclr.features import eval_data_config, extract_features, validation_split
+from timeclr.evaluation.features import eval_data_config, extract_features, validation_split
 from timeclr.models import build_model
-from timeclr.pipelines.clip_source import read_videos
+from timeclr.pipelines.loader.clip_source import read_videos
 from timeclr.train import main as train_main
 from tests.helpers.runs import losses, moving_bars_manifest
 from tests.test_train import overrides as train_overrides
@@ -107,7 +107,7 @@ def test_eval_reports_each_group_and_the_validation_split_on_request(manifest, t
 def test_a_run_reads_its_manifests_once_for_every_evaluation_in_it(manifest, tmp_path, monkeypatch):
     """The online kNN, both encoders of the final evaluation, their groups and the table's heading
     share one read of each manifest (issue #26: the train manifest was read 8 times a run)."""
-    from timeclr.pipelines import clip_source
+    from timeclr.pipelines.loader import clip_source
 
     reads, real = [], clip_source.read_manifest
     monkeypatch.setattr(clip_source, "read_manifest", lambda path, *a, **k: reads.append(str(path)) or real(path, *a, **k))

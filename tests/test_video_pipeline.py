@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from timeclr.config import load_config
-from timeclr.pipelines.clip_source import Video
-from timeclr.pipelines.frame_selection import view_indices
-from timeclr.pipelines.video import VideoLoader
+from timeclr.pipelines.loader.clip_source import Video
+from timeclr.pipelines.loader.frame_selection import view_indices
+from timeclr.pipelines.loader.video import VideoLoader
 from tests.helpers.videos import decode_all, make_archive, make_video, read_frame_index
 
 W, H = 80, 80  # frame size of the generated videos: square, so a full-height centre crop keeps every index stripe
@@ -270,7 +270,7 @@ def test_a_video_only_dalis_decoder_fails_on_is_found_alone_and_skipped(tmp_path
     CPU: PyAV's verdict is made 'decodes' for every file, so the culprit can only be found by
     running DALI's decoder on each video of the failed window alone. It is named and skipped, and
     every other video still comes through."""
-    from timeclr.pipelines import culprits
+    from timeclr.pipelines.loader import culprits
 
     vids = [Video(make_video(tmp_path / f"v{i}.webm", 30, W, H), i % 2, 30) for i in range(14)]
     bad = vids[10].path  # beyond what DALI has prefetched (and so already read) after the first batch
@@ -294,7 +294,7 @@ def test_a_video_only_dalis_decoder_fails_on_is_found_alone_and_skipped(tmp_path
 
 
 def test_dali_alone_decodes_a_good_file_and_names_a_damaged_one(tmp_path):
-    from timeclr.pipelines.culprits import dali_problem
+    from timeclr.pipelines.loader.culprits import dali_problem
 
     good = make_video(tmp_path / "good.webm", 20, W, H, gop=12)
     frames = np.array([0, 7, 19], dtype=np.int32)
@@ -315,7 +315,7 @@ def test_preview_works_with_the_synthetic_config(tmp_path):
     assert os.path.getsize(tmp_path / "pv" / "preview.png") > 0
     import json
 
-    from timeclr.synthetic_render import CLASSES
+    from timeclr.synthetic.render import CLASSES
 
     samples = json.load(open(tmp_path / "pv" / "preview.json"))["samples"]
     assert all(s["class"] == CLASSES[s["label"]] for s in samples), samples  # the sheet's titles name it too

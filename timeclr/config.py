@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from timeclr.errors import ConfigError
-from timeclr.pipelines.datasets import DATASETS
+from timeclr.pipelines.ingest.datasets import DATASETS
 
 BASE_KEY = "base"
 # the one list of allowed values of each key that names a choice: the registries of the modules
@@ -29,7 +29,7 @@ def choices() -> dict:
     after the structural checks, so a typo in a key or the YAML answers before torch loads."""
     from timeclr.loss import BACKENDS
     from timeclr.models import BACKBONES
-    from timeclr.optim import OPTIMIZERS
+    from timeclr.training.optim import OPTIMIZERS
 
     return {
         "data.device": ("cpu", "gpu"),
@@ -66,7 +66,7 @@ class ViewConfig:
     blur_prob: float = 0.0  # Gaussian blur with this probability (0 leaves the op out)
     blur_sigma: list[float] = field(default_factory=lambda: [0.1, 2.0])
     # Multi-view testing (eval mode only; timeclr.finetune sets these): the view is temporal clip
-    # `clip` of `clips` spread uniformly over the video (pipelines/frame_selection.py) and spatial
+    # `clip` of `clips` spread uniformly over the video (pipelines/loader/frame_selection.py) and spatial
     # crop `crop` of `crops` along the long side, first = left/top. 0 of 1: the centred clip and crop.
     clip: int = 0
     clips: int = 1
@@ -78,11 +78,11 @@ class ViewConfig:
 class DataConfig:
     manifest: str = "???"  # CSV written by `python -m timeclr.data index`
     # a shard set written by `python -m timeclr.data shard` (folder or http(s)/s3 URL prefix): read
-    # instead of data.manifest's files, each rank its share (pipelines/shard_stream.py)
+    # instead of data.manifest's files, each rank its share (pipelines/storage/shard_stream.py)
     shards: str = ""
     shuffle_buffer: int = 64  # samples a rank shuffles among when reading shards (training)
     root: str = "data"  # where the dataset lives (or is generated)
-    dataset: str = ""  # a real dataset of pipelines/datasets.py: a missing manifest then says how to set it up
+    dataset: str = ""  # a real dataset of pipelines/ingest/datasets.py: a missing manifest then says how to set it up
     device: str = "cpu"  # 'cpu' or 'gpu' (DALI's mixed backend: NVDEC decode, GPU augmentation)
     augment: bool = True  # false: no random spatial or colour augmentation, deterministic resize + centre crop
     batch_size: int = 8
@@ -93,7 +93,7 @@ class DataConfig:
     mean: list[float] = field(default_factory=lambda: [0.45, 0.45, 0.45])  # RGB, in [0, 1]
     std: list[float] = field(default_factory=lambda: [0.225, 0.225, 0.225])
     drop_last: bool = False  # true: every shard yields the same number of full batches (DDP training)
-    # CPU decoding of VP8/VP9: hand DALI only the GOPs the views need (pipelines/gop.py): same
+    # CPU decoding of VP8/VP9: hand DALI only the GOPs the views need (pipelines/storage/gop.py): same
     # pixels, 1.6x the clips/s here. Not applied on the GPU (unmeasured whether NVDEC needs it).
     trim_gops: bool = True
     views: list[ViewConfig] = field(default_factory=lambda: [
@@ -170,7 +170,7 @@ class FinetuneConfig:
 
 @dataclass
 class SyntheticConfig:
-    """The embedded motion dataset (timeclr.synthetic), generated under data.root if absent."""
+    """The embedded motion dataset (timeclr.synthetic.dataset), generated under data.root if absent."""
 
     enabled: bool = False
     train_per_class: int = 40

@@ -1,6 +1,6 @@
 """Convert a trusted old checkpoint to data only: ``python -m timeclr.convert OLD.pt NEW.pt --trusted``.
 
-Every command loads checkpoints with ``weights_only=True`` (``timeclr.checkpoints``) and refuses one
+Every command loads checkpoints with ``weights_only=True`` (``timeclr.training.checkpoints``) and refuses one
 that names a Python callable, since unpickling runs it. A checkpoint written by an older version
 may hold such objects harmlessly (an OmegaConf config, numpy numbers); this command unpickles it
 the old way, *which runs whatever code the file names*, so it runs only when the user says the file
@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from timeclr.atomic import atomic_path
-from timeclr.checkpoints import load_checkpoint
+from timeclr.files.atomic import atomic_path
+from timeclr.training.checkpoints import load_checkpoint
 from timeclr.errors import ConfigError
 
 PLAIN = (str, int, float, bool, type(None), torch.Tensor, torch.Size, torch.dtype, torch.device)

@@ -4,25 +4,25 @@ Commands
     prepare SRC DST [--codec h264|vp9|jpeg] [--short-side N] [--gop N] [--fps F] [--crf Q] [--workers N]
             [--timeout SECONDS]
         Re-encode every video under SRC into DST: constant frame rate, a closed keyframe every
-        N frames, no B-frames, no audio (``timeclr.pipelines.prepare``). Resumable. A video still
+        N frames, no B-frames, no audio (``timeclr.pipelines.ingest.prepare``). Resumable. A video still
         being prepared after SECONDS (default 600) fails as ``timed out``; the others go on.
     index ROOT -o MANIFEST.csv [--layout folder|kinetics|ucf101|hmdb51|ssv2] [--annotations PATH]
           [--split 1|2|3] [--subset train|val|test] [--device auto|cpu|gpu] [--workers N] [--allow-vfr]
           [--timeout SECONDS]
         Probe every video of the folder-per-class tree ROOT (or of one split of a dataset whose
         annotation files give classes and splits) with PyAV and write the manifest, its class
-        list and its rejects (formats: ``timeclr.pipelines.manifest``; the annotation formats ``--layout``
-        reads: ``timeclr.pipelines.annotation_formats``).
+        list and its rejects (formats: ``timeclr.pipelines.storage.manifest``; the annotation formats ``--layout``
+        reads: ``timeclr.pipelines.ingest.annotation_formats``).
         A video still being probed after SECONDS (default 120) is rejected as ``timed out``.
     preview CONFIG [key=value ...] --out DIR
         Run one batch of the config's pipeline and write DIR/preview.png (contact sheet),
         DIR/preview.npz (uint8 frames) and DIR/preview.json (the frames each view shows).
     shard MANIFEST OUT_DIR [--shard-size 1GB] [--shuffle-seed S]
         Pack the manifest's videos into WebDataset tar shards with a JSON record each and an
-        index ``shards.json`` (``timeclr.pipelines.shards``). Resumable.
+        index ``shards.json`` (``timeclr.pipelines.storage.shards``). Resumable.
     synthetic ROOT [--train-per-class N] [--test-per-class N] [--frames N] [--size N] [--seed S]
         Generate (once) the synthetic motion dataset under ROOT and print its manifests
-        (``timeclr.synthetic``).
+        (``timeclr.synthetic.dataset``).
 
 Each command is one ``add_<command>_parser`` (its arguments) and one ``run_<command>`` (what it
 does); a new command adds its pair and registers it in ``build_parser``.
@@ -33,12 +33,12 @@ import os
 import sys
 
 from timeclr.errors import ConfigError, ManifestError
-from timeclr.pipelines.index import PROBE_TIMEOUT_S, index_tree
-from timeclr.pipelines.annotation_formats import ANNOTATION_FORMATS, OFFICIAL_SPLITS, SUBSETS
-from timeclr.pipelines.prepare import PREPARE_TIMEOUT_S, prepare_tree
-from timeclr.pipelines.transcode import DEFAULT_CRF, DEFAULT_GOP
-from timeclr.synthetic import ensure_dataset
-from timeclr.synthetic_render import CLASSES, DESCRIPTIONS
+from timeclr.pipelines.ingest.index import PROBE_TIMEOUT_S, index_tree
+from timeclr.pipelines.ingest.annotation_formats import ANNOTATION_FORMATS, OFFICIAL_SPLITS, SUBSETS
+from timeclr.pipelines.ingest.prepare import PREPARE_TIMEOUT_S, prepare_tree
+from timeclr.pipelines.ingest.transcode import DEFAULT_CRF, DEFAULT_GOP
+from timeclr.synthetic.dataset import ensure_dataset
+from timeclr.synthetic.render import CLASSES, DESCRIPTIONS
 
 
 def add_index_parser(subparsers):
@@ -48,7 +48,7 @@ def add_index_parser(subparsers):
         description="Decode every video under ROOT (class = its folder, or with --layout, the videos of "
                     "one split of a dataset's annotations) and write MANIFEST with its .classes.txt and "
                     ".rejects.csv beside it. Paths in them are relative to ROOT. The annotation formats "
-                    "--layout reads and their files: the timeclr.pipelines.annotation_formats module "
+                    "--layout reads and their files: the timeclr.pipelines.ingest.annotation_formats module "
                     "docstring.")
     p.add_argument("root", metavar="ROOT", help="folder with one sub-folder of videos per class, or the "
                                                 "dataset's videos (any depth) for an annotation format")
@@ -154,7 +154,7 @@ def add_shard_parser(subparsers):
 
 def run_shard(args) -> int:
     """Shard ``args.manifest`` into ``args.out_dir``."""
-    from timeclr.pipelines.shards import parse_size, write_shards
+    from timeclr.pipelines.storage.shards import parse_size, write_shards
 
     try:
         write_shards(args.manifest, args.out_dir, parse_size(args.shard_size), args.shuffle_seed)
@@ -180,9 +180,9 @@ def run_preview(args) -> int:
     """Write the preview of ``args.config`` to ``args.out``."""
     # Imported here, not at the top: they load torch and DALI, which index and prepare never need.
     from timeclr.config import load_config
-    from timeclr.pipelines.datasets import require_manifest
-    from timeclr.pipelines.preview import write_preview
-    from timeclr.synthetic import chosen_manifests, prepare_synthetic
+    from timeclr.pipelines.ingest.datasets import require_manifest
+    from timeclr.pipelines.loader.preview import write_preview
+    from timeclr.synthetic.dataset import chosen_manifests, prepare_synthetic
 
     try:
         cfg = load_config(args.config, args.overrides)

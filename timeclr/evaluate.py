@@ -2,16 +2,16 @@
 
 Features come from the eval pipeline (deterministic frame selection, short-side resize, centre
 crop) for every video of the train split (``eval.train_manifest``, default ``data.manifest``) and
-the test split (``eval.test_manifest``). Protocols (``timeclr.metrics``): linear probe top-1,
+the test split (``eval.test_manifest``). Protocols (``timeclr.evaluation.metrics``): linear probe top-1,
 kNN top-1 (cosine, k = ``eval.knn_k``) and retrieval R@1/5/10/20 (test queries against train).
 Writes ``eval.json`` (percentages) in ``out_dir``.
 """
 import os
 import sys
 
-from timeclr.command import command_main
+from timeclr.training.command import command_main
 from timeclr.errors import ConfigError
-from timeclr.pipelines.datasets import require_manifest
+from timeclr.pipelines.ingest.datasets import require_manifest
 
 
 def evaluate(cfg) -> dict:
@@ -19,10 +19,10 @@ def evaluate(cfg) -> dict:
     # Imported here, not at the top: `--help` and config errors answer before torch and DALI load.
     import torch
 
-    from timeclr import run
-    from timeclr.atomic import write_json
-    from timeclr.features import EvalSplits, describe_split, evaluate_model, print_table
-    from timeclr.synthetic import chosen_manifests, prepare_synthetic
+    from timeclr.training import run
+    from timeclr.files.atomic import write_json
+    from timeclr.evaluation.features import EvalSplits, describe_split, evaluate_model, print_table
+    from timeclr.synthetic.dataset import chosen_manifests, prepare_synthetic
 
     if not cfg.checkpoint:
         raise ConfigError("say which encoder to evaluate: checkpoint=PATH or checkpoint=random")

@@ -3,7 +3,7 @@
 The downstream test of a self-supervised video encoder that the literature reports (UCF101,
 HMDB51): the pretrained backbone plus a linear classifier, all trained with labels, then scored
 with multi-view testing. ``checkpoint=PATH`` takes the encoder of a TimeCLR pretraining
-checkpoint (``timeclr.run.load_encoder``: the config's ``model`` must match the checkpoint's,
+checkpoint (``timeclr.training.run.load_encoder``: the config's ``model`` must match the checkpoint's,
 else the error names both) and drops its projection head, which only served the contrastive
 loss; ``checkpoint=random`` starts from the same network untrained, the baseline.
 
@@ -12,7 +12,7 @@ temporal position, random resized crop and flip as configured), cross-entropy wi
 smoothing, dropout before the classifier, ``train``'s optimizer and schedule with the learning
 rate scaled per parameter group (classifier 1, backbone ``finetune.backbone_lr``, and with
 ``finetune.layer_decay`` < 1 a further decay towards the input), bf16 autocast on CUDA. The run
-mechanics are ``timeclr.run``'s, as for pretraining: run directory with the resolved config,
+mechanics are ``timeclr.training.run``'s, as for pretraining: run directory with the resolved config,
 ``metrics.jsonl``, progress bar, atomic checkpoints every ``train.ckpt_every`` steps, and rerunning
 the same command resumes and reproduces the uninterrupted run's losses (the dropout masks are
 drawn from (seed, step), not from a generator whose state a restart would lose).
@@ -27,8 +27,8 @@ single view (what the averaging adds) and the protocol; ``confusion.png`` the co
 import os
 import sys
 
-from timeclr.command import command_main
-from timeclr.pipelines.datasets import require_manifest
+from timeclr.training.command import command_main
+from timeclr.pipelines.ingest.datasets import require_manifest
 
 
 def finetune(cfg) -> dict:
@@ -37,14 +37,14 @@ def finetune(cfg) -> dict:
     import torch
     from torch.nn.parallel import DistributedDataParallel as DDP
 
-    from timeclr import distributed, objectives, run
-    from timeclr.classifier import build_classifier, param_groups
-    from timeclr.finetuning import (check_config, labelled_videos, logged_values, multiview_test, step_seed,
+    from timeclr.training import distributed, objectives, run
+    from timeclr.evaluation.classifier import build_classifier, param_groups
+    from timeclr.evaluation.finetuning import (check_config, labelled_videos, logged_values, multiview_test, step_seed,
                                     train_data_config, write_results)
-    from timeclr.optim import build_optimizer, lr_at
-    from timeclr.pipelines.video import VideoLoader
-    from timeclr.plots import plot_loss
-    from timeclr.synthetic import chosen_manifests, prepare_synthetic
+    from timeclr.training.optim import build_optimizer, lr_at
+    from timeclr.pipelines.loader.video import VideoLoader
+    from timeclr.training.plots import plot_loss
+    from timeclr.synthetic.dataset import chosen_manifests, prepare_synthetic
 
     check_config(cfg)
     if not cfg.synthetic.enabled:  # a dataset not set up yet is the likeliest first error: say how

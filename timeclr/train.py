@@ -4,12 +4,12 @@ One readable loop, in phases: config -> (synthetic data) -> run directory -> mod
 resume -> train -> final checkpoint, plot, evaluation. Rerunning the same command resumes from
 the run directory's last checkpoint. Multi-GPU / multi-node through torchrun (DDP; gloo on CPU,
 nccl on GPU): each rank reads its shard and the loss takes negatives from every rank. The run
-mechanics (set-up, checkpoints, resume, the metrics log, the step itself) are ``timeclr.run``'s.
+mechanics (set-up, checkpoints, resume, the metrics log, the step itself) are ``timeclr.training.run``'s.
 """
 import sys
 
-from timeclr.command import command_main
-from timeclr.pipelines.datasets import require_manifest
+from timeclr.training.command import command_main
+from timeclr.pipelines.ingest.datasets import require_manifest
 
 
 def train(cfg) -> dict:
@@ -18,14 +18,14 @@ def train(cfg) -> dict:
     import torch
     from torch.nn.parallel import DistributedDataParallel as DDP
 
-    from timeclr import distributed, objectives, run
-    from timeclr.features import EvalSplits, OnlineKNN, evaluate_run
+    from timeclr.training import distributed, objectives, run
+    from timeclr.evaluation.features import EvalSplits, OnlineKNN, evaluate_run
     from timeclr.models import build_model
-    from timeclr.optim import build_optimizer, lr_at
-    from timeclr.pipelines.clip_source import read_videos
-    from timeclr.pipelines.video import VideoLoader
-    from timeclr.plots import plot_loss
-    from timeclr.synthetic import chosen_manifests, prepare_synthetic
+    from timeclr.training.optim import build_optimizer, lr_at
+    from timeclr.pipelines.loader.clip_source import read_videos
+    from timeclr.pipelines.loader.video import VideoLoader
+    from timeclr.training.plots import plot_loss
+    from timeclr.synthetic.dataset import chosen_manifests, prepare_synthetic
 
     if not cfg.synthetic.enabled and not cfg.data.shards:  # a dataset not set up yet: say how
         require_manifest(cfg.data.manifest, cfg.data)

@@ -32,9 +32,9 @@ from their final checkpoint, with the same eval data config for all: the library
 ``data.short_side``, centre crop) applied to a config whose only view is a segment view of 8
 frames (the config's first segment view, i.e. synthetic.yaml's view 0). For the segment and
 timeclr variants that is exactly what ``timeclr.train`` itself would have done. Metrics
-(``timeclr.metrics``): kNN top-1 (cosine, k = ``eval.knn_k``), linear-probe top-1, retrieval R@k,
+(``timeclr.evaluation.metrics``): kNN top-1 (cosine, k = ``eval.knn_k``), linear-probe top-1, retrieval R@k,
 fitted on the train split and scored on the test split, on frozen backbone features. The
-random-init baseline (the same network untrained, ``timeclr.run.random_model``: seeded by
+random-init baseline (the same network untrained, ``timeclr.training.run.random_model``: seeded by
 ``train.seed + 1``, so the same for every variant of a seed) is evaluated once per seed.
 
 That protocol (a segment clip spanning the whole video) is the one the library uses, but it is
@@ -88,15 +88,15 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from timeclr.atomic import write_json
+from timeclr.files.atomic import write_json
 from timeclr.benchmarks.experiments.ablation_report import report, summarise
 from timeclr.benchmarks.experiments.ablation_setups import (VARIANTS, base_config, check_same_run, eval_config,
                                                             eval_file, eval_view, protocol, run_dir, variant_config)
 from timeclr.benchmarks.harness import REPO, finish_metadata, results_dir, run_metadata, wait_for_quiet
-from timeclr.checkpoints import load_checkpoint
-from timeclr.features import evaluate_model
+from timeclr.training.checkpoints import load_checkpoint
+from timeclr.evaluation.features import evaluate_model
 from timeclr.models import build_model
-from timeclr.run import RunDir, random_model
+from timeclr.training.run import RunDir, random_model
 from timeclr.train import train
 
 

@@ -10,9 +10,9 @@ from omegaconf import OmegaConf
 
 from timeclr.benchmarks.harness import REPO
 from timeclr.config import Config, ViewConfig, load_config
-from timeclr.recorded import differences
-from timeclr.run import RunDir
-from timeclr.synthetic import chosen_manifests, prepare_synthetic
+from timeclr.files.recorded import differences
+from timeclr.training.run import RunDir
+from timeclr.synthetic.dataset import chosen_manifests, prepare_synthetic
 
 VARIANTS = {
     "interval": "2 interval views (CVRL-style clips)",

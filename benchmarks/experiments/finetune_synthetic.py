@@ -57,17 +57,17 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from timeclr import recorded
+from timeclr.files import recorded
 from timeclr.benchmarks.harness import (REPO, finish_metadata, mean_std, print_meta, print_table, pyplot, results_dir,
                                         run_metadata, save_figure, write_results)
-from timeclr.atomic import write_json
-from timeclr.checkpoints import load_checkpoint
+from timeclr.files.atomic import write_json
+from timeclr.training.checkpoints import load_checkpoint
 from timeclr.config import Config, load_config
 from timeclr.finetune import finetune
-from timeclr.pipelines.clip_source import read_videos
-from timeclr.pipelines.video import VideoLoader
-from timeclr.run import RunDir
-from timeclr.synthetic import chosen_manifests, prepare_synthetic
+from timeclr.pipelines.loader.clip_source import read_videos
+from timeclr.pipelines.loader.video import VideoLoader
+from timeclr.training.run import RunDir
+from timeclr.synthetic.dataset import chosen_manifests, prepare_synthetic
 from timeclr.train import train
 
 SUBSET_SEED = 0

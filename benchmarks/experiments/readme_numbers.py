@@ -23,7 +23,7 @@ import sys
 import time
 
 from timeclr.benchmarks.harness import REPO, finish_metadata, results_dir, run_metadata, write_results
-from timeclr.run import RunDir
+from timeclr.training.run import RunDir
 
 METRICS = ["linear_top1", "knn_top1", "retrieval_r1", "retrieval_r5"]
 JOB = "python -m timeclr.train pipelines/synthetic.yaml train.seed=S data.seed=S"
@@ -54,7 +54,7 @@ def main(argv=None) -> int:
                         libs=("torch", "DALI"))
 
     t0 = time.perf_counter()  # the synthetic set, generated once, outside the per-seed times
-    subprocess.run([sys.executable, "-c", "from timeclr.config import load_config; from timeclr.synthetic import "
+    subprocess.run([sys.executable, "-c", "from timeclr.config import load_config; from timeclr.synthetic.dataset import "
                     "prepare_synthetic; prepare_synthetic(load_config('pipelines/synthetic.yaml'), 0)"],
                    cwd=REPO, check=True)
     generate_s = time.perf_counter() - t0

@@ -43,7 +43,7 @@ from timeclr.benchmarks.harness import (REPO, finish_metadata, mean_std, print_t
                                         write_results)
 from timeclr.config import load_config
 from timeclr.finetune import finetune
-from timeclr.run import RunDir
+from timeclr.training.run import RunDir
 
 KINDS = {  # name -> view overrides
     "segment8": ["data.views.0.kind=segment", "data.views.0.frames=8"],

@@ -24,7 +24,7 @@ def modules() -> dict:
 
 
 def _resolve(name: str, known) -> str | None:
-    """The known module that ``name`` is or lies in (``timeclr.run.train_step`` -> ``timeclr.run``)."""
+    """The known module that ``name`` is or lies in (``timeclr.training.run.train_step`` -> ``timeclr.training.run``)."""
     while name:
         if name in known:
             return name

@@ -1,4 +1,4 @@
-"""Per-file tasks that misbehave, for ``timeclr.pipelines.pool``'s tests: module-level, so the
+"""Per-file tasks that misbehave, for ``timeclr.pipelines.ingest.pool``'s tests: module-level, so the
 pool's worker processes (started by a fork server, not forked from the test) can import them."""
 import os
 import signal

@@ -37,10 +37,10 @@ def losses(out_dir):
 
 
 def die_after_checkpoint(monkeypatch, step: int):
-    """Make ``timeclr.checkpoints.save_checkpoint`` (the one name the run loop calls the checkpoint
+    """Make ``timeclr.training.checkpoints.save_checkpoint`` (the one name the run loop calls the checkpoint
     writer by) raise KeyboardInterrupt right after writing step ``step``'s checkpoint, as a kill
     there would; returns a function that restores it."""
-    from timeclr import checkpoints as module
+    from timeclr.training import checkpoints as module
 
     real_save = module.save_checkpoint
 

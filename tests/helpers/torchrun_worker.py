@@ -22,7 +22,7 @@ import sys
 import time
 
 from tests.helpers.spawn import die_with_parent
-from timeclr import run
+from timeclr.training import run
 from timeclr.train import main
 
 if __name__ == "__main__":

@@ -1,12 +1,12 @@
-"""Small test videos whose frames say their own index (``timeclr.pipelines.index_pattern``:
+"""Small test videos whose frames say their own index (``timeclr.pipelines.storage.index_pattern``:
 ``read_frame_index(decoded_rgb)`` tells which source frame a decoded one is), written with PyAV
 (``encode.write_video``).
 """
 import av
 import numpy as np
 
-from timeclr.pipelines.encode import write_video
-from timeclr.pipelines.index_pattern import BITS, frame_index_image, read_frame_index
+from timeclr.pipelines.storage.encode import write_video
+from timeclr.pipelines.storage.index_pattern import BITS, frame_index_image, read_frame_index
 
 __all__ = ["BITS", "frame_index_image", "read_frame_index", "make_video", "make_archive", "make_audio_only",
            "decode_all"]
@@ -15,7 +15,7 @@ __all__ = ["BITS", "frame_index_image", "read_frame_index", "make_video", "make_
 def make_video(path, num_frames: int, width: int = 80, height: int = 48, fps: int = 25,
                codec: str = "libvpx-vp9", gop: int = 12, frames=None) -> str:
     """Write ``num_frames`` index frames (or the first ``num_frames`` of the given RGB ``frames``)
-    to ``path`` with ``timeclr.pipelines.encode.write_video``; returns path.
+    to ``path`` with ``timeclr.pipelines.storage.encode.write_video``; returns path.
 
     ``codec``: 'libvpx-vp9' (.webm, decodable by DALI's CPU backend), 'libvpx' (VP8), 'libx264'
     (.mp4), 'mpeg4'... or write_video's short names ('vp9', 'h264', ...).
@@ -26,9 +26,9 @@ def make_video(path, num_frames: int, width: int = 80, height: int = 48, fps: in
 
 def make_archive(path, num_frames: int, width: int = 80, height: int = 48, fps: int = 25, quality: int = 90,
                  frames=None) -> str:
-    """Write a frame archive (``timeclr.pipelines.frame_archive``) of ``num_frames`` index frames
+    """Write a frame archive (``timeclr.pipelines.storage.frame_archive``) of ``num_frames`` index frames
     (or of the given RGB ``frames``); returns path."""
-    from timeclr.pipelines.frame_archive import ArchiveWriter
+    from timeclr.pipelines.storage.frame_archive import ArchiveWriter
 
     writer = ArchiveWriter(path, fps, quality)
     for i in range(num_frames):
