@@ -30,7 +30,7 @@ def test_a_checkout_without_install_imports_kernels_and_pipelines(tmp_path):
     package, kernel, selection, loss = out.stdout.split()
     assert package == str(tmp_path / "timeclr" / "__init__.py"), package
     assert kernel == str(tmp_path / "kernels" / "nt_xent_chunked.py"), kernel
-    assert selection == str(tmp_path / "pipelines" / "frame_selection.py"), selection
+    assert selection == str(tmp_path / "pipelines" / "loader" / "frame_selection.py"), selection
     # two orthogonal items, aligned views, tau = 1: each row's loss is log(e + 2) - 1 (closed form)
     assert abs(float(loss) - 0.5514447139320511) < 1e-5, loss
 
