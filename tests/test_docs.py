@@ -4,15 +4,15 @@ that lead somewhere, and commands that the code accepts as shown.
 Every command shown in a code span or code block as ``python -m timeclr.X ...`` (or ``torchrun ...
 -m timeclr.X ...``) or ``python benchmarks/Y.py ...`` must name a module or script that exists,
 and each ``--flag`` / ``-f`` it is shown with must appear in that command's ``--help``. The
-``--help`` runs are subprocesses, one per distinct command (``timeclr.data SUB`` per subcommand),
-run in parallel. ``key=value`` arguments are config overrides, not flags. A benchmark without
+``--help`` texts come from one subprocess that runs each distinct command (``timeclr.data SUB``
+per subcommand) in turn (``tests/helpers/help_texts.py``), so torch is imported once. ``key=value`` arguments are config overrides, not flags. A benchmark without
 argparse ignores ``--help`` and would run, so it is never started: shown with flags it fails,
 shown without it is skipped with that reason."""
 import os
 import re
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
+import json
 from pathlib import Path
 
 import pytest
@@ -137,21 +137,20 @@ def _exists(key) -> bool:
     return (REPO / target).is_file()
 
 
-def _help(key) -> tuple:
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    try:
-        r = subprocess.run(_argv(key), cwd=REPO, env=env, capture_output=True, text=True, timeout=HELP_TIMEOUT_S)
-        return r.returncode, r.stdout + r.stderr
-    except subprocess.TimeoutExpired:
-        return None, f"--help did not finish within {HELP_TIMEOUT_S} s"
-
-
 @pytest.fixture(scope="module")
 def helps():
-    """--help of every shown command that exists and parses its arguments, run side by side."""
+    """{command: (exit code, --help text)} of every shown command that exists and parses its arguments."""
     keys = [k for k in COMMANDS if _exists(k) and _uses_argparse(k)]
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        return dict(zip(keys, pool.map(_help, keys)))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    script = REPO / "tests" / "helpers" / "help_texts.py"
+    argvs = json.dumps([_argv(k)[1:] for k in keys])
+    try:
+        r = subprocess.run([sys.executable, str(script), argvs], cwd=REPO, env=env, capture_output=True,
+                           text=True, timeout=HELP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the --help runs did not finish within {HELP_TIMEOUT_S} s")
+    assert r.returncode == 0, f"tests/helpers/help_texts.py failed:\n{r.stderr[-3000:]}"
+    return dict(zip(keys, map(tuple, json.loads(r.stdout))))
 
 
 def test_some_commands_are_shown():
