@@ -19,7 +19,7 @@ from timeclr.convert import main as convert_main
 from timeclr.errors import UnsafeCheckpoint
 from timeclr.evaluate import main as evaluate_main
 from timeclr.finetune import main as finetune_main
-from timeclr.training.run import load_encoder
+from timeclr.training.run import load_model
 from timeclr.train import main as train_main
 from tests.helpers.runs import losses, moving_bars_manifest
 from tests.test_train import overrides
@@ -144,7 +144,7 @@ def test_an_old_checkpoint_is_refused_with_how_to_convert_and_converts_on_reques
     for key, value in good["model"].items():
         assert torch.equal(new["model"][key], value), key
     cfg = load_config("pipelines/debug.yaml", overrides(manifest, tmp_path, f"checkpoint={tmp_path / 'new.pt'}"))
-    load_encoder(cfg, torch.device("cpu"))  # the converted file is usable as it was
+    load_model(cfg, torch.device("cpu"))  # the converted file is usable as it was
 
 
 def test_convert_names_a_file_that_is_no_checkpoint_in_one_line(tmp_path):

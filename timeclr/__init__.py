@@ -29,15 +29,19 @@ def _map_sibling_folders():
 
 _map_sibling_folders()
 
-__all__ = ["nt_xent", "NTXentLoss"]
+__all__ = ["nt_xent", "NTXentLoss", "load_encoder"]
 
 
 def __getattr__(name):
-    """``from timeclr import nt_xent, NTXentLoss``, loaded on first use: the loss imports torch
-    (seconds), which a command's ``--help`` or a config error should not wait for."""
-    if name in __all__:
+    """``from timeclr import nt_xent, NTXentLoss, load_encoder``, loaded on first use: they import
+    torch (seconds), which a command's ``--help`` or a config error should not wait for."""
+    if name in ("nt_xent", "NTXentLoss"):
         from timeclr import loss
 
         return getattr(loss, name)
+    if name == "load_encoder":
+        from timeclr import encoder
+
+        return encoder.load_encoder
     raise AttributeError(f"module 'timeclr' has no attribute {name!r}")
 __version__ = "0.1.0"

@@ -35,7 +35,7 @@ def evaluate(cfg) -> dict:
     require_manifest(cfg.eval.test_manifest, cfg.data, "eval.test_manifest")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     name = os.path.basename(str(cfg.checkpoint))
-    encoder = run.load_encoder(cfg, device)
+    encoder = run.load_model(cfg, device)
     splits = EvalSplits(cfg)  # each manifest read once
     metrics = evaluate_model(cfg, encoder, device, name, splits)
     os.makedirs(cfg.out_dir, exist_ok=True)

@@ -3,7 +3,7 @@
 The downstream test of a self-supervised video encoder that the literature reports (UCF101,
 HMDB51): the pretrained backbone plus a linear classifier, all trained with labels, then scored
 with multi-view testing. ``checkpoint=PATH`` takes the encoder of a TimeCLR pretraining
-checkpoint (``timeclr.training.run.load_encoder``: the config's ``model`` must match the checkpoint's,
+checkpoint (``timeclr.training.run.load_model``: the config's ``model`` must match the checkpoint's,
 else the error names both) and drops its projection head, which only served the contrastive
 loss; ``checkpoint=random`` starts from the same network untrained, the baseline.
 

@@ -5,7 +5,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from timeclr.errors import ConfigError
-from timeclr.training.run import load_encoder
+from timeclr.training.run import load_model
 
 
 class VideoClassifier(nn.Module):
@@ -59,7 +59,7 @@ def build_classifier(cfg, num_classes: int, device) -> VideoClassifier:
     """The encoder of ``cfg.checkpoint`` ('random': untrained) without its projection head, plus a
     classifier initialised from ``train.seed``."""
     try:
-        encoder = load_encoder(cfg, device)
+        encoder = load_model(cfg, device)
     except RuntimeError as e:  # load_state_dict: keys or shapes that no TimeCLR pretraining model has
         raise ConfigError(f"checkpoint: {cfg.checkpoint} does not hold a TimeCLR pretraining model of "
                           f"{OmegaConf.to_container(cfg.model)}: {str(e).splitlines()[0]}") from None

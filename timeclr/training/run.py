@@ -13,7 +13,7 @@ nothing else (``timeclr.train`` pretrains, ``timeclr.finetune`` fine-tunes, and
     train_step           one optimisation step: loss, backward, clipping, optimizer step
     Loop                 the bookkeeping around the steps: resume, batches until the last step,
                          clocks, progress bar, log rows, checks and checkpoints when due
-    load_encoder         a pretraining checkpoint's model, checked against the config's
+    load_model         a pretraining checkpoint's model, checked against the config's
 """
 import json
 import math
@@ -100,7 +100,7 @@ def random_model(cfg, device):
     return build_model(cfg.model).to(device)
 
 
-def load_encoder(cfg, device):
+def load_model(cfg, device):
     """The model of ``cfg.checkpoint`` ('random' = untrained), checked against the config's architecture.
 
     Raises:
