@@ -10,7 +10,8 @@ import numpy as np
 from timeclr.files.atomic import atomic_path
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend: files only, no display needed (a server, a CI job)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -27,7 +28,7 @@ def plot_loss(metrics_path, png_path, ylabel="NT-Xent loss"):
     knn = [r for r in every if "val_knn_top1" in r]
     if not rows:
         return
-    plt = _pyplot()
+    plt = pyplot()
     steps, loss = [r["step"] for r in rows], [r["loss"] for r in rows]
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot(steps, loss, lw=0.6, alpha=0.35, label="per step")
@@ -53,7 +54,7 @@ def plot_loss(metrics_path, png_path, ylabel="NT-Xent loss"):
 def plot_confusion(cm, classes: list[str], path: str, title: str):
     """The confusion matrix, each row normalised by the class's test videos (so the diagonal is
     the per-class accuracy); class names on the axes while they stay legible (<= 40 classes)."""
-    plt = _pyplot()
+    plt = pyplot()
     cm = np.asarray(cm, dtype=float)
     rows = cm / np.maximum(cm.sum(1, keepdims=True), 1)
     k = len(classes)
