@@ -17,7 +17,6 @@ left out and the sheets are still drawn.
 import argparse
 import csv
 import json
-import os
 import sys
 from pathlib import Path
 
