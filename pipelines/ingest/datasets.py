@@ -35,7 +35,7 @@ DATASETS = {
         env="TIMECLR_KINETICS400",
         download="https://github.com/cvdfoundation/kinetics-dataset (k400 videos and annotations; "
                  "some YouTube videos are always missing: they go to the rejects file)",
-        annotations="train.csv, validate.csv, test.csv",
+        annotations="train.csv, val.csv (or validate.csv), test.csv",
         annotation_format="kinetics",
         manifests={"train": "--subset train", "val": "--subset val"},
     ),
