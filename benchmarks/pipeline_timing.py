@@ -76,7 +76,7 @@ def dali_decode_only(data, videos, gpu):
         decoded, frames, index = pipe.outputs()
         pipe.schedule_run()
         index = torch.from_numpy(index.as_array()).reshape(-1)
-        yield {"views": [decoded], "frames": [torch.from_numpy(frames.as_array())], "label": index, "index": index}
+        yield {"views": [decoded], "frame_indices": [torch.from_numpy(frames.as_array())], "label": index, "index": index}
 
 
 class Loader:
@@ -172,7 +172,7 @@ def time_loader(loader: Loader, warmup: int, batches: int, keyframes, desc: str)
     t0 = time.perf_counter()
     for _ in tqdm(range(batches), desc=desc, leave=False, disable=None):
         batch = next(loader)
-        frames = torch.cat([f.cpu() for f in batch["frames"]], dim=1).numpy()  # (B, ΣT)
+        frames = torch.cat([f.cpu() for f in batch["frame_indices"]], dim=1).numpy()  # (B, ΣT)
         selections += zip(batch["index"].tolist(), frames)
     if loader.gpu:
         torch.cuda.synchronize()

@@ -124,7 +124,7 @@ class PyAVClips(torch.utils.data.Dataset):
         views = [augment_view(decoded[a:b], p, view, self.data)
                  for view, p, a, b in zip(self.data.views, params, self.splits[:-1], self.splits[1:])]
         return {"views": views, "label": video.label, "index": index,
-                "frames": [torch.from_numpy(frames[a:b]) for a, b in zip(self.splits[:-1], self.splits[1:])]}
+                "frame_indices": [torch.from_numpy(frames[a:b]) for a, b in zip(self.splits[:-1], self.splits[1:])]}
 
     def decode(self, index, frames) -> np.ndarray:
         """``frames`` of video ``index`` as (len(frames), H, W, 3) uint8: each distinct frame

@@ -66,7 +66,7 @@ def test_a_file_overwritten_after_indexing_is_skipped_by_name_and_the_others_dec
     for b in batches:  # the good videos' frames are what PyAV decodes (archives: JPEG tolerance)
         for k, index in enumerate(b["index"].tolist()):
             reference = decode_all(videos[index].path)
-            for view, frames in zip(b["views"], b["frames"]):
+            for view, frames in zip(b["views"], b["frame_indices"]):
                 want = reference[frames[k].numpy()][:, :, (W - H) // 2:(W - H) // 2 + H]
                 diff = np.abs(view[k].numpy().astype(int) - want.astype(int))
                 assert diff.mean() < 1.5, (index, diff.mean())

@@ -196,7 +196,7 @@ def test_every_damaged_file_ends_in_exactly_one_place_and_none_is_lost(campaign)
                 if videos[index_].path not in goods:
                     continue
                 reference = decode_all(videos[index_].path)
-                for view, frames in zip(b["views"], b["frames"]):
+                for view, frames in zip(b["views"], b["frame_indices"]):
                     want = reference[frames[k].numpy()][:, :, (W - H) // 2:(W - H) // 2 + H]
                     diff = np.abs(view[k].numpy().astype(int) - want.astype(int))
                     assert diff.mean() < 1.5, (videos[index_].path, diff.mean())

@@ -83,6 +83,6 @@ def test_prepare_index_and_load_a_ucf101_like_download(download, capsys):
     batch = next(iter(VideoLoader(cfg.data, videos, uint8=True)))
     for b, index in enumerate(batch["index"].tolist()):
         assert batch["label"][b] == videos[index].label
-        for view, frames in zip(batch["views"], batch["frames"]):
+        for view, frames in zip(batch["views"], batch["frame_indices"]):
             shown = [read_frame_index(view[b, t].numpy()) for t in range(view.shape[1])]
             assert shown == frames[b].tolist(), f"video {index}: frames show {shown}, selected {frames[b].tolist()}"

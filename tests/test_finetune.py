@@ -138,7 +138,7 @@ def test_test_views_are_clip_k_and_crops_along_the_long_side(tmp_path):
     data = multiview_data_config(cfg)
     (batch,) = list(VideoLoader(data, videos, uint8=True))
     assert len(batch["views"]) == 9
-    for v, (view, frames) in enumerate(zip(batch["views"], batch["frames"])):
+    for v, (view, frames) in enumerate(zip(batch["views"], batch["frame_indices"])):
         clip, crop = divmod(v, 3)
         want = segment_indices(30, 4, False, clip=clip, clips=3).tolist()
         for b in range(2):

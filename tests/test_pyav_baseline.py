@@ -86,7 +86,7 @@ def test_dataset_item_is_the_library_selection_augmented(bench_video, config):
     frames = dataset.selection.frames(0, 1)
     splits = dataset.splits
     assert item["label"] == 3 and item["index"] == 0
-    assert torch.equal(torch.cat(item["frames"]), torch.from_numpy(frames))
+    assert torch.equal(torch.cat(item["frame_indices"]), torch.from_numpy(frames))
     reference = decode_all(bench_video)
     params = dataset.selection.params(0, 1) if config == "train" else [None] * len(data.views)
     for v, (view, p) in enumerate(zip(data.views, params)):

@@ -278,7 +278,7 @@ def test_the_loader_reads_shards_over_two_ranks_once_per_epoch_with_the_selected
                 for b, key in enumerate(batch["index"].tolist()):
                     seen.append(key)
                     rng = np.random.default_rng([data.seed, epoch, key])
-                    for v, (view_cfg, view, frames) in enumerate(zip(data.views, batch["views"], batch["frames"])):
+                    for v, (view_cfg, view, frames) in enumerate(zip(data.views, batch["views"], batch["frame_indices"])):
                         want = view_indices(view_cfg, counts[key], True, rng)
                         assert frames[b].tolist() == want.tolist(), f"epoch {epoch} sample {key} view {v}"
                         shown = [read_frame_index(f) for f in view[b].numpy()]

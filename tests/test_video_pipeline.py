@@ -52,7 +52,7 @@ def test_decoded_frames_match_pyav_at_selected_indices(videos):
     for batch in one_epoch(loader):
         for b, index in enumerate(batch["index"].tolist()):
             reference = decode_all(videos[index].path)  # (F, H, W, 3) by PyAV
-            for view, frames in zip(batch["views"], batch["frames"]):
+            for view, frames in zip(batch["views"], batch["frame_indices"]):
                 got = view[b].numpy()  # (T, H, H, 3): centre crop of the W-wide frame
                 want = reference[frames[b].numpy()][:, :, (W - H) // 2:(W - H) // 2 + H]
                 diff = np.abs(got.astype(int) - want.astype(int))
@@ -74,7 +74,7 @@ def test_views_show_the_frames_the_numpy_oracle_selects(videos):
                 seen.add(index)
                 n = videos[index].num_frames
                 rng = np.random.default_rng([data.seed, epoch, index])
-                for v, (view_cfg, view, frames) in enumerate(zip(data.views, batch["views"], batch["frames"])):
+                for v, (view_cfg, view, frames) in enumerate(zip(data.views, batch["views"], batch["frame_indices"])):
                     want = view_indices(view_cfg, n, True, rng)
                     assert frames[b].tolist() == want.tolist(), f"epoch {epoch} video {index} view {v}"
                     shown = [read_frame_index(f) for f in view[b].numpy()]
@@ -96,7 +96,7 @@ def test_eval_mode_is_deterministic(videos):
     for a, b in zip(first, again):
         for va, vb in zip(a["views"], b["views"]):
             assert torch.equal(va, vb)
-        for fa, fb in zip(a["frames"], b["frames"]):
+        for fa, fb in zip(a["frame_indices"], b["frame_indices"]):
             assert torch.equal(fa, fb)
 
 
@@ -169,7 +169,7 @@ def test_resume_mid_epoch_reproduces_the_batches(videos):
     resumed.load_state_dict(state)
     for want, got in zip(batches[2:], resumed):
         assert got["index"].tolist() == want["index"].tolist()
-        for a, b in zip(want["frames"], got["frames"]):
+        for a, b in zip(want["frame_indices"], got["frame_indices"]):
             assert torch.equal(a, b)
 
 
@@ -207,7 +207,7 @@ def test_index_then_preview_command(tmp_path):
         for v, view in enumerate(sample["views"]):
             assert view["kind"] == ["segment", "interval"][v]
             # augment=false: exactly the decoded selected frames, so each shows its own index
-            assert [read_frame_index(f) for f in frames[b, v]] == view["frames"], sample
+            assert [read_frame_index(f) for f in frames[b, v]] == view["frame_indices"], sample
 
 
 def test_preview_names_a_missing_manifest(tmp_path):
@@ -259,7 +259,7 @@ def test_a_video_shorter_than_its_manifest_says_is_skipped_not_padded_black(tmp_
     assert dict(loader.skipped).keys() == {short}, loader.skipped
     assert "decodes only 12 of the 40 frames" in dict(loader.skipped)[short]
     for b in batches:
-        for view, frames in zip(b["views"], b["frames"]):
+        for view, frames in zip(b["views"], b["frame_indices"]):
             for clip, idx in zip(view.numpy(), frames.numpy()):  # (T, H, W, C) uint8
                 got = [read_frame_index(f) for f in clip]
                 assert got == idx.tolist(), f"frames {idx.tolist()} came back as {got}"
@@ -336,7 +336,7 @@ def test_augmented_views_match_a_torch_reference_with_the_same_parameters(tmp_pa
     same = []
     for b, index in enumerate(batch["index"].tolist()):
         reference = decode_all(videos[index].path)
-        for v, (view_cfg, view, frames) in enumerate(zip(data.views, batch["views"], batch["frames"])):
+        for v, (view_cfg, view, frames) in enumerate(zip(data.views, batch["views"], batch["frame_indices"])):
             params = batch["params"][b, v].numpy()
             shifted = params.copy()
             shifted[[1, 3]] += 0.05  # the same box 5 % of the width to the right

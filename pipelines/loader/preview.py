@@ -7,7 +7,7 @@
 - ``DIR/preview.npz``: key ``frames``, uint8 (B, V, T, H, W, C), after crop and before
   normalisation (views with fewer frames or smaller crops are zero-padded to the largest);
 - ``DIR/preview.json``: ``{"samples": [{"index", "path", "label", "class", "num_frames",
-  "views": [{"kind", "frames"}]}]}`` — which frames each view shows.
+  "views": [{"kind", "frame_indices"}]}]}`` — which frames each view shows.
 
 With ``data.augment=false`` the frames are exactly the decoded selected frames (resized and
 centre-cropped only).
@@ -65,12 +65,12 @@ def write_preview(cfg, out_dir) -> dict:
     samples, titles = [], []
     for b, index in enumerate(batch["index"].tolist()):
         video = videos[index]
-        views = [{"kind": view.kind, "frames": batch["frames"][v][b].tolist()} for v, view in enumerate(cfg.data.views)]
+        views = [{"kind": view.kind, "frame_indices": batch["frame_indices"][v][b].tolist()} for v, view in enumerate(cfg.data.views)]
         label = int(batch["label"][b])
         name = classes[label] if 0 <= label < len(classes) else f"label {label}"
         samples.append({"index": index, "path": video.path, "label": label, "class": name,
                         "num_frames": video.num_frames, "views": views})
-        titles += [f"#{index} {name}: {os.path.basename(video.path)}\n{v['kind']} {v['frames']}" for v in views]
+        titles += [f"#{index} {name}: {os.path.basename(video.path)}\n{v['kind']} {v['frame_indices']}" for v in views]
     np.savez_compressed(os.path.join(out_dir, "preview.npz"), frames=frames)
     with open(os.path.join(out_dir, "preview.json"), "w") as f:
         json.dump({"samples": samples}, f, indent=1)

@@ -225,7 +225,7 @@ class VideoLoader:
 
         if self._iter is None:
             pipe = build_pipeline(self.data, self.source, self.device_id, self.uint8)
-            names = [f"view{v}" for v in range(len(self.data.views))] + ["label", "index", "frames", "params"]
+            names = [f"view{v}" for v in range(len(self.data.views))] + ["label", "index", "frame_indices", "params"]
             self._iter = DALIGenericIterator(pipe, names)  # endless: the source never stops
         return self._iter
 
@@ -273,13 +273,13 @@ class VideoLoader:
             self._pos += B
             keep = out["index"].reshape(-1) >= 0  # padding only ever fills the end of the last batch
             n = int(keep.sum()) if not bool(keep.all()) else B
-            frames = out["frames"][:n].cpu()
+            frame_indices = out["frame_indices"][:n].cpu()
             splits = np.cumsum([0] + [v.frames for v in self.data.views])
             yield {
                 "views": [out[f"view{v}"][:n] for v in range(len(self.data.views))],
                 "label": out["label"].reshape(-1)[:n],
                 "index": out["index"].reshape(-1)[:n],
-                "frames": [frames[:, a:b] for a, b in zip(splits[:-1], splits[1:])],
+                "frame_indices": [frame_indices[:, a:b] for a, b in zip(splits[:-1], splits[1:])],
                 "params": out["params"][:n].cpu(),
             }
         self.epoch += 1
