@@ -59,34 +59,48 @@ def _step(rank, reduction, backend):
     return {"loss": loss.item(), "rows": rows, "params": [p.detach().clone() for p in model.parameters()]}
 
 
-def _worker(rank, port, reduction, backend, out_dir):
+TRITON_OK = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")  # gloo runs on CPU tensors: Triton interprets
+CASES = [(reduction, backend) for backend in ("torch", "triton") for reduction in ("mean", "sum")
+         if backend == "torch" or TRITON_OK]
+
+
+def _worker(rank, port, cases, out_dir):
+    """Every case's DDP step in one process group: the two ranks start once for all of them
+    (each start imports torch, seconds of CPU), and each case starts from the same _data()."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    if backend == "triton":
+    if any(backend == "triton" for _, backend in cases):
         os.environ["TRITON_INTERPRET"] = "1"
     dist.init_process_group("gloo", rank=rank, world_size=WORLD, timeout=datetime.timedelta(seconds=120))
     try:
-        # The DDP wrapper lives and dies inside _step: its Reducer must not hold the last
-        # reference to the process group, or freeing it joins gloo's threads while holding the
-        # GIL that a finishing gloo thread waits for (a torch deadlock seen here at exit).
-        result = _step(rank, reduction, backend)
-        gc.collect()
-        torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
+        for reduction, backend in cases:
+            # The DDP wrapper lives and dies inside _step: its Reducer must not hold the last
+            # reference to the process group, or freeing it joins gloo's threads while holding the
+            # GIL that a finishing gloo thread waits for (a torch deadlock seen here at exit).
+            result = _step(rank, reduction, backend)
+            gc.collect()
+            torch.save(result, os.path.join(out_dir, f"{reduction}-{backend}-rank{rank}.pt"))
         dist.barrier()
     finally:
         dist.destroy_process_group()
 
 
+@pytest.fixture(scope="module")
+def ddp_results():
+    """{(reduction, backend): [rank 0's result, rank 1's]} of one two-rank job over every case."""
+    with tempfile.TemporaryDirectory() as out_dir:
+        spawn_with_deadline(_worker, (free_port(), CASES, out_dir), WORLD)
+        return {(r, b): [torch.load(os.path.join(out_dir, f"{r}-{b}-rank{k}.pt")) for k in range(WORLD)]
+                for r, b in CASES}
+
+
 @pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=pytest.mark.skipif(
-    os.environ.get("TRITON_INTERPRET", "0") in ("", "0"), reason="gloo runs on CPU tensors: needs Triton's interpreter"))])
+    not TRITON_OK, reason="gloo runs on CPU tensors: needs Triton's interpreter"))])
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
-def test_ddp_step_equals_one_process_on_global_batch(reduction, backend):
+def test_ddp_step_equals_one_process_on_global_batch(reduction, backend, ddp_results):
     want_loss, want_params = _one_process_step(reduction, backend)
     x, model = _data()
     want_rows = nt_xent_rows_f64(model(x).detach(), TAU)  # (V, W·N)
-
-    with tempfile.TemporaryDirectory() as out_dir:
-        spawn_with_deadline(_worker, (free_port(), reduction, backend, out_dir), WORLD)
-        results = [torch.load(os.path.join(out_dir, f"rank{r}.pt")) for r in range(WORLD)]
+    results = ddp_results[(reduction, backend)]
 
     for rank, res in enumerate(results):
         where = f"rank {rank}, reduction={reduction}, backend={backend}"
