@@ -19,7 +19,7 @@ than the architecture has, or, for bf16 / fp16, no tensor-core instruction. A ti
 for shared memory is only reported (the autotuner drops it at run time), but each kernel must fit
 with some tile shape.
 
-  python tests/helpers/aot_compile.py            sm_90, a representative set (~1 min on 2 cores)
+  python tests/helpers/aot_compile.py            sm_90, a representative set (~40 s on 2 cores, 2 processes)
   python tests/helpers/aot_compile.py --full     sm_90 and sm_80, every dtype, D and tile shape
   bash tests/helpers/aot_compile_with.sh 3.6.0   the same with another Triton (the GPU machine's)
 
@@ -143,40 +143,61 @@ def cases(full):
     yield 90, "bf16", 512, 256, False
 
 
-def main(full=False):
+def run_case(case) -> tuple[list, list, int]:
+    """Compile every kernel (and tile shape) of one case: (printed lines, failures, kernels compiled)."""
+    arch, dt, M, D, every_tile = case
+    dtype = DTYPES[dt]
+    lines, failures, n, fits = [], [], 0, {}
+    for name, fn, args, consts, tiles in launcher_cases(dtype, M, D):
+        for bm, bn, warps, stages in tiles if every_tile else tiles[:1]:
+            tile = dict(BLOCK_M=bm, BLOCK_N=bn) if bm else {}
+            label = f"{name} {bm}x{bn}/{warps}w{stages}s" if bm else name
+            where = f"sm_{arch} {dt} M={M:<4} D={D:<5} {label:<26}"
+            t = time.perf_counter()
+            try:
+                info = check(name, fn, args, {**consts, **tile}, arch, warps, stages, dtype)
+            except OutOfSharedMemory as e:
+                lines.append(f"big  {where} {e}")
+                fits.setdefault(name, False)
+                continue
+            except Spills as e:
+                if arch != 90:  # reported, not failed: the tiles are chosen for sm_90
+                    lines.append(f"spill {where} {e}")
+                    fits[name] = True  # it runs, only slower
+                    continue
+                failures.append(f"{where}: {e}")
+                lines.append(f"FAIL {failures[-1]}")
+                continue
+            except Exception as e:  # report every failing case, not only the first
+                failures.append(f"{where}: {type(e).__name__}: {str(e).strip().splitlines()[-1]}")
+                lines.append(f"FAIL {failures[-1]}")
+                continue
+            n += 1
+            fits[name] = True
+            lines.append(f"ok   {where} {info} {time.perf_counter() - t:.1f}s")
+    failures += [f"sm_{arch} {dt} M={M} D={D} {name}: no tile shape fits" for name, ok in fits.items() if not ok]
+    return lines, failures, n
+
+
+def main(full=False, workers=None):
+    """Every case, compiled by ``workers`` processes side by side (default: the CPUs, at most 2;
+    each compile is one core's work, and the cases are independent); printed in case order."""
+    from concurrent.futures import ProcessPoolExecutor
+    import multiprocessing
+
     failures, n, t0 = [], 0, time.perf_counter()
     print(f"triton {triton.__version__}")
-    for arch, dt, M, D, every_tile in cases(full):
-        dtype = DTYPES[dt]
-        fits = {}
-        for name, fn, args, consts, tiles in launcher_cases(dtype, M, D):
-            for bm, bn, warps, stages in tiles if every_tile else tiles[:1]:
-                tile = dict(BLOCK_M=bm, BLOCK_N=bn) if bm else {}
-                label = f"{name} {bm}x{bn}/{warps}w{stages}s" if bm else name
-                where = f"sm_{arch} {dt} M={M:<4} D={D:<5} {label:<26}"
-                t = time.perf_counter()
-                try:
-                    info = check(name, fn, args, {**consts, **tile}, arch, warps, stages, dtype)
-                except OutOfSharedMemory as e:
-                    print(f"big  {where} {e}", flush=True)
-                    fits.setdefault(name, False)
-                    continue
-                except Spills as e:
-                    if arch != 90:  # reported, not failed: the tiles are chosen for sm_90
-                        print(f"spill {where} {e}", flush=True)
-                        fits[name] = True  # it runs, only slower
-                        continue
-                    failures.append(f"{where}: {e}")
-                    print("FAIL", failures[-1], flush=True)
-                    continue
-                except Exception as e:  # report every failing case, not only the first
-                    failures.append(f"{where}: {type(e).__name__}: {str(e).strip().splitlines()[-1]}")
-                    print("FAIL", failures[-1], flush=True)
-                    continue
-                n += 1
-                fits[name] = True
-                print(f"ok   {where} {info} {time.perf_counter() - t:.1f}s", flush=True)
-        failures += [f"sm_{arch} {dt} M={M} D={D} {name}: no tile shape fits" for name, ok in fits.items() if not ok]
+    todo = list(cases(full))
+    workers = workers or min(2, os.cpu_count() or 1)
+    if workers > 1:  # spawned, not forked: torch's and triton's threads do not survive a fork
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            results = list(pool.map(run_case, todo))
+    else:
+        results = map(run_case, todo)
+    for lines, case_failures, case_n in results:
+        print("\n".join(lines), flush=True)
+        failures += case_failures
+        n += case_n
     print(f"compiled {n} kernels in {time.perf_counter() - t0:.0f} s, {len(failures)} failed")
     for f in failures:
         print("FAILED:", f)
