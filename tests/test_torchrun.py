@@ -78,7 +78,7 @@ def test_restarts_with_the_shared_agent_store_are_detected(monkeypatch, env, war
 
 
 # the deadline case waits out its deadline: 30 s is time enough for the 4 workers to start
-@pytest.mark.parametrize("watchdog_s, ends_by, deadline_s", [(20, "watchdog", 60), (600, "deadline", 30)])
+@pytest.mark.parametrize("watchdog_s, ends_by, deadline_s", [(20, "watchdog", 90), (600, "deadline", 30)])
 def test_a_hung_torchrun_job_fails_with_its_stacks_and_leaves_no_process(manifest, tmp_path, watchdog_s, ends_by,
                                                                         deadline_s):
     # rank 0 sleeps after its step-2 checkpoint and the other 3 ranks wait for it in a collective
