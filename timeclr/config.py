@@ -145,6 +145,9 @@ class EvalConfig:
     val_fraction: float = 0.0
     val_seed: int = 0
     split: str = "test"  # 'test' (train manifest -> test manifest) or 'val'
+    # also score each of data.views's clips alone and all of them side by side (eval.json: by_clip),
+    # from the same pass of the pipeline; the main numbers stay eval.view's
+    per_view: bool = False
 
 
 @dataclass

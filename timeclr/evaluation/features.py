@@ -32,10 +32,11 @@ LABELS = {"linear_top1": "linear top-1", "knn_top1": "kNN top-1", "retrieval_r1"
           "retrieval_r10": "R@10", "retrieval_r20": "R@20"}
 
 
-def eval_data_config(cfg):
-    """The data config of the eval pipeline: one view (``eval.view``), deterministic, no augmentation."""
+def eval_data_config(cfg, all_views: bool = False):
+    """The data config of the eval pipeline: one view (``eval.view``; ``all_views``: every view of
+    ``data.views``), deterministic, no augmentation."""
     data = copy.deepcopy(cfg.data)
-    data.views = [cfg.data.views[cfg.eval.view]]
+    data.views = list(cfg.data.views) if all_views else [cfg.data.views[cfg.eval.view]]
     data.train, data.augment, data.drop_last = False, False, False
     data.batch_size = cfg.eval.batch_size
     return data
@@ -105,21 +106,36 @@ class EvalSplits:
 
 
 @torch.no_grad()
-def extract_features(model, data, videos, device, desc: str = "features"):
-    """(N, F) encoder features and (N,) labels of ``videos`` (a list, or a manifest path), in
-    that order. Under DDP each rank extracts its shard and every rank gets them all
-    (``distributed.gather_in_order``). Rank 0 shows a progress bar named ``desc``. Leaves the model in
-    eval mode."""
+def extract_view_features(model, data, videos, device, desc: str = "features"):
+    """([(N, F) features of each view of ``data``], (N,) labels) of ``videos`` (a list, or a
+    manifest path), in that order, every view from one pass of the pipeline. Under DDP each rank
+    extracts its shard and every rank gets them all (``distributed.gather_in_order``). Rank 0
+    shows a progress bar named ``desc``. Leaves the model in eval mode."""
     loader = VideoLoader(data, read_videos(videos) if isinstance(videos, (str, os.PathLike)) else videos)
-    feats, labels, order = [], [], []
+    feats, labels, order = [[] for _ in data.views], [], []
     model.eval()
     rank0 = not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
     for batch in tqdm(loader, desc=desc, unit="batch", disable=not rank0, leave=False, dynamic_ncols=True):
-        feats.append(model.features(to_device(batch["views"][0], device)).float().cpu())
+        for v, clips in enumerate(batch["views"]):
+            feats[v].append(model.features(to_device(clips, device)).float().cpu())
         labels.append(batch["label"].cpu())
         order.append(batch["index"].cpu())
-    out = gather_in_order({"feats": (torch.cat(feats), 0), "labels": (torch.cat(labels), 0)}, torch.cat(order))
-    return out["feats"], out["labels"]
+    parts = {f"view{v}": (torch.cat(f), 0) for v, f in enumerate(feats)}
+    out = gather_in_order({**parts, "labels": (torch.cat(labels), 0)}, torch.cat(order))
+    return [out[f"view{v}"] for v in range(len(feats))], out["labels"]
+
+
+def extract_features(model, data, videos, device, desc: str = "features"):
+    """(N, F) features of ``data``'s first view and (N,) labels: ``extract_view_features`` for one view."""
+    feats, labels = extract_view_features(model, data, videos, device, desc)
+    return feats[0], labels
+
+
+def clip_names(views) -> list[str]:
+    """What each view's clip is called in ``by_clip``: its kind ('segment', 'interval') where the
+    kinds are all different, else ``view<i>_<kind>``."""
+    kinds = [v.kind for v in views]
+    return kinds if len(set(kinds)) == len(kinds) else [f"view{i}_{k}" for i, k in enumerate(kinds)]
 
 
 def evaluate_model(cfg, model, device, name: str = "encoder", splits: EvalSplits | None = None) -> dict:
@@ -127,11 +143,19 @@ def evaluate_model(cfg, model, device, name: str = "encoder", splits: EvalSplits
     and each of ``eval.groups``'s kNN and linear top-1. ``splits``: the run's ``EvalSplits``
     (read here when not given)."""
     splits = EvalSplits(cfg) if splits is None else splits
-    data = eval_data_config(cfg)
     fit, scored, _ = splits.fit_and_scored(cfg.eval.split)
-    train_x, train_y = extract_features(model, data, fit, device, desc=f"{name}: train-split features")
-    test_x, test_y = extract_features(model, data, scored, device, desc=f"{name}: {cfg.eval.split}-split features")
-    return evaluate_features(train_x, train_y, test_x, test_y, k=cfg.eval.knn_k, groups=splits.groups)
+    per_view = cfg.eval.per_view and len(cfg.data.views) > 1
+    data = eval_data_config(cfg, all_views=per_view)
+    train_x, train_y = extract_view_features(model, data, fit, device, desc=f"{name}: train-split features")
+    test_x, test_y = extract_view_features(model, data, scored, device, desc=f"{name}: {cfg.eval.split}-split features")
+    score = lambda a, b: evaluate_features(a, train_y, b, test_y, k=cfg.eval.knn_k, groups=splits.groups)  # noqa: E731
+    main = cfg.eval.view if per_view else 0
+    out = score(train_x[main], test_x[main])
+    if per_view:  # each view's clip alone, then all of them side by side (what a feature can show
+        names = clip_names(cfg.data.views)  # depends on the clip it is computed from)
+        out["by_clip"] = {n: score(a, b) for n, a, b in zip(names, train_x, test_x)}
+        out["by_clip"]["+".join(names)] = score(torch.cat(train_x, 1), torch.cat(test_x, 1))
+    return out
 
 
 class OnlineKNN:
@@ -164,9 +188,13 @@ def print_table(results: dict, about: str = "", saved: str = ""):
     measured on (``about``) above it and where it was written (``saved``) below."""
     if about:
         print(about)
-    print(f"{'encoder':<16}" + "".join(f"{LABELS[k]:>13}" for k in KEYS))
-    for name, metrics in results.items():
-        print(f"{name:<16}" + "".join(f"{metrics[k]:>13.1f}" for k in KEYS))
+    rows = [(name, m) for name, m in results.items()]
+    rows += [(f"{name} | {clip}", m) for name, metrics in results.items()  # eval.per_view: each clip kind
+             for clip, m in metrics.get("by_clip", {}).items()]
+    width = max(16, *(len(label) + 2 for label, _ in rows))
+    print(f"{'encoder':<{width}}" + "".join(f"{LABELS[k]:>13}" for k in KEYS))
+    for label, m in rows:
+        print(f"{label:<{width}}" + "".join(f"{m[k]:>13.1f}" for k in KEYS))
     groups = sorted({k[len("knn_top1_"):] for m in results.values() for k in m if k.startswith("knn_top1_")})
     if groups:
         print("per class group (kNN / linear top-1): " + "; ".join(
