@@ -58,7 +58,7 @@ def _views(cfg, which: str) -> list[int]:
 def _index_folder(root: Path, out: Path, device: str, workers) -> tuple[Path, list[dict]]:
     """Probe every video under ``root`` into ``out/manifest.csv``: (manifest, rejected rows).
     Videos with a variable frame rate are kept: one embedding does not need index = time."""
-    from timeclr.pipelines.ingest.index import class_of, find_videos, probe_all
+    from timeclr.pipelines.ingest.index import class_of, find_videos, manifest_row, probe_all
     from timeclr.pipelines.ingest.probe import resolve_device
     from timeclr.pipelines.storage.manifest import write_manifest
 
@@ -73,8 +73,7 @@ def _index_folder(root: Path, out: Path, device: str, workers) -> tuple[Path, li
             rejects.append({"path": rel, "reason": result})
             continue
         name = class_of(root, path) or ""
-        rows.append({**result, "path": rel, "label": labels[name], "class_name": name,
-                     "fps": round(result["fps"], 6), "duration": round(result["duration"], 6), "vfr": int(result["vfr"])})
+        rows.append(manifest_row(result, rel, labels[name], name))
     if not rows:
         _write_skipped(out, rejects)
         raise ManifestError(f"{root}: none of its {len(paths)} videos can be decoded on {device} "

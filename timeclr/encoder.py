@@ -67,9 +67,7 @@ class Preprocessing:
             raise ValueError(f"frames: expected (T, H, W, 3) uint8, got {tuple(x.shape)} {x.dtype}")
         x = x.permute(0, 3, 1, 2).float()  # (T, 3, H, W)
         h, w = x.shape[-2:]
-        scale = self.short_side / min(h, w)
-        size = (max(self.short_side, round(h * scale)), max(self.short_side, round(w * scale)))
-        size = (self.short_side, size[1]) if h <= w else (size[0], self.short_side)
+        size = (self.short_side, round(w * self.short_side / h)) if h <= w else (round(h * self.short_side / w), self.short_side)
         x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
         top, left = (size[0] - self.crop_size) // 2, (size[1] - self.crop_size) // 2
         if top < 0 or left < 0:
@@ -97,6 +95,25 @@ def preprocessing_of(config: dict) -> Preprocessing:
                          mean=tuple(data["mean"]), std=tuple(data["std"]))
 
 
+def _load(checkpoint) -> tuple:
+    """(backbone on the CPU in eval mode, preprocessing, the model config as plain data) of a
+    pretraining checkpoint; the errors of ``load_encoder``."""
+    if not os.path.isfile(checkpoint):
+        raise ConfigError(f"checkpoint: {checkpoint} does not exist")
+    ckpt = load_checkpoint(checkpoint, map_location="cpu")
+    config = _run_config(ckpt, checkpoint)
+    model_cfg = OmegaConf.merge(OmegaConf.structured(ModelConfig), config["model"])
+    model = build_model(model_cfg)
+    try:
+        model.load_state_dict(ckpt["model"])
+    except (KeyError, RuntimeError) as e:
+        raise ConfigError(f"{checkpoint}: its weights do not fit its own model config "
+                          f"{OmegaConf.to_container(model_cfg)}: {str(e).splitlines()[0]}") from None
+    backbone = model.backbone.eval()
+    backbone.feature_dim = model.feature_dim
+    return backbone, preprocessing_of(config), OmegaConf.to_container(model_cfg)
+
+
 def load_encoder(checkpoint, device="cpu"):
     """The backbone of a TimeCLR pretraining checkpoint, in eval mode, and its preprocessing.
 
@@ -111,20 +128,8 @@ def load_encoder(checkpoint, device="cpu"):
         ConfigError: no such file, a damaged or unsafe file, or not a pretraining checkpoint
             (the message names the file).
     """
-    if not os.path.isfile(checkpoint):
-        raise ConfigError(f"checkpoint: {checkpoint} does not exist")
-    ckpt = load_checkpoint(checkpoint, map_location="cpu")
-    config = _run_config(ckpt, checkpoint)
-    model_cfg = OmegaConf.merge(OmegaConf.structured(ModelConfig), config["model"])
-    model = build_model(model_cfg)
-    try:
-        model.load_state_dict(ckpt["model"])
-    except (KeyError, RuntimeError) as e:
-        raise ConfigError(f"{checkpoint}: its weights do not fit its own model config "
-                          f"{OmegaConf.to_container(model_cfg)}: {str(e).splitlines()[0]}") from None
-    backbone = model.backbone.to(device).eval()
-    backbone.feature_dim = model.feature_dim
-    return backbone, preprocessing_of(config)
+    backbone, prep, _ = _load(checkpoint)
+    return backbone.to(device), prep
 
 
 def export_encoder(checkpoint, out) -> tuple[str, str]:
@@ -134,9 +139,7 @@ def export_encoder(checkpoint, out) -> tuple[str, str]:
     ``norm``, ``torchvision`` (the torchvision model the weights load into strictly, or null) and
     ``preprocessing`` (as :class:`Preprocessing`).
     """
-    backbone, prep = load_encoder(checkpoint)
-    config = _run_config(load_checkpoint(checkpoint), checkpoint)
-    model_cfg = OmegaConf.to_container(OmegaConf.merge(OmegaConf.structured(ModelConfig), config["model"]))
+    backbone, prep, model_cfg = _load(checkpoint)
     state = {k: v.detach().cpu().clone() for k, v in backbone.state_dict().items()}
     plain_bn = model_cfg["norm"] == "batch"
     meta = {"source": os.path.abspath(checkpoint), "backbone": model_cfg["backbone"],

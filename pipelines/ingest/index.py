@@ -87,6 +87,13 @@ def _probe_outcome(path: Path, device: str) -> tuple[str, object]:
         return "rejected", f"unreadable: the probe failed ({describe(e)})"
 
 
+def manifest_row(probed: dict, rel: str, label: int, class_name: str) -> dict:
+    """A manifest row (``storage.manifest.COLUMNS`` but ``root``) for a video probed as ``probed``
+    (``probe_video``'s dict), at ``rel`` under the indexed root."""
+    return {**probed, "path": rel, "label": label, "class_name": class_name, "fps": round(probed["fps"], 6),
+            "duration": round(probed["duration"], 6), "vfr": int(probed["vfr"])}
+
+
 def probe_all(paths, device: str, workers: int, progress: bool = True,
               timeout_s: float | None = PROBE_TIMEOUT_S) -> dict:
     """{path: ('ok', info) | ('rejected', reason)} for every path, probed by ``workers``
@@ -152,9 +159,7 @@ def index_tree(root, manifest_path, device: str = "auto", workers: int | None = 
                                                    f"{PREPARE_HINT} (or index with --allow-vfr)"})
         else:
             class_name = assigned[path]
-            rows.append({**result, "path": rel, "label": labels[class_name], "class_name": class_name,
-                         "fps": round(result["fps"], 6), "duration": round(result["duration"], 6),
-                         "vfr": int(result["vfr"])})
+            rows.append(manifest_row(result, rel, labels[class_name], class_name))
             if result["vfr"]:
                 kept_vfr.append(rel)
 
