@@ -136,11 +136,12 @@ def embed(cfg, source: str, out: str, view: str = "eval", clips: int = 1, worker
             feats[index], seen[index] = f.cpu().numpy(), True
     # a video found damaged while decoding is skipped by the loader, which says so here
     decode_skips = {os.path.abspath(p): reason for p, reason in loader.skipped}
-    kept = [i for i, v in enumerate(videos) if seen[i] and os.path.abspath(v.path) not in decode_skips]
+    embedded = seen & np.array([os.path.abspath(v.path) not in decode_skips for v in videos], bool)
+    kept = np.flatnonzero(embedded).tolist()
     base = src if src.is_dir() else Path(manifest).parent
     skipped += [{"path": os.path.relpath(v.path, base),
                  "reason": decode_skips.get(os.path.abspath(v.path), "not decoded (no batch held it)")}
-                for i, v in enumerate(videos) if i not in set(kept)]
+                for v, ok in zip(videos, embedded) if not ok]
     _write_skipped(out, skipped)
     with atomic_path(out / "features.npy") as tmp:
         with open(tmp, "wb") as f:
