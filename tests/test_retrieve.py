@@ -15,10 +15,11 @@ SMALL = ["model.backbone=small", "model.proj_hidden=32", "model.proj_dim=16", "d
          "data.views.0.crop_size=32", "data.views.1.crop_size=32"]
 
 
-def test_neighbours_are_the_cosine_ranking_without_the_query():
+@pytest.mark.parametrize("block_rows", [None, 7])  # one block; queries in blocks of 7 (30 = 4 x 7 + 2)
+def test_neighbours_are_the_cosine_ranking_without_the_query(block_rows):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(30, 7)).astype(np.float32)
-    idx, sim = neighbours(x, 4)
+    idx, sim = neighbours(x, 4, block_rows)
     z = x.astype(np.float64) / np.linalg.norm(x.astype(np.float64), axis=1, keepdims=True)
     for q in range(30):
         others = [(float(z[q] @ z[j]), j) for j in range(30) if j != q]

@@ -46,13 +46,23 @@ def load_embedding(folder) -> dict:
             "paths": [str(root / p) for p in videos.path]}
 
 
-def neighbours(feats: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(N, k) indices and cosine similarities of each row's k nearest other rows, nearest first."""
-    z = feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
-    sim = z @ z.T
-    np.fill_diagonal(sim, -np.inf)  # a video is not its own neighbour
-    idx = np.argsort(-sim, axis=1, kind="stable")[:, :k]
-    return idx, np.take_along_axis(sim, idx, 1)
+def neighbours(feats: np.ndarray, k: int, block_rows: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(N, k) indices and cosine similarities of each row's k nearest other rows, nearest first.
+
+    Queries go in blocks of rows (about 512 MB of similarities at a time), so N = 240k videos
+    (Kinetics-400) needs no N x N matrix."""
+    z = (feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+    n = len(z)
+    block = block_rows or max(1, (1 << 27) // max(n, 1))
+    idx, sims = np.empty((n, k), np.int64), np.empty((n, k), np.float32)
+    for a in range(0, n, block):
+        sim = z[a:a + block] @ z.T
+        sim[np.arange(len(sim)), np.arange(a, a + len(sim))] = -np.inf  # a video is not its own neighbour
+        top = np.argpartition(-sim, k - 1, axis=1)[:, :k]
+        order = np.argsort(-np.take_along_axis(sim, top, 1), axis=1, kind="stable")
+        idx[a:a + block] = np.take_along_axis(top, order, 1)
+        sims[a:a + block] = np.take_along_axis(sim, idx[a:a + block], 1)
+    return idx, sims
 
 
 def agreement(classes: list, idx: np.ndarray) -> tuple[float, float]:
