@@ -110,8 +110,9 @@ import torch
 
 from timeclr.files.atomic import write_json
 from timeclr.benchmarks.bench_videos import FPS, GOP, HEIGHT, NUM_FRAMES, WIDTH, ensure_videos, keyframe_index
-from timeclr.benchmarks.harness import (finish_metadata, print_meta, print_table, pyplot, results_dir, run_metadata,
+from timeclr.benchmarks.harness import (finish_metadata, print_meta, print_table, results_dir, run_metadata,
                                         save_figure, write_results)
+from timeclr.training.plots import pyplot
 from timeclr.benchmarks.pipeline_timing import (BATCH_SIZE, PROBE_CASES, Loader, dali_decode_all, data_config,
                                                 probe_dali_decoder, raw_decode, time_loader)
 from timeclr.pipelines.loader.clip_source import Video

@@ -19,7 +19,8 @@ Results:
         ``STEM.json``: ``{"meta": meta, **sidecar}``; each file whole or not at all
     ``read_results(stem)``  (meta, rows) back
 Console and figures:
-    ``print_meta``, ``print_table`` (right-aligned columns), ``pyplot()`` (matplotlib on Agg),
+    ``print_meta``, ``print_table`` (right-aligned columns); figures draw with
+    ``timeclr.training.plots.pyplot`` (matplotlib on Agg),
     ``save_figure`` (the metadata as the figure's title, saved whole)
 Statistics and the machine:
     ``mean_std`` (mean, std and 95 % t interval over runs), ``wait_for_quiet`` (for a quiet machine)
@@ -36,6 +37,7 @@ import time
 from pathlib import Path
 
 from timeclr.files.atomic import atomic_open, atomic_path, write_json
+from timeclr.training.plots import pyplot
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
@@ -248,16 +250,6 @@ def print_table(header, cells):
     widths = [max(len(x) for x in col) for col in zip(header, *cells)]
     for line in [header, ["-" * w for w in widths], *cells]:
         print("  ".join(x.rjust(w) for x, w in zip(line, widths)))
-
-
-def pyplot():
-    """``matplotlib.pyplot`` on the Agg backend (no display needed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def save_figure(fig, title: str, meta: dict, path, fontsize: float = 7):

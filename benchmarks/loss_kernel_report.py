@@ -3,7 +3,8 @@ plain matmul's, the speedups, the correctness check) added to the measured rows,
 CSV + JSON sidecar, and the figure (time vs 2N per method, log-log, one panel per D, and a panel of
 peak memory).
 """
-from timeclr.benchmarks.harness import print_meta, print_table, pyplot, save_figure, write_results
+from timeclr.benchmarks.harness import print_meta, print_table, save_figure, write_results
+from timeclr.training.plots import pyplot
 from timeclr.benchmarks.loss_kernel_measure import FUSED_ON_CPU
 
 COLUMNS = [  # (CSV field, table header, format)

@@ -21,8 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from timeclr.benchmarks.harness import (REPO, finish_metadata, pyplot, results_dir, run_metadata, save_figure,
+from timeclr.benchmarks.harness import (REPO, finish_metadata, results_dir, run_metadata, save_figure,
                                         write_results)
+from timeclr.training.plots import pyplot
 from timeclr.pipelines.ingest.prepare import prepare_tree
 
 REAL_CLIPS = REPO.parent / "shared" / "data" / "real-clips"

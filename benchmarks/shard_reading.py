@@ -51,8 +51,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from timeclr.benchmarks.harness import (finish_metadata, print_table, pyplot, results_dir, run_metadata, save_figure,
+from timeclr.benchmarks.harness import (finish_metadata, print_table, results_dir, run_metadata, save_figure,
                                         write_results)
+from timeclr.training.plots import pyplot
 from timeclr.benchmarks.pipeline_timing import OtherLoad, data_config
 from timeclr.benchmarks.prepared_sets import CACHE, DEFAULT, LAYOUTS, prepared, source_folder
 from timeclr.pipelines.loader.clip_source import read_videos

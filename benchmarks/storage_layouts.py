@@ -54,8 +54,9 @@ import numpy as np
 import torch
 
 from timeclr.benchmarks.bench_videos import Keyframes, keyframe_index
-from timeclr.benchmarks.harness import (finish_metadata, print_meta, print_table, pyplot, results_dir, run_metadata,
+from timeclr.benchmarks.harness import (finish_metadata, print_meta, print_table, results_dir, run_metadata,
                                         save_figure, write_results)
+from timeclr.training.plots import pyplot
 from timeclr.benchmarks.pipeline_timing import Loader, OtherLoad, data_config, time_loader
 from timeclr.benchmarks.prepared_sets import DEFAULT, LAYOUTS, REAL_CLIPS, REFERENCE, prepared, source_folder
 from timeclr.pipelines.storage import frame_archive

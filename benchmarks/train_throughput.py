@@ -71,8 +71,9 @@ import time
 import torch
 
 from timeclr.training import objectives, run
-from timeclr.benchmarks.harness import (REPO, finish_metadata, print_meta, print_table, pyplot, results_dir,
+from timeclr.benchmarks.harness import (REPO, finish_metadata, print_meta, print_table, results_dir,
                                         run_metadata, save_figure, wait_for_quiet, write_results)
+from timeclr.training.plots import pyplot
 from timeclr.config import load_config
 from timeclr.models import build_model
 from timeclr.training.optim import build_optimizer

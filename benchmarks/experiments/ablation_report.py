@@ -3,7 +3,8 @@ over seeds, margins over random init of the same seed), the tables, the CSV + JS
 figure (bars: mean ± std over seeds, dots: the seeds; per class group: the 95 % interval).
 """
 from timeclr.benchmarks.experiments.ablation_setups import VARIANTS
-from timeclr.benchmarks.harness import mean_std, print_meta, print_table, pyplot, save_figure, write_results
+from timeclr.benchmarks.harness import mean_std, print_meta, print_table, save_figure, write_results
+from timeclr.training.plots import pyplot
 
 METRICS = ["knn_top1", "linear_top1", "retrieval_r1", "retrieval_r5", "retrieval_r10", "retrieval_r20"]
 SHOWN = [("knn_top1", "kNN top-1"), ("linear_top1", "linear top-1"), ("retrieval_r1", "R@1")]

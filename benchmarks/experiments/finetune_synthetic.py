@@ -58,8 +58,9 @@ import torch
 from omegaconf import OmegaConf
 
 from timeclr.files import recorded
-from timeclr.benchmarks.harness import (REPO, finish_metadata, mean_std, print_meta, print_table, pyplot, results_dir,
+from timeclr.benchmarks.harness import (REPO, finish_metadata, mean_std, print_meta, print_table, results_dir,
                                         run_metadata, save_figure, write_results)
+from timeclr.training.plots import pyplot
 from timeclr.files.atomic import write_json
 from timeclr.training.checkpoints import load_checkpoint
 from timeclr.config import Config, load_config
