@@ -26,10 +26,9 @@ def help_text(argv: list) -> tuple:
                 sys.argv = list(argv)
                 runpy.run_path(argv[0], run_name="__main__")
             rc = None
-        except SystemExit as e:
-            rc = e.code if isinstance(e.code, int) or e.code is None else 1
-            rc = 0 if rc is None else rc
-            if not isinstance(e.code, (int, type(None))):
+        except SystemExit as e:  # as the interpreter reads it: None is 0, a message is printed and 1
+            rc = 0 if e.code is None else e.code if isinstance(e.code, int) else 1
+            if rc == 1 and not isinstance(e.code, int):
                 print(e.code)
         except BaseException as e:  # noqa: BLE001 -- report it as that command's failure
             rc = 1
