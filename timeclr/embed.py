@@ -100,7 +100,7 @@ def embed(cfg, source: str, out: str, view: str = "eval", clips: int = 1, worker
     from tqdm import tqdm
 
     from timeclr.files.atomic import atomic_open, atomic_path, write_json
-    from timeclr.pipelines.loader.clip_source import read_videos
+    from timeclr.pipelines.loader.clip_source import videos_of
     from timeclr.pipelines.loader.video import VideoLoader
     from timeclr.pipelines.storage.manifest import read_manifest
     from timeclr.training.distributed import to_device
@@ -118,7 +118,7 @@ def embed(cfg, source: str, out: str, view: str = "eval", clips: int = 1, worker
     else:
         manifest, skipped = src, []
     rows, _ = read_manifest(manifest)
-    videos = read_videos(manifest)
+    videos = videos_of(rows)
     data = copy.deepcopy(cfg.data)
     data.views = [ViewConfig(**{**dict(cfg.data.views[v]), "clip": k, "clips": clips}) for v in chosen for k in range(clips)]
     data.train, data.augment, data.drop_last, data.batch_size = False, False, False, cfg.eval.batch_size

@@ -279,8 +279,13 @@ def read_videos_and_classes(manifest) -> tuple[list[Video], list[str]]:
     """The manifest's rows as ``Video`` records, with absolute paths, and its class names (label
     order), from one read of the manifest."""
     rows, classes = read_manifest(manifest)
+    return videos_of(rows), classes
+
+
+def videos_of(rows) -> list[Video]:
+    """``Video`` records of manifest rows as ``read_manifest`` returns them."""
     return [Video(r["abs_path"], int(r["label"]), int(r["num_frames"]), int(r["width"]), int(r["height"]),
-                  r.get("bytes"), r.get("codec") or None, r.get("crc32")) for r in rows], classes
+                  r.get("bytes"), r.get("codec") or None, r.get("crc32")) for r in rows]
 
 
 def read_videos(manifest) -> list[Video]:
