@@ -15,6 +15,11 @@ if not torch.cuda.is_available():
 # so on a busy machine a run and its resumed twin could compute with different thread counts and
 # part by more than float noise; the tests compare such twins, so every run here keeps torch's
 # count (tests/test_run.py checks the choice itself, with the variable removed).
+# Under pytest-xdist the workers split the cores between them: more threads than cores makes
+# OpenMP's spinning threads steal each other's time.
+_workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _workers > 1:
+    torch.set_num_threads(max(1, torch.get_num_threads() // _workers))
 os.environ.setdefault("OMP_NUM_THREADS", str(torch.get_num_threads()))
 
 import pytest
@@ -48,6 +53,11 @@ def _watchdog():
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "heavy: runs several processes or a long compile; scheduled first")
+    # The README's command runs the suite on 2 workers (pytest-xdist, --dist loadgroup). The tests
+    # of deadlines and hung jobs spend most of their time asleep; grouped, they run one after
+    # another on one worker while the other worker computes, instead of two of them at once
+    # leaving the machine idle. Without xdist the mark is inert.
+    config.addinivalue_line("markers", "xdist_group(name): tests that run on one pytest-xdist worker")
 
 
 def pytest_collection_modifyitems(config, items):

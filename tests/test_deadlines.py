@@ -19,6 +19,7 @@ from tests.helpers import pool_tasks
 from tests.helpers.videos import make_video
 
 REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.xdist_group("waits")  # mostly waiting out deadlines (tests/conftest.py)
 SLACK_S = 20  # a bound on a hang, not a speed test: a loaded machine may be slow to start processes
 
 

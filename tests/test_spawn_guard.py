@@ -12,7 +12,8 @@ from torch.multiprocessing.spawn import ProcessExitedException
 
 from tests.helpers.spawn import spawn_with_deadline
 
-pytestmark = pytest.mark.heavy  # several processes (or a long compile): scheduled first
+# several processes, mostly waiting out deadlines: scheduled first, on one worker under xdist
+pytestmark = [pytest.mark.heavy, pytest.mark.xdist_group("waits")]
 
 
 def _stuck_in_c_holding_the_gil(rank):

@@ -8,12 +8,14 @@ job (one rank asleep, three in a collective) must fail its test with the ranks' 
 no process behind: the guards that keep any of these tests from holding up the suite.
 """
 import pytest
+import torch
 
 from tests.helpers.runs import assert_same_parameters, losses, moving_bars_manifest
 from tests.helpers.torchrun import logs, run_agents, run_ranks, running
 from timeclr.train import main as train_main
 
-pytestmark = pytest.mark.heavy  # several processes (or a long compile): scheduled first
+# several processes, mostly waiting out deadlines: scheduled first, on one worker under xdist
+pytestmark = [pytest.mark.heavy, pytest.mark.xdist_group("waits")]
 
 
 @pytest.fixture(scope="module")
@@ -30,31 +32,38 @@ def overrides(manifest, out_dir, *extra):
             "train.warmup_steps=2", "train.evaluate=false", *extra]
 
 
-def test_two_torchrun_agents_train_as_one_process_with_the_global_batch(manifest, tmp_path):
-    one = tmp_path / "one"
-    train_main(["pipelines/debug.yaml", *overrides(manifest, one, "train.epochs=3", "data.batch_size=8")])
-    two = tmp_path / "nodes"
-    codes = run_agents(2, 2, ["pipelines/debug.yaml",
-                              *overrides(manifest, two, "train.epochs=3", "data.batch_size=2")], tmp_path)
-    assert codes == [0, 0], f"agents exited {codes}:\n{logs(tmp_path, 2)}"
-    assert losses(two) == pytest.approx(losses(one), rel=1e-4), (losses(two), losses(one))
-    assert_same_parameters(one, two, tol=1e-5)
-
-
-def test_a_rank_killed_mid_run_restarts_from_the_last_checkpoint_and_ends_as_an_uninterrupted_run(manifest, tmp_path):
-    # the reference is the uninterrupted job in one process; the job under test is two agents x
-    # 2 ranks whose rank 0 is killed right after the checkpoint of step 4 (of 6, one per epoch): torchrun restarts
-    # every worker of both agents (--max-restarts=1), and they resume from that checkpoint
-    whole = tmp_path / "whole"
+@pytest.fixture(scope="module")
+def restarted(manifest, tmp_path_factory):
+    """One job for two claims (the suite's time): two agents x 2 ranks with 2 videos each, whose
+    rank 0 is killed right after the checkpoint of step 4 (of 6, one per epoch); torchrun restarts
+    every worker of both agents (--max-restarts=1) and they resume from that checkpoint. The
+    reference is the uninterrupted job in one process with the global batch (4 x 2 = 8).
+    Returns (reference dir, job dir, the agents' exit codes, their logs)."""
+    tmp = tmp_path_factory.mktemp("restarted")
+    whole = tmp / "whole"
     train_main(["pipelines/debug.yaml", *overrides(manifest, whole, "train.epochs=6", "data.batch_size=8",
                                                    "train.ckpt_every=2")])
-    killed = tmp_path / "killed"
+    killed = tmp / "killed"
     # dist.timeout_s: a restarted job stuck in a collective (seen once, cause unknown) then ends
     # within a minute naming the rank it waits for, instead of at the test's deadline
     codes = run_agents(2, 2, ["pipelines/debug.yaml", *overrides(manifest, killed, "train.epochs=6", "data.batch_size=2",
                                                                   "train.ckpt_every=2", "dist.timeout_s=60")],
-                       tmp_path, max_restarts=1, env={"TIMECLR_TEST_DIE_AT_STEP": "4"})
-    log = logs(tmp_path, 2)
+                       tmp, max_restarts=1, env={"TIMECLR_TEST_DIE_AT_STEP": "4"})
+    return whole, killed, codes, logs(tmp, 2)
+
+
+def test_two_torchrun_agents_train_as_one_process_with_the_global_batch(restarted):
+    # steps 1-4 and their checkpoint (kept as checkpoint.prev.pt once step 6's is written) are the
+    # first attempt's, made before any rank was killed
+    whole, killed, codes, log = restarted
+    assert codes == [0, 0], f"agents exited {codes}:\n{log}"
+    assert losses(killed)[:4] == pytest.approx(losses(whole)[:4], rel=1e-4), (losses(killed), losses(whole))
+    assert_same_parameters(whole, killed, tol=1e-5, name="checkpoint.prev.pt")
+    assert torch.load(killed / "checkpoint.prev.pt", weights_only=True)["step"] == 4
+
+
+def test_a_rank_killed_mid_run_restarts_from_the_last_checkpoint_and_ends_as_an_uninterrupted_run(restarted):
+    whole, killed, codes, log = restarted
     assert codes == [0, 0], f"agents exited {codes}:\n{log}"
     assert "resuming" in log and "at step 4/6" in log, log
     assert losses(killed) == pytest.approx(losses(whole), rel=1e-4), (losses(killed), losses(whole))
@@ -77,8 +86,9 @@ def test_restarts_with_the_shared_agent_store_are_detected(monkeypatch, env, war
     assert distributed.restarts_share_the_agent_store() is warns, env
 
 
-# the deadline case waits out its deadline: 30 s is time enough for the 4 workers to start
-@pytest.mark.parametrize("watchdog_s, ends_by, deadline_s", [(20, "watchdog", 90), (600, "deadline", 30)])
+# the watchdog case: 8 s without a step is a hang (a step here takes well under a second, and the
+# start-up has its own allowance); the deadline case counts its deadline from the hang
+@pytest.mark.parametrize("watchdog_s, ends_by, deadline_s", [(8, "watchdog", 90), (600, "deadline", 5)])
 def test_a_hung_torchrun_job_fails_with_its_stacks_and_leaves_no_process(manifest, tmp_path, watchdog_s, ends_by,
                                                                         deadline_s):
     # rank 0 sleeps after its step-2 checkpoint and the other 3 ranks wait for it in a collective
@@ -89,13 +99,14 @@ def test_a_hung_torchrun_job_fails_with_its_stacks_and_leaves_no_process(manifes
     pids.mkdir()
     codes = run_agents(2, 2, ["pipelines/debug.yaml", *overrides(manifest, tmp_path / "hung", "train.epochs=6",
                                                                   "data.batch_size=2", "train.ckpt_every=2")],
-                       tmp_path, deadline_s=deadline_s, env={"TIMECLR_TEST_HANG_AT_STEP": "2", "TIMECLR_TEST_PID_DIR": str(pids),
-                                                     "TIMECLR_TEST_WATCHDOG_S": str(watchdog_s)})
+                       tmp_path, deadline_s=deadline_s, deadline_from=pids / "stopped",
+                       env={"TIMECLR_TEST_HANG_AT_STEP": "2", "TIMECLR_TEST_PID_DIR": str(pids),
+                            "TIMECLR_TEST_WATCHDOG_S": str(watchdog_s)})
     log = "".join((tmp_path / f"agent{k}.log").read_text() for k in range(2))
     assert all(code != 0 for code in codes), f"a hung job ended {codes}:\n{logs(tmp_path, 2)}"
     assert (f"run_agents: deadline of {deadline_s} s" in log) is (ends_by == "deadline"), logs(tmp_path, 2)
     if ends_by == "watchdog":  # faulthandler's stacks: the sleeping rank's and the waiting ranks'
-        assert "Timeout (0:00:20)!" in log, log[-6000:]
+        assert f"Timeout (0:00:{watchdog_s:02d})!" in log, log[-6000:]
         assert "end_step_then_stop" in log and "_all_gather" in log, log[-6000:]
     workers = [int(p.name) for p in pids.iterdir() if p.name.isdigit()]
     assert len(workers) == 4, workers

@@ -53,10 +53,11 @@ def die_after_checkpoint(monkeypatch, step: int):
     return lambda: monkeypatch.setattr(module, "save_checkpoint", real_save)
 
 
-def assert_same_parameters(one_dir, two_dir, tol: float = 1e-5):
-    """The final checkpoints of two runs hold the same parameters, to ``tol``."""
-    want = torch.load(one_dir / "checkpoint.pt", weights_only=True)["model"]
-    got = torch.load(two_dir / "checkpoint.pt", weights_only=True)["model"]
+def assert_same_parameters(one_dir, two_dir, tol: float = 1e-5, name: str = "checkpoint.pt"):
+    """The final checkpoints of two runs (or the ones before them: ``name="checkpoint.prev.pt"``)
+    hold the same parameters, to ``tol``."""
+    want = torch.load(one_dir / name, weights_only=True)["model"]
+    got = torch.load(two_dir / name, weights_only=True)["model"]
     for key, value in want.items():
         err = (got[key].double() - value.double()).abs().max().item()
         assert err <= tol, f"{key}: the two runs' parameters differ by {err:.2e}"
