@@ -50,7 +50,9 @@ setup(
     extras_require={
         # TensorBoard event files beside metrics.jsonl (loss, lr, evaluation metrics), no flag needed
         "tensorboard": ["tensorboard>=2.10"],
-        # the tests read manifests with pandas, TensorBoard events and WebDataset shards back
-        "dev": ["pytest>=7", "pytest-timeout>=2.1", "pandas", "tensorboard>=2.10", "webdataset>=0.2"],
+        # the tests read manifests with pandas, TensorBoard events and WebDataset shards back, and
+        # run on two pytest-xdist workers (README)
+        "dev": ["pytest>=7", "pytest-timeout>=2.1", "pytest-xdist>=3.2", "pandas", "tensorboard>=2.10",
+                "webdataset>=0.2"],
     },
 )

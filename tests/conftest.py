@@ -6,6 +6,13 @@ import faulthandler
 import os
 import sys
 
+# Under pytest-xdist (the README's command: 2 workers) each worker keeps every core's thread, so
+# one computes at full speed while the other waits out a deadline; when both compute, OpenMP's
+# idle threads must sleep rather than spin, or they take the cores the other worker needs. Read
+# when torch loads OpenMP, so set before the import (measured: 172 s and 154 s against 175-194 s
+# with one thread per worker, at 2 workers on 2 cores).
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch
 
 if not torch.cuda.is_available():
@@ -15,11 +22,6 @@ if not torch.cuda.is_available():
 # so on a busy machine a run and its resumed twin could compute with different thread counts and
 # part by more than float noise; the tests compare such twins, so every run here keeps torch's
 # count (tests/test_run.py checks the choice itself, with the variable removed).
-# Under pytest-xdist the workers split the cores between them: more threads than cores makes
-# OpenMP's spinning threads steal each other's time.
-_workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-if _workers > 1:
-    torch.set_num_threads(max(1, torch.get_num_threads() // _workers))
 os.environ.setdefault("OMP_NUM_THREADS", str(torch.get_num_threads()))
 
 import pytest
@@ -60,7 +62,14 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "xdist_group(name): tests that run on one pytest-xdist worker")
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config, items):
     """Heavy tests first (a stable sort keeps the rest in order): under ``pytest -n 2`` the long
-    multi-process jobs then overlap the many short tests, instead of one of them ending the run alone."""
+    multi-process jobs then overlap the many short tests, instead of one of them ending the run
+    alone. Every module not in a named group is a group of its own, so that under ``--dist
+    loadgroup`` its tests run on one worker and its module-scoped fixtures (prepared sets, shared
+    training jobs) are built once, not once per worker."""
     items.sort(key=lambda item: item.get_closest_marker("heavy") is None)
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))

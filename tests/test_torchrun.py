@@ -118,13 +118,14 @@ def test_a_rank_that_dies_or_hangs_ends_the_job_within_dist_timeout_naming_it(ma
     # 2 gloo ranks without torchrun (no agent ends the job for them): rank 1 is SIGKILLed, or
     # sleeps, after step 2 of 6, and rank 0 waits for it in the next collective. Rank 0 must end
     # in one line naming rank 1, within dist.timeout_s (for the hang) plus collective_failure's
-    # grace for the others to check in (10 s) and a margin for a loaded machine
-    timeout_s, grace_s, margin_s = 10, 10, 20
+    # grace for the others to check in (GRACE_S, 3 s here) and a margin for a loaded machine
+    timeout_s, grace_s, margin_s = 10, 3, 20
     pids = tmp_path / "pids"
     pids.mkdir()
     codes = run_ranks(2, ["pipelines/debug.yaml", *overrides(manifest, tmp_path / "run", "train.epochs=6",
                                                               "data.batch_size=2", f"dist.timeout_s={timeout_s}")],
                       tmp_path, env={"TIMECLR_TEST_STOP_RANK": "1", "TIMECLR_TEST_PID_DIR": str(pids),
+                                     "TIMECLR_TEST_GRACE_S": str(grace_s),
                                      f"TIMECLR_TEST_{'DIE' if how == 'dies' else 'HANG'}_AT_STEP": "2"})
     ended = (tmp_path / "rank0.log").stat().st_mtime  # rank 0's last words
     log = (tmp_path / "rank0.log").read_text()

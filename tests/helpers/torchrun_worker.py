@@ -14,6 +14,8 @@ ends with its stacks in the log instead of waiting out gloo's 30-minute collecti
   (torchrun counts attempts in ``TORCHELASTIC_RESTART_COUNT``): what a node lost mid-run looks like
   to the other ranks. With ``TIMECLR_TEST_HANG_AT_STEP``, it sleeps there instead, and the other
   ranks wait in their next collective: a hung job.
+- ``TIMECLR_TEST_GRACE_S``: how long a rank that saw a collective fail waits for the others to
+  check in (``timeclr.training.distributed.GRACE_S``), shorter in the tests that wait it out.
 - ``TIMECLR_TEST_PID_DIR``: each worker writes its pid there, so a test can check none survives,
   and the stopping rank writes the time it stopped to ``stopped``.
 """
@@ -24,7 +26,7 @@ import sys
 import time
 
 from tests.helpers.spawn import die_with_parent
-from timeclr.training import run
+from timeclr.training import distributed, run
 from timeclr.train import main
 
 STARTUP_S = 120  # imports, the pipeline and the first step, on a loaded 2-core machine
@@ -40,6 +42,8 @@ if __name__ == "__main__":
         faulthandler.dump_traceback_later(watchdog_s, exit=True)  # no progress for watchdog_s from here: stuck
 
     run.Loop.end_step = end_step_rearmed
+    if os.environ.get("TIMECLR_TEST_GRACE_S"):
+        distributed.GRACE_S = float(os.environ["TIMECLR_TEST_GRACE_S"])
     # the first rank whose watchdog fires makes the agent SIGTERM the others: they print their stacks too
     faulthandler.register(signal.SIGTERM, chain=True)
     if os.environ.get("TIMECLR_TEST_PID_DIR"):
