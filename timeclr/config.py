@@ -176,6 +176,7 @@ class SyntheticConfig:
     """The embedded motion dataset (timeclr.synthetic.dataset), generated under data.root if absent."""
 
     enabled: bool = False
+    set: str = "v1"  # which set: v1 (timeclr.synthetic.render) or v2 (timeclr.synthetic.render_v2)
     train_per_class: int = 40
     test_per_class: int = 20
     frames: int = 32

@@ -20,7 +20,7 @@ Commands
     shard MANIFEST OUT_DIR [--shard-size 1GB] [--shuffle-seed S]
         Pack the manifest's videos into WebDataset tar shards with a JSON record each and an
         index ``shards.json`` (``timeclr.pipelines.storage.shards``). Resumable.
-    synthetic ROOT [--train-per-class N] [--test-per-class N] [--frames N] [--size N] [--seed S]
+    synthetic ROOT [--set v1|v2] [--train-per-class N] [--test-per-class N] [--frames N] [--size N] [--seed S]
         Generate (once) the synthetic motion dataset under ROOT and print its manifests
         (``timeclr.synthetic.dataset``).
 
@@ -37,8 +37,7 @@ from timeclr.pipelines.ingest.index import PROBE_TIMEOUT_S, index_tree
 from timeclr.pipelines.ingest.annotation_formats import ANNOTATION_FORMATS, OFFICIAL_SPLITS, SUBSETS
 from timeclr.pipelines.ingest.prepare import PREPARE_TIMEOUT_S, prepare_tree
 from timeclr.pipelines.ingest.transcode import DEFAULT_CRF, DEFAULT_GOP
-from timeclr.synthetic.dataset import ensure_dataset
-from timeclr.synthetic.render import CLASSES, DESCRIPTIONS
+from timeclr.synthetic.dataset import SETS, ensure_dataset
 
 
 def add_index_parser(subparsers):
@@ -201,7 +200,10 @@ def add_synthetic_parser(subparsers):
     p = subparsers.add_parser(
         "synthetic", help="generate the synthetic motion dataset and its manifests",
         description="Generate (once) the synthetic motion dataset under ROOT and print its manifests. "
-                    "Classes: " + "; ".join(f"{c}: {DESCRIPTIONS[c]}" for c in CLASSES) + ".")
+                    + " ".join(f"Set {name}'s classes: " + "; ".join(f"{c}: {m.DESCRIPTIONS[c]}" for c in m.CLASSES) + "."
+                               for name, m in SETS.items()))
+    p.add_argument("--set", dest="set_name", choices=list(SETS), default="v1",
+                   help="which set: v1 (8 classes) or v2 (14, in groups that need segment or interval views)")
     p.add_argument("root", metavar="ROOT", help="folder to generate into (must not exist, or be empty)")
     p.add_argument("--train-per-class", type=_positive_int, default=40)
     p.add_argument("--test-per-class", type=_positive_int, default=20)
@@ -218,7 +220,7 @@ def run_synthetic(args) -> int:
         train_csv, test_csv = ensure_dataset(
             args.root, train_per_class=args.train_per_class, test_per_class=args.test_per_class,
             frames=args.frames, size=args.size, seed=args.seed, workers=args.workers,
-            progress=not args.no_progress)
+            progress=not args.no_progress, set_name=args.set_name)
     except (ValueError, OSError) as e:
         print(f"timeclr.data synthetic: error: {e}", file=sys.stderr)
         return 2

@@ -40,7 +40,10 @@ from timeclr.pipelines.storage.encode import write_video
 from timeclr.pipelines.ingest.index import index_tree
 from timeclr.pipelines.ingest.pool import WORKERS
 from timeclr.files.recorded import differences
-from timeclr.synthetic.render import CLASSES, SPLITS, VERSION, make_sample
+from timeclr.synthetic import render, render_v2
+
+SETS = {"v1": render, "v2": render_v2}  # set name -> the module that draws its videos
+SPLITS = render.SPLITS
 
 FPS = 25
 GOP = 16  # a keyframe every GOP frames
@@ -66,16 +69,16 @@ def write_webm(path, frames) -> str:
     return write_video(path, frames, codec="vp9", fps=FPS, gop=GOP, crf=CRF, threads=1)
 
 
-def video_path(root, split: str, label: int, index: int) -> Path:
+def video_path(root, split: str, label: int, index: int, set_name: str = "v1") -> Path:
     """Where video ``index`` of class ``label`` in ``split`` lies under ``root``."""
-    return Path(root) / split / CLASSES[label] / f"{index:04d}.webm"
+    return Path(root) / split / SETS[set_name].CLASSES[label] / f"{index:04d}.webm"
 
 
 def _make_one(job):
-    """Worker: render and write one video. job = (root, seed, split, label, index, frames, size)."""
-    root, seed, split, label, index, frames, size = job
-    video, _ = make_sample(seed, split, label, index, frames, size)
-    write_webm(video_path(root, split, label, index), video)
+    """Worker: render and write one video. job = (root, seed, split, label, index, frames, size, set name)."""
+    root, seed, split, label, index, frames, size, set_name = job
+    video, _ = SETS[set_name].make_sample(seed, split, label, index, frames, size)
+    write_webm(video_path(root, split, label, index, set_name), video)
     return label
 
 
@@ -83,9 +86,14 @@ def _make_one(job):
 # The dataset
 
 
-def dataset_params(train_per_class=40, test_per_class=20, frames=32, size=64, seed=0) -> dict:
-    """What DONE.json records and ``ensure_dataset`` compares (workers and progress excluded)."""
-    return {"version": VERSION, "classes": list(CLASSES), "train_per_class": int(train_per_class),
+def dataset_params(train_per_class=40, test_per_class=20, frames=32, size=64, seed=0, set_name="v1") -> dict:
+    """What DONE.json records and ``ensure_dataset`` compares (workers and progress excluded).
+    ``v1``'s record has no ``set`` key, so the folders generated before v2 existed still match."""
+    if set_name not in SETS:
+        raise ValueError(f"synthetic set must be one of {', '.join(SETS)}, got {set_name!r}")
+    module = SETS[set_name]
+    return {**({} if set_name == "v1" else {"set": set_name}),
+            "version": module.VERSION, "classes": list(module.CLASSES), "train_per_class": int(train_per_class),
             "test_per_class": int(test_per_class), "frames": int(frames), "size": int(size),
             "seed": int(seed), "fps": FPS, "gop": GOP, "crf": CRF, "codec": "vp9"}
 
@@ -133,7 +141,8 @@ def _remove_dead_partials(root: Path):
 
 
 def ensure_dataset(root, train_per_class: int = 40, test_per_class: int = 20, frames: int = 32,
-                   size: int = 64, seed: int = 0, workers: int = 2, progress: bool = True) -> tuple[str, str]:
+                   size: int = 64, seed: int = 0, workers: int = 2, progress: bool = True,
+                   set_name: str = "v1") -> tuple[str, str]:
     """Generate the synthetic dataset under ``root`` unless it is already there; returns the paths
     of its train and test manifests (``root/train.csv``, ``root/test.csv``).
 
@@ -145,7 +154,8 @@ def ensure_dataset(root, train_per_class: int = 40, test_per_class: int = 20, fr
     """
     root = Path(root).absolute()
     _check_args(train_per_class, test_per_class, frames, size)
-    params = dataset_params(train_per_class, test_per_class, frames, size, seed)
+    params = dataset_params(train_per_class, test_per_class, frames, size, seed, set_name)
+    classes = SETS[set_name].CLASSES
     found = _read_done(root, params)
     if found:
         return found
@@ -160,10 +170,10 @@ def ensure_dataset(root, train_per_class: int = 40, test_per_class: int = 20, fr
     began = time.perf_counter()
     try:
         counts = {"train": train_per_class, "test": test_per_class}
-        jobs = [(str(partial), seed, split, label, index, frames, size)
-                for split in SPLITS for label in range(len(CLASSES)) for index in range(counts[split])]
+        jobs = [(str(partial), seed, split, label, index, frames, size, set_name)
+                for split in SPLITS for label in range(len(classes)) for index in range(counts[split])]
         for split in SPLITS:
-            for name in CLASSES:
+            for name in classes:
                 (partial / split / name).mkdir(parents=True)
         with tqdm(total=len(jobs), desc="generating synthetic videos", unit="video", disable=not progress) as bar:
             if workers <= 1:
@@ -180,13 +190,13 @@ def ensure_dataset(root, train_per_class: int = 40, test_per_class: int = 20, fr
             with contextlib.redirect_stdout(report):
                 n_ok, n_rejected = index_tree(partial / split, partial / f"{split}.csv", device="cpu",
                                               workers=workers, progress=progress)
-            expected = counts[split] * len(CLASSES)
+            expected = counts[split] * len(classes)
             if n_ok != expected or n_rejected:
                 rejects = (partial / f"{split}.rejects.csv").read_text(encoding="utf-8")
                 raise RuntimeError(f"indexing the generated {split} split accepted {n_ok} of {expected} "
                                    f"videos:\n{report.getvalue()}{rejects}")
         done = {"params": params, "train_manifest": "train.csv", "test_manifest": "test.csv",
-                "videos": {s: counts[s] * len(CLASSES) for s in SPLITS},
+                "videos": {s: counts[s] * len(classes) for s in SPLITS},
                 "seconds": {"render_and_encode": round(generated, 2),
                             "total": round(time.perf_counter() - began, 2)}}
         write_json(partial / "DONE.json", done)  # last: its presence says the folder is complete
@@ -198,7 +208,7 @@ def ensure_dataset(root, train_per_class: int = 40, test_per_class: int = 20, fr
     finally:
         shutil.rmtree(partial, ignore_errors=True)  # gone after the rename; else a failed run's
     if progress:
-        print(f"synthetic dataset: {root} ({sum(counts.values()) * len(CLASSES)} videos, "
+        print(f"synthetic dataset: {root} ({sum(counts.values()) * len(classes)} videos, "
               f"{time.perf_counter() - began:.1f} s)")
     return _manifests(root)
 
@@ -206,13 +216,14 @@ def ensure_dataset(root, train_per_class: int = 40, test_per_class: int = 20, fr
 def prepare_synthetic(cfg, rank) -> tuple[str, str]:
     """Generate the embedded dataset once (rank 0); returns the paths of its (train, test) manifests.
 
-    Reads ``cfg.synthetic`` (train_per_class, test_per_class, frames, size) and ``cfg.data.root``
+    Reads ``cfg.synthetic`` (set, train_per_class, test_per_class, frames, size) and ``cfg.data.root``
     and leaves the config as it is: which manifests the run uses is for the caller to say
     (``chosen_manifests``). The other ranks wait at a barrier, so they never race rank 0's
     generation, then find it done.
     """
     s = cfg.synthetic
-    args = dict(train_per_class=s.train_per_class, test_per_class=s.test_per_class, frames=s.frames, size=s.size)
+    args = dict(train_per_class=s.train_per_class, test_per_class=s.test_per_class, frames=s.frames, size=s.size,
+                set_name=s.get("set", "v1"))  # a run folder's config.yaml from before v2 has no set
     if rank == 0:
         train_csv, test_csv = ensure_dataset(cfg.data.root, **args)
     if dist.is_initialized():
