@@ -1,8 +1,8 @@
 """timeclr.synthetic.render_v2: each group of the v2 set holds what its docstring says, measured on
 the rendered pixels (not the renderer's own parameters): the fast drift's direction is seen by
 consecutive frames and aliased both ways by frames 4 apart; the order group's events are caught
-by every segment clip and never both by 8 consecutive frames; a burst always covers the eval
-interval clip, and its place shows in the eval segment clip."""
+by every segment clip, never both by 8 consecutive frames, and lie away from the video's ends; a
+burst always covers the eval interval clip, and its place shows in the eval segment clip."""
 import numpy as np
 import pytest
 
@@ -80,15 +80,14 @@ def test_order_events_are_one_segment_each_far_apart_and_every_segment_clip_sees
             bright = np.flatnonzero(level > rest + 30)
             assert len(dark) == len(bright) == FRAMES // 8, (label, index, dark, bright)
             early, late = (dark, bright) if first == "dark" else (bright, dark)
-            assert early.max() < FRAMES // 4 and late.min() >= FRAMES - FRAMES // 4, (early, late)
+            assert late.min() - early.max() > 8, (early, late)
+            # 7 frames or more from either end: a clip of 8 consecutive frames can hold an event at
+            # any place in it, so its place in the clip does not tell its place in the video
+            assert early.min() >= 7 and late.max() <= FRAMES - 8, (early, late)
             events = set(dark) | set(bright)
             for start in range(FRAMES - 7):  # 8 consecutive frames never hold both
                 window = set(range(start, start + 8))
                 assert not (window & set(dark) and window & set(bright)), (label, index, start)
-            for stride in (1, 2):  # nor does any interval clip at stride 2
-                for start in range(FRAMES - 7 * stride):
-                    window = set(range(start, start + 8 * stride, stride))
-                    assert not (window & set(dark) and window & set(bright)), (label, index, stride, start)
             for _ in range(5):  # a random training segment clip and the eval one see both
                 for clip in (segment_indices(FRAMES, 8, True, rng), segment_indices(FRAMES, 8, False)):
                     assert set(clip) & set(dark) and set(clip) & set(bright), (label, index, clip)

@@ -24,10 +24,14 @@ segment clip takes every 4th frame, 2, 6, ..., 30; the eval interval clip frames
             sparse frames see the stripes move but cannot tell which way, and random segment
             frames (1-7 apart) even less. The stripes' start phase is random.
     order   Each event fills one of the 8 segments that segment selection cuts (so every
-            segment clip, random or eval, holds a frame of each): segment 0 or 1 for the first,
-            6 or 7 for the second. At least half the video lies between them, so no clip of 8
-            consecutive frames (or at stride 2) holds both: a short clip sees one event and cannot
-            know whether it came first. Dark and bright each occur once in both classes.
+            segment clip, random or eval, holds a frame of each): segment 2 (frames 8-11) and
+            segment 5 (20-23). Eight frames lie between them, so no clip of 8 consecutive frames
+            holds both: a short clip sees one event and cannot know whether it came first. Both
+            events lie at least 7 frames from the video's ends, so a clip of 8 consecutive frames
+            can hold either anywhere in it: where the event sits in the clip does not give away
+            where it sits in the video (with events in the first or last segment it did, and
+            dense clips learnt the order from that: 67 % where 50 % was meant). Dark and bright
+            each occur once in both classes.
     both    The stripes drift for 20 frames from frame s, s in 0-2 (early) or 11-12 (late), and
             rest otherwise: the eval interval clip (frames 12-19) always lies inside the burst
             and sees its direction but not its place; a segment clip sees where the stripes move
@@ -71,7 +75,7 @@ DESCRIPTIONS = {
     **{CLASSES[8 + k]: v1.DESCRIPTIONS[name] for k, name in enumerate(SLOW)},
 }
 SPLITS = v1.SPLITS
-VERSION = 3  # bump when v2's rendering changes
+VERSION = 4  # bump when v2's rendering changes
 
 # stripe drift, periods per frame: one of two bands symmetric about 1/4, so frames 4 apart alias
 # both ways (4v - 1 in -0.4..-0.12 or 0.12..0.4) and never to a standstill (4v near 1)
@@ -105,10 +109,10 @@ def sample_params(label: int, frames: int, size: int, rng: np.random.Generator) 
     if label < 2:
         velocity[:] = speed if label == 1 else -speed
     elif label < 4:
-        # each event fills one of 8 equal segments (as segment selection cuts them), segment 0 or 1
-        # for the first and 6 or 7 for the second: every segment clip holds a frame of each
+        # each event fills one of 8 equal segments (as segment selection cuts them), segments 2
+        # and 5: every segment clip holds a frame of each (see the module docstring)
         bounds = np.arange(9) * frames // 8
-        first, last = int(rng.integers(0, 2)), 7 - int(rng.integers(0, 2))
+        first, last = 2, 5
         early, late = (-1, 1) if label == 2 else (1, -1)
         event[bounds[first]:bounds[first + 1]] = early
         event[bounds[last]:bounds[last + 1]] = late
