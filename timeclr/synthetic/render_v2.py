@@ -37,7 +37,8 @@ segment clip takes every 4th frame, 2, 6, ..., 30; the eval interval clip frames
             and sees its direction but not its place; a segment clip sees where the stripes move
             (its place) but not which way (aliased as in ``fast``). Only the two together name
             the class.
-    slow    v1's motions (``render.sample_params``), the object without stripes.
+    slow    v1's motions (``render.sample_params``), the object without stripes; scored as a pair
+            per kind of motion (``pipelines/synthetic_v2.yaml``'s ``eval.groups`` name the groups).
 
 Shared by every class: the look of v1 (small palettes of object and background colours, a fixed
 texture, three shapes, a bouncing distractor disc), the object's size, place and angle drawn at
@@ -57,12 +58,6 @@ CLASSES = (
     "4_burst_left_early", "5_burst_right_early", "6_burst_left_late", "7_burst_right_late",
     *(f"{8 + k}_{name.split('_', 1)[1]}" for k, name in enumerate(SLOW)),
 )
-GROUPS = {
-    "fast": list(CLASSES[0:2]),
-    "order": list(CLASSES[2:4]),
-    "both": list(CLASSES[4:8]),
-    "slow": list(CLASSES[8:14]),
-}
 DESCRIPTIONS = {
     CLASSES[0]: "stripes in the resting object drift left, faster than sparse frames can follow",
     CLASSES[1]: "stripes in the resting object drift right, faster than sparse frames can follow",
