@@ -127,3 +127,33 @@ def test_slow_classes_are_v1s_motions_and_the_sets_record_apart(tmp_path):
                                   workers=1, progress=False, set_name="v2")
     names = sorted(p.name for p in (tmp_path / "v2" / "train").iterdir())
     assert names == sorted(render_v2.CLASSES), names
+
+
+def test_the_committed_self_check_follows_from_its_runs_and_every_group_passes():
+    # benchmarks/results/v2_self_check.csv (docs/results.md's table): each group's summary is
+    # recomputed here from the runs, with the rule, so the table and the README cannot drift from them
+    import csv
+    from pathlib import Path
+    from statistics import fmean
+
+    from timeclr.config import load_config
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "v2_self_check.csv"
+    rows = list(csv.DictReader(open(path, newline="", encoding="utf-8")))
+    groups = load_config("pipelines/synthetic_v2.yaml").eval.groups
+    summaries = {r["group"]: r for r in rows if r["kind"] == "summary"}
+    assert sorted(summaries) == sorted(groups), (sorted(summaries), sorted(groups))
+    for g, names in groups.items():
+        runs = [r for r in rows if r["kind"] == "run" and r["group"] == g]
+        rand = [r for r in runs if r["what"] == "random_init"]
+        assert len(rand) == 3, (g, len(rand))
+        worst = max(fmean(float(r[f"knn_{c}"]) for r in rand) for c in ("segment", "interval", "segment+interval"))
+        ceilings = {w: fmean(float(r["top1"]) for r in runs if r["what"] == w)
+                    for w in ("ceiling_segment8", "ceiling_interval8", "ceiling_all32")}
+        s = summaries[g]
+        assert abs(float(s["random_knn_max"]) - worst) < 1e-3, (g, s["random_knn_max"], worst)
+        for w, v in ceilings.items():
+            assert abs(float(s[w]) - v) < 1e-3, (g, w, s[w], v)
+        limit = 100 / len(names) + 15
+        assert worst <= limit and worst <= max(ceilings.values()) - 40, (g, worst, limit, ceilings)
+        assert s["passes"] == "True", (g, s["passes"])
