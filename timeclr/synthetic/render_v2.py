@@ -83,6 +83,7 @@ BURST = 20  # frames of a burst at 32 frames (scaled with frames)
 
 
 def _rng(seed: int, split: str, label: int, index: int) -> np.random.Generator:
+    # the 2 keeps v2's streams apart from v1's (whose key has no set number) for the same seed
     return np.random.default_rng(np.random.SeedSequence([seed, SPLITS.index(split), label, index, 2, VERSION]))
 
 
@@ -126,8 +127,8 @@ def sample_params(label: int, frames: int, size: int, rng: np.random.Generator) 
 
 
 def object_colour(p: dict) -> np.ndarray:
-    """(frames, 1 or size, size, 3) float32: the object's colour at every frame and pixel column
-    (stripes vary along x only), before it is composited."""
+    """(frames, 1, 1 or size, 3) float32: the object's colour at every frame (and pixel column,
+    with stripes: they vary along x only), before it is composited."""
     colour = p["colour"].astype(np.float32)
     frames, size = p["frames"], p["size"]
     if p["phase"] is None:
