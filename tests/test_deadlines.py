@@ -9,13 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from timeclr.pipelines.ingest import index, pool, transcode
-from timeclr.pipelines.ingest.index import index_tree
 from timeclr.pipelines.storage.manifest import sidecar_paths
 from timeclr.pipelines.ingest.pool import run_per_file
-from timeclr.pipelines.ingest.prepare import prepare_tree
 from timeclr.pipelines.ingest.transcode import part_path
 from tests.helpers import pool_tasks
+from tests.helpers.fresh_fork import run_patched
 from tests.helpers.videos import make_video
 
 REPO = Path(__file__).resolve().parents[1]
@@ -96,32 +94,21 @@ def test_a_worker_exits_when_its_caller_is_killed(tmp_path):
     assert not alive(worker), "the worker outlived its killed caller"
 
 
-# End to end: the hang is injected by patching the decoder in this process, which reaches the
-# workers only if they are forked from it (the fork server would import the real functions).
+# End to end: the hang is injected by patching the decoder in a fresh process
+# (tests/helpers/fresh_fork.py), which reaches the workers only if they are forked from it.
 fork_only = pytest.mark.skipif(multiprocessing.get_start_method() != "fork",
                                reason="the hang is injected by patching the parent, which only fork carries over")
 
 
-def hang_on(name, real):
-    def patched(path, *args):
-        if Path(path).name == name:
-            if len(args) == 3:  # transcode._transcode(src, part, settings, threads): die mid-write
-                args[0].write_bytes(b"the first half of a video")
-            time.sleep(3600)
-        return real(path, *args)
-    return patched
-
-
 @fork_only
-def test_index_rejects_a_file_whose_probe_hangs_and_completes(tmp_path, monkeypatch):
+def test_index_rejects_a_file_whose_probe_hangs_and_completes(tmp_path):
     root = tmp_path / "videos"
     for rel in ("a/v1.webm", "a/hang.webm", "b/v2.webm", "b/v3.webm"):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         make_video(root / rel, 6)
-    monkeypatch.setattr(index, "probe_video", hang_on("hang.webm", index.probe_video))
-    monkeypatch.setattr(pool, "WORKERS", multiprocessing.get_context("fork"))
     start = time.monotonic()
-    assert index_tree(root, tmp_path / "m.csv", device="cpu", workers=2, progress=False, timeout_s=2) == (3, 1)
+    assert run_patched("index_tree", "index.probe_video", "hang.webm", "hang", [root, tmp_path / "m.csv"],
+                       dict(device="cpu", workers=2, progress=False, timeout_s=2)) == [3, 1]
     assert time.monotonic() - start < 2 + SLACK_S
     rows = (tmp_path / "m.csv").read_text().splitlines()[1:]
     assert sorted(r.split(",")[0] for r in rows) == ["a/v1.webm", "b/v2.webm", "b/v3.webm"]
@@ -131,16 +118,15 @@ def test_index_rejects_a_file_whose_probe_hangs_and_completes(tmp_path, monkeypa
 
 
 @fork_only
-def test_prepare_fails_a_file_that_hangs_leaves_no_part_and_completes(tmp_path, monkeypatch):
+def test_prepare_fails_a_file_that_hangs_leaves_no_part_and_completes(tmp_path):
     src, dst = tmp_path / "src", tmp_path / "dst"
     for rel in ("a/v1.webm", "a/hang.webm", "a/v2.webm"):
         (src / rel).parent.mkdir(parents=True, exist_ok=True)
         make_video(src / rel, 6)
-    monkeypatch.setattr(transcode, "_transcode", hang_on("hang.webm", transcode._transcode))
-    monkeypatch.setattr(pool, "WORKERS", multiprocessing.get_context("fork"))
-    report = prepare_tree(src, dst, codec="vp9", workers=2, progress=False, timeout_s=2)
-    assert report.done == ["a/v1.webm", "a/v2.webm"], report
-    assert report.failed == {"a/hang.webm": "timed out: preparing took longer than 2 s "
-                                            "(a decoder or encoder that hangs on this file?)"}
+    report = run_patched("prepare_tree", "transcode._transcode", "hang.webm", "hang", [src, dst],
+                         dict(codec="vp9", workers=2, progress=False, timeout_s=2))
+    assert report["done"] == ["a/v1.webm", "a/v2.webm"], report
+    assert report["failed"] == {"a/hang.webm": "timed out: preparing took longer than 2 s "
+                                               "(a decoder or encoder that hangs on this file?)"}
     assert not (dst / "a/hang.webm").exists() and not part_path(dst / "a/hang.webm").exists()
     assert "a/hang.webm,timed out: " in (dst / "prepare.failures.csv").read_text()

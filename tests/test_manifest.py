@@ -11,12 +11,13 @@ import pytest
 
 from timeclr import data
 from timeclr.errors import ManifestError, VideoError
-from timeclr.pipelines.ingest import index, pool
+from timeclr.pipelines.ingest import index
 from timeclr.pipelines.storage import manifest
 from timeclr.pipelines.storage.encode import write_video
 from timeclr.pipelines.ingest.index import index_tree
 from timeclr.pipelines.storage.manifest import COLUMNS, read_manifest
 from timeclr.pipelines.ingest.probe import probe_video
+from tests.helpers.fresh_fork import run_patched
 from tests.helpers.videos import frame_index_image, make_audio_only, make_video
 
 REAL_CLIPS = Path(__file__).resolve().parents[2] / "shared/data/real-clips"
@@ -202,23 +203,15 @@ def test_variable_frame_rate_is_rejected_unless_allowed(tmp_path, capsys):
 
 @pytest.mark.skipif(multiprocessing.get_start_method() != "fork",
                     reason="the crash is injected by patching the parent, which only fork carries over")
-def test_a_crashing_decoder_rejects_only_its_file(tmp_path, monkeypatch):
+def test_a_crashing_decoder_rejects_only_its_file(tmp_path):
     root = tmp_path / "videos"
     (root / "a").mkdir(parents=True)
     for name in ("v1.webm", "v2.webm", "crash.webm", "v3.webm"):
         make_video(root / "a" / name, 12)
-    real_probe = index.probe_video
-
-    def crashing_probe(path, device=None):
-        if Path(path).name == "crash.webm":
-            os._exit(1)  # as a segfaulting decoder would: the worker process dies
-        return real_probe(path, device)
-
-    monkeypatch.setattr(index, "probe_video", crashing_probe)
-    # the patch reaches the workers only if they are forked from this process (the pool's fork
-    # server would import the real function)
-    monkeypatch.setattr(pool, "WORKERS", multiprocessing.get_context("fork"))
-    assert index_tree(root, tmp_path / "m.csv", device="cpu", workers=2, progress=False) == (3, 1)
+    # the probe of crash.webm dies as a segfaulting decoder would; the patch reaches the workers
+    # only if they are forked from the patched process
+    assert run_patched("index_tree", "index.probe_video", "crash.webm", "crash", [root, tmp_path / "m.csv"],
+                       dict(device="cpu", workers=2, progress=False)) == [3, 1]
     _, rejects = outputs(tmp_path / "m.csv")
     assert rejects == {"a/crash.webm": "unreadable: the decoder crashed the probe process"}
 

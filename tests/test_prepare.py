@@ -4,7 +4,6 @@ videos with irregular timestamps (an exact oracle) and on the real clips in shar
 import csv
 import io
 import multiprocessing
-import os
 import shutil
 from fractions import Fraction
 from pathlib import Path
@@ -14,12 +13,13 @@ import numpy as np
 import pytest
 
 from timeclr.errors import VideoError
-from timeclr.pipelines.ingest import index, pool, transcode
+from timeclr.pipelines.ingest import index, transcode
 from timeclr.pipelines.storage import gop
 from timeclr.pipelines.storage.encode import write_video
 from timeclr.pipelines.ingest.prepare import output_path, prepare_tree
 from timeclr.pipelines.ingest.probe import probe_video
 from timeclr.pipelines.ingest.transcode import check_settings, output_size, part_path, prepare_video
+from tests.helpers.fresh_fork import run_patched
 from tests.helpers.videos import frame_index_image, make_audio_only, make_video, read_frame_index
 
 REAL_CLIPS = Path(__file__).resolve().parents[2] / "shared/data/real-clips"
@@ -218,23 +218,14 @@ def test_a_failure_mid_file_leaves_neither_output_nor_part(tmp_path, monkeypatch
 
 @pytest.mark.skipif(multiprocessing.get_start_method() != "fork",
                     reason="the crash is injected by patching the parent, which only fork carries over")
-def test_a_crashing_worker_fails_only_its_file_and_leaves_no_part(tmp_path, monkeypatch):
+def test_a_crashing_worker_fails_only_its_file_and_leaves_no_part(tmp_path):
     src, dst = small_tree(tmp_path / "src", ("a/v1.webm", "a/crash.webm", "a/v2.webm", "a/v3.webm")), tmp_path / "dst"
-    real_transcode = transcode._transcode
-
-    def crashing_transcode(src_path, part, settings, threads):
-        if src_path.name == "crash.webm":
-            part.write_bytes(b"the first half of a video")
-            os._exit(1)  # as a segfaulting decoder would: the worker dies mid-file
-        return real_transcode(src_path, part, settings, threads)
-
-    monkeypatch.setattr(transcode, "_transcode", crashing_transcode)
-    # the patch reaches the workers only if they are forked from this process (the pool's fork
-    # server would import the real function)
-    monkeypatch.setattr(pool, "WORKERS", multiprocessing.get_context("fork"))
-    report = run(src, dst, workers=2)
-    assert report.done == ["a/v1.webm", "a/v2.webm", "a/v3.webm"], report
-    assert report.failed == {"a/crash.webm": "unreadable: the decoder or encoder crashed the worker process"}
+    # the worker writes half of crash.webm's output, then dies as a segfaulting decoder would; the
+    # patch reaches the workers only if they are forked from the patched process
+    report = run_patched("prepare_tree", "transcode._transcode", "crash.webm", "crash", [src, dst],
+                         dict(codec="h264", short_side=48, gop=8, workers=2, progress=False))
+    assert report["done"] == ["a/v1.webm", "a/v2.webm", "a/v3.webm"], report
+    assert report["failed"] == {"a/crash.webm": "unreadable: the decoder or encoder crashed the worker process"}
     assert not (dst / "a/crash.mp4").exists() and parts_under(dst) == [], sorted(dst.rglob("*"))
 
 
