@@ -16,10 +16,13 @@ from tests.helpers.spawn import spawn_with_deadline
 pytestmark = [pytest.mark.heavy, pytest.mark.xdist_group("waits")]
 
 
-def _stuck_in_c_holding_the_gil(rank):
+def _stuck_in_c_holding_the_gil(rank, started=None):
     # like a C loop that retries on EINTR: SIGINT / SIGTERM never reach Python's handlers, and
-    # PyDLL keeps the GIL, so no Python thread runs either
+    # PyDLL keeps the GIL, so no Python thread runs either. ``started``: a file made just before
+    # (the guard has set up the rank by then)
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    if started:
+        open(started, "w").close()
     ctypes.PyDLL(None).sleep(1000)
 
 
@@ -36,29 +39,36 @@ ORPHAN = """
 import sys, time
 from tests.helpers.spawn import spawn_with_deadline
 from tests.test_spawn_guard import _stuck_in_c_holding_the_gil
-spawn_with_deadline(_stuck_in_c_holding_the_gil, (), nprocs=1, deadline_s=600)
+spawn_with_deadline(_stuck_in_c_holding_the_gil, (sys.argv[1],), nprocs=1, deadline_s=600)
 """
 
 
 def test_a_worker_dies_with_its_parent(tmp_path):
     """A parent killed outright (CI's timeout, pytest-timeout's exit) leaves no worker behind to
     hold the output pipe open."""
-    parent = subprocess.Popen([sys.executable, "-c", ORPHAN], cwd=os.path.dirname(os.path.dirname(__file__)))
+    started = tmp_path / "started"
+    parent = subprocess.Popen([sys.executable, "-c", ORPHAN, str(started)],
+                              cwd=os.path.dirname(os.path.dirname(__file__)))
     try:
-        deadline = time.monotonic() + 60
-        children = []
-        while time.monotonic() < deadline and not children:
-            time.sleep(0.5)
-            out = subprocess.run(["pgrep", "-P", str(parent.pid)], capture_output=True, text=True).stdout
-            children = [int(pid) for pid in out.split()]
-        assert children, "the worker never started"
-        time.sleep(3)  # past the worker's start-up, into the stuck call
+        # until the worker is in the stuck call (past its start-up, which takes seconds on a loaded
+        # machine: killing the parent before the guard ran tested nothing and left the worker behind)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not started.exists():
+            time.sleep(0.2)
+        assert started.exists(), "the worker never reached the stuck call"
+        out = subprocess.run(["pgrep", "-P", str(parent.pid)], capture_output=True, text=True).stdout
+        children = [int(pid) for pid in out.split()]
+        assert children, "the worker is no child of the parent"
         parent.send_signal(signal.SIGKILL)
         parent.wait()
-        time.sleep(2)
-        alive = [pid for pid in children if os.path.exists(f"/proc/{pid}") and
-                 open(f"/proc/{pid}/stat").read().split()[2] != "Z"]
-        assert not alive, f"workers {alive} outlived their killed parent"
+
+        def alive():
+            return [pid for pid in children if os.path.exists(f"/proc/{pid}") and
+                    open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"]
+        gone_by = time.monotonic() + 10  # the worker itself would sleep 1000 s
+        while alive() and time.monotonic() < gone_by:
+            time.sleep(0.1)
+        assert not alive(), f"workers {alive()} outlived their killed parent"
     finally:
         if parent.poll() is None:
             parent.kill()
