@@ -46,29 +46,25 @@ CLIPS = {  # fine-tuning view -> overrides
 EVAL_CLIPS = ("segment", "interval", "segment+interval")
 
 
-def v2_groups() -> dict:
-    return OmegaConf.to_container(load_config(CONFIG).eval.groups)
-
-
-def set_overrides() -> list:
-    """What makes a synthetic recipe run on v2: the set, its folder and its sizes (synthetic_v2.yaml's)."""
-    cfg = load_config(CONFIG)
+def set_overrides(cfg) -> list:
+    """What makes a synthetic recipe run on v2: the set, its folder and its sizes (``cfg``:
+    synthetic_v2.yaml's config)."""
     return [f"synthetic.set={cfg.synthetic.set}", f"data.root={REPO / cfg.data.root}",
             f"synthetic.train_per_class={cfg.synthetic.train_per_class}",
             f"synthetic.test_per_class={cfg.synthetic.test_per_class}"]
 
 
-def random_init(seed: int) -> dict:
+def random_init(seed: int, groups) -> dict:
     """{group: {eval clip: kNN top-1}} of the untrained network ``train.seed=seed``."""
     out_dir = REPO / "runs" / "v2_self_check" / f"random-seed{seed}"
     result = out_dir / "eval.json"
     if not result.exists():
         evaluate_main([CONFIG, "checkpoint=random", "eval.per_view=true", f"train.seed={seed}", f"out_dir={out_dir}"])
     by_clip = json.loads(result.read_text())["by_clip"]
-    return {clip: {g: by_clip[clip][f"knn_top1_{g}"] for g in v2_groups()} for clip in EVAL_CLIPS}
+    return {clip: {g: by_clip[clip][f"knn_top1_{g}"] for g in groups} for clip in EVAL_CLIPS}
 
 
-def ceiling(clip: str, seed: int, epochs: int) -> dict:
+def ceiling(clip: str, seed: int, epochs: int, v2) -> dict:
     """The finetune.json of the network trained from random init with labels on ``clip`` clips."""
     out_dir = REPO / "runs" / "v2_self_check" / f"{clip}-e{epochs}-seed{seed}"
     results = Path(RunDir(str(out_dir)).finetune_results)
@@ -76,7 +72,7 @@ def ceiling(clip: str, seed: int, epochs: int) -> dict:
         return json.loads(results.read_text())
     cfg = load_config(str(REPO / "pipelines" / "synthetic_finetune.yaml"),
                       [f"out_dir={out_dir}", "checkpoint=random", f"train.seed={seed}", f"data.seed={seed}",
-                       f"train.epochs={epochs}", *set_overrides(), *CLIPS[clip]])
+                       f"train.epochs={epochs}", *set_overrides(v2), *CLIPS[clip]])
     return finetune(cfg)
 
 
@@ -93,16 +89,17 @@ def main():
     meta = run_metadata({"config": "pipelines/synthetic_v2.yaml", "ceiling_recipe": "pipelines/synthetic_finetune.yaml",
                          "epochs": args.epochs, "epochs_all32": args.epochs_all32, "seeds": args.seeds,
                          "rule": "random-init kNN <= 100/n + 15 and <= best ceiling - 40"}, cuda=torch.cuda.is_available())
-    groups = v2_groups()
+    v2 = load_config(CONFIG)
+    groups = OmegaConf.to_container(v2.eval.groups)
     rows = []
     for seed in range(args.seeds):
-        knn = random_init(seed)
+        knn = random_init(seed, groups)
         for g in groups:
             rows.append(dict(kind="run", what="random_init", seed=seed, group=g,
                              **{f"knn_{c}": knn[c][g] for c in EVAL_CLIPS}))
     for clip in CLIPS:
         for seed in range(args.seeds):
-            done = ceiling(clip, seed, args.epochs_all32 if clip == "all32" else args.epochs)
+            done = ceiling(clip, seed, args.epochs_all32 if clip == "all32" else args.epochs, v2)
             for g, names in groups.items():
                 rows.append(dict(kind="run", what=f"ceiling_{clip}", seed=seed, group=g,
                                  top1=statistics.fmean(done["per_class"][n] for n in names)))

@@ -282,13 +282,15 @@ def distractor_alpha(p: dict) -> np.ndarray:
     return _coverage(p, p["dx"], p["dy"], p["distractor_radius"] + 1, lambda dx, dy: dx * dx + dy * dy <= r2)
 
 
-def render(p: dict) -> np.ndarray:
-    """The video of ``sample_params``' output: (frames, size, size, 3) uint8 RGB."""
+def render(p: dict, object_colour: np.ndarray | None = None) -> np.ndarray:
+    """The video of ``sample_params``' output: (frames, size, size, 3) uint8 RGB. ``object_colour``:
+    the object's colour per frame and pixel, float32 broadcasting to (frames, size, size, 3)
+    (v2's stripes and events, ``timeclr.synthetic.render_v2``); default ``p["colour"]`` throughout."""
     img = np.broadcast_to(background_image(p).astype(np.float32), (p["frames"], p["size"], p["size"], 3))
     a = distractor_alpha(p)[..., None]
     img = img * (1 - a) + a * p["distractor_colour"].astype(np.float32)  # under the object
     a = object_alpha(p)[..., None]
-    img = img * (1 - a) + a * p["colour"].astype(np.float32)
+    img = img * (1 - a) + a * (p["colour"].astype(np.float32) if object_colour is None else object_colour)
     img[p["flash"]] = img[p["flash"]] * (1 - FLASH_MIX) + 255 * FLASH_MIX
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 

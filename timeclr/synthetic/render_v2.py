@@ -51,7 +51,6 @@ import numpy as np
 
 from timeclr.synthetic import render as v1
 
-SET = "v2"
 SLOW = v1.CLASSES[:6]  # v1's motions; its flash classes are replaced by the order group
 CLASSES = (
     "0_fast_drift_left", "1_fast_drift_right", "2_order_dark_bright", "3_order_bright_dark",
@@ -145,15 +144,9 @@ def object_colour(p: dict) -> np.ndarray:
 
 
 def render(p: dict) -> np.ndarray:
-    """The video of ``sample_params``' output: (frames, size, size, 3) uint8 RGB."""
-    size = p["size"]
-    img = np.broadcast_to(v1.background_image(p).astype(np.float32), (p["frames"], size, size, 3))
-    a = v1.distractor_alpha(p)[..., None]
-    img = img * (1 - a) + a * p["distractor_colour"].astype(np.float32)
-    a = v1.object_alpha(p)[..., None]
-    img = img * (1 - a) + a * object_colour(p)
-    img[p["flash"]] = img[p["flash"]] * (1 - v1.FLASH_MIX) + 255 * v1.FLASH_MIX
-    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+    """The video of ``sample_params``' output: (frames, size, size, 3) uint8 RGB (v1's compositing,
+    with the object coloured by ``object_colour``)."""
+    return v1.render(p, object_colour(p))
 
 
 def make_sample(seed: int, split: str, label: int, index: int, frames: int = 32, size: int = 64):
