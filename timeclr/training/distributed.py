@@ -58,25 +58,23 @@ _COLLECTIVE_FAILED = re.compile(r"gloo|nccl|Connection (reset|closed)|Timed out 
 GRACE_S = 10.0  # how long a rank that saw a collective fail waits for the others to check in
 
 
-def collective_failure(e: BaseException, cfg, grace_s: float | None = None) -> str | None:
+def collective_failure(e: BaseException, cfg) -> str | None:
     """One line naming the rank(s) a failed collective waited for, or None when ``e`` is not a
     collective's failure (or there is no process group).
 
     gloo's own message names a socket, not a rank. So every rank that sees a collective fail
-    checks in at the job's store and waits up to ``grace_s`` for the others: the ranks that do not
-    are the dead or stuck ones (``grace_s`` defaults to ``GRACE_S``). Without the store (it lived
-    in a rank that died) the line says so.
+    checks in at the job's store and waits up to ``GRACE_S`` for the others: the ranks that do not
+    are the dead or stuck ones. Without the store (it lived in a rank that died) the line says so.
     """
     if not (dist.is_initialized() and isinstance(e, RuntimeError) and _COLLECTIVE_FAILED.search(str(e))):
         return None
-    grace_s = GRACE_S if grace_s is None else grace_s
     rank, world = dist.get_rank(), dist.get_world_size()
     keys = [f"timeclr/collective-failed/{r}" for r in range(world)]
     try:
         store = dist.distributed_c10d._get_default_store()
         store.set(keys[rank], "1")
         try:
-            store.wait(keys, datetime.timedelta(seconds=grace_s))
+            store.wait(keys, datetime.timedelta(seconds=GRACE_S))
         except RuntimeError:  # DistStoreError on its timeout: some rank never checked in
             pass
         absent = [r for r in range(world) if not store.check([keys[r]])]
