@@ -4,8 +4,6 @@ ENOSPC: a temporary file linked to it fails as a file on a full disk would, thro
 writers (tarfile, json, torch.save). A checkpoint that hits it: tests/test_checkpoint_trust.py."""
 import json
 import os
-import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
@@ -15,9 +13,9 @@ from timeclr.files import atomic
 from timeclr.data import main as data_main
 from timeclr.errors import DiskFull
 from timeclr.pipelines.ingest.index import index_tree
+from tests.helpers.fresh_fork import run_patched
 from tests.helpers.videos import make_video
 
-REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
 
 
@@ -80,29 +78,6 @@ def test_sharding_onto_a_full_disk_stops_in_one_line_and_the_written_shards_stay
     assert index["samples"] == 6 and index["failures"] == 0, index
 
 
-FULL_FROM_THE_THIRD = """
-import json, multiprocessing, os, sys
-from timeclr.pipelines.ingest import pool, transcode
-real, seen = transcode.part_path, []
-
-def full_from_the_third(out_path):
-    part = real(out_path)
-    seen.append(out_path)
-    if len(seen) >= 3:
-        os.symlink("/dev/full", part)
-    return part
-
-transcode.part_path = full_from_the_third
-pool.WORKERS = multiprocessing.get_context("fork")  # the worker inherits the patch
-from timeclr.data import main
-try:
-    main(sys.argv[1:])
-except SystemExit as e:
-    print("SystemExit " + json.dumps(str(e.code)))
-    sys.exit(1)
-"""
-
-
 @pytest.mark.parametrize("codec", ["jpeg", "h264"])
 def test_preparing_onto_a_full_disk_stops_in_one_line_and_the_finished_outputs_stay(tmp_path, codec):
     """The third output's part file is the full disk (prepare writes under part names, not
@@ -116,14 +91,11 @@ def test_preparing_onto_a_full_disk_stops_in_one_line_and_the_finished_outputs_s
         make_video(src / "c" / f"v{i}.webm", 12, 32, 32)
     dst = tmp_path / "dst"
     args = ["prepare", str(src), str(dst), "--codec", codec, "--workers", "1"]
-    # In a fresh process: its worker must see the patched part_path, so it is forked, and a fork of
-    # this test process (whose DALI and writer threads may hold a lock at that moment) once left
-    # the worker hung in DALI's teardown until the 600 s deadline.
-    run = subprocess.run([sys.executable, "-c", FULL_FROM_THE_THIRD, *args], cwd=REPO, capture_output=True, text=True,
-                         timeout=300)
-    last = run.stdout.strip().splitlines()[-1] if run.stdout.strip() else ""
-    assert run.returncode == 1 and last.startswith("SystemExit "), (run.returncode, run.stdout[-2000:], run.stderr[-2000:])
-    message = json.loads(last.removeprefix("SystemExit "))
+    # in a fresh process whose worker is forked from it, so that it sees the patched part_path
+    # (tests/helpers/fresh_fork.py): forked from this test process it once hung in DALI's teardown
+    result = run_patched("data_main", "transcode.part_path", 3, "full", args, {})
+    assert "SystemExit" in result, result
+    message = result["SystemExit"]
     assert message.strip() and "\n" not in message.strip(), f"not one line: {message!r}"
     assert str(dst) in message and "the disk filled up" in message and "the 2 outputs written are whole" in message, \
         message
