@@ -94,6 +94,8 @@ BAD_CONFIGS = [  # (YAML text or None for synthetic.yaml, overrides, what the on
     (None, ["train.epochs=-1"], "train.epochs must be at least 1, got -1"),
     (None, ["data.views.5.frames=3"], "data.views has 2 items (0 to 1), not item 5"),
     (None, ["data.views.1.nosuchkey=3"], "nosuchkey"),
+    (None, ["data.views.1.start=later"], "data.views[1].start must be one of ('random', 'spread', 'near', 'overlap')"),
+    (None, ["data.views.1.start=near"], "data.views[1].start='near' measures from the anchor's start: views[0] must"),
 ]
 
 
@@ -143,3 +145,22 @@ def test_the_wide_synthetic_config_is_synthetic_yaml_but_for_its_backbone():
     assert (wide["model"].pop("backbone"), base["model"].pop("backbone")) == ("small_wide", "small")
     assert (wide.pop("out_dir"), base.pop("out_dir")) == ("runs/synthetic-wide", "runs/synthetic")
     assert wide == base
+
+
+def test_every_view_design_is_a_config_that_selects_frames():
+    """pipelines/view_designs.yaml's designs load as data.views of the synthetic config (V >= 2)
+    and select every view's frames in train and eval mode."""
+    import numpy as np
+    from omegaconf import OmegaConf
+    from timeclr.pipelines.loader.frame_selection import select_views
+
+    designs = OmegaConf.to_container(OmegaConf.load("pipelines/view_designs.yaml"))
+    assert {"interval", "segment", "timeclr", "timeclr_overlap", "cvrl", "rho3"} <= set(designs), list(designs)
+    for name, design in designs.items():
+        views = design["views"]
+        cfg = load_config("pipelines/synthetic.yaml", [f"data.views={views}".replace("'", "")])
+        assert len(cfg.data.views) == len(views) >= 2, name
+        plain = OmegaConf.to_container(cfg.data.views)
+        for train in (True, False):
+            frames = select_views(plain, 32, train, np.random.default_rng(0))
+            assert [len(f) for f in frames] == [v["frames"] for v in views], (name, frames)

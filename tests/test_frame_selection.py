@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from timeclr.pipelines.loader.frame_selection import interval_indices, segment_indices, view_indices
+from timeclr.pipelines.loader.frame_selection import interval_indices, segment_indices, select_views, view_indices
 
 
 @pytest.mark.parametrize("train", [True, False])
@@ -125,3 +125,91 @@ def test_one_clip_is_the_default_eval_selection_and_train_ignores_clips():
         segment_indices(50, 8, False, clip=4, clips=4)
     with pytest.raises(ValueError, match="clip"):
         interval_indices(50, 8, [1], False, clip=0, clips=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# where an interval view starts: select_views's rules against closed forms and enumeration
+# ---------------------------------------------------------------------------------------------
+SEG = {"kind": "segment", "frames": 8}
+CLIP = {"kind": "interval", "frames": 8, "strides": [1]}
+
+
+def test_random_starts_are_view_indices_view_after_view():
+    """The default keeps every earlier draw: the same frames as view_indices on one generator."""
+    views = [SEG, {**CLIP, "strides": [1, 2, 3]}, {**CLIP, "start": "random", "anchor": 0}]
+    for seed in range(200):
+        n = 8 + seed % 90
+        got = select_views(views, n, True, np.random.default_rng(seed))
+        rng = np.random.default_rng(seed)
+        want = [view_indices(v, n, True, rng) for v in views]
+        assert [g.tolist() for g in got] == [w.tolist() for w in want], f"seed {seed} n={n}"
+
+
+def test_spread_views_are_evenly_spaced_with_one_random_phase():
+    # 4 clips of 8 frames at stride 1 in 40 frames: free = 32, starts floor((i + u) / 4 * 33)
+    views = [{**CLIP, "start": "spread"} for _ in range(4)]
+    rng = np.random.default_rng(0)
+    firsts = []
+    for _ in range(2000):
+        starts = [int(v[0]) for v in select_views(views, 40, True, rng)]
+        u = starts[0] / 33 * 4  # the phase, up to the floor
+        want = [math.floor((i + u) / 4 * 33) for i in range(4)]
+        assert all(abs(s - w) <= 1 for s, w in zip(starts, want)), f"starts {starts}, evenly spaced {want}"
+        assert starts == sorted(starts) and min(np.diff(starts)) >= 7, starts
+        firsts.append(starts[0])
+    assert set(firsts) == set(range(9)), f"the first clip's start covers floor(u * 33 / 4) = 0..8: {sorted(set(firsts))}"
+
+
+def test_near_starts_follow_the_linear_decreasing_weight():
+    """The distance |t1 - t0| between a random clip and a 'near' clip against its distribution
+    enumerated in float64: t0 uniform over 0..F, P(t1 | t0) ∝ F + 1 - |t1 - t0|."""
+    n, views = 30, [CLIP, {**CLIP, "start": "near", "anchor": 0}]
+    free = n - 8
+    t = np.arange(free + 1, dtype=np.float64)
+    weight = free + 1 - np.abs(t[:, None] - t[None, :])  # [t0, t1]
+    joint = weight / weight.sum(1, keepdims=True) / (free + 1)
+    want = np.bincount(np.abs(t[:, None] - t[None, :]).astype(int).ravel(), joint.ravel(), minlength=free + 1)
+    rng, draws = np.random.default_rng(1), 20000
+    d = [abs(int(b[0]) - int(a[0])) for a, b in (select_views(views, n, True, rng) for _ in range(draws))]
+    got = np.bincount(d, minlength=free + 1) / draws
+    err = np.abs(got - want).max()
+    assert err < 0.01, f"distance histogram off by {err:.4f}:\n got {np.round(got, 3)}\nwant {np.round(want, 3)}"
+    # and nearer than two independent random clips, whose mean distance is (F + 2) F / (3 (F + 1))
+    assert np.mean(d) < 0.8 * (free + 2) * free / (3 * (free + 1)), np.mean(d)
+
+
+@pytest.mark.parametrize("stride", [1, 2, 3])
+def test_overlap_centres_the_clip_on_one_of_the_anchors_frames(stride):
+    n, views = 32, [SEG, {**CLIP, "strides": [stride], "start": "overlap", "anchor": 0}]
+    rng, centres = np.random.default_rng(2), set()
+    for _ in range(3000):
+        seg, clip = select_views(views, n, True, rng)
+        assert clip[4] in seg, f"stride {stride}: the clip's middle frame {clip[4]} is not a segment frame {seg}"
+        assert (np.diff(clip) == stride).all(), clip
+        centres.add(int(np.searchsorted(np.arange(9) * n // 8, clip[4], side="right") - 1))
+    # every segment whose frames can centre a fitting clip does so: frames 4s .. n-1-3s
+    reachable = {k for k in range(8) if 4 * k + 3 >= 4 * stride and 4 * k <= n - 1 - 3 * stride}
+    assert centres == reachable, f"stride {stride}: centred on segments {sorted(centres)}, expected {sorted(reachable)}"
+
+
+def test_overlap_falls_back_to_the_nearest_start_and_eval_ignores_start():
+    # a 1-frame anchor at frame 0 cannot centre an 8-frame clip: start 0, the nearest
+    views = [{"kind": "interval", "frames": 1, "strides": [1]}, {**CLIP, "start": "overlap", "anchor": 0}]
+    for seed in range(50):
+        anchor, clip = select_views(views, 40, True, np.random.default_rng(seed))
+        want = min(max(int(anchor[0]) - 4, 0), 32)
+        assert int(clip[0]) == want, f"anchor {anchor}: clip starts at {clip[0]}, nearest fit {want}"
+    views = [SEG, {**CLIP, "start": "near", "anchor": 0}]
+    assert [v.tolist() for v in select_views(views, 40, False)] == [view_indices(v, 40, False).tolist() for v in views]
+
+
+@pytest.mark.parametrize("views, message", [
+    ([SEG, {**CLIP, "start": "soon"}], r"views\[1\]\.start must be one of"),
+    ([{**SEG, "start": "spread"}, CLIP], r"views\[0\]\.start='spread' places an interval view"),
+    ([CLIP, {**CLIP, "start": "near", "anchor": 1}], r"views\[1\]\.anchor must name an earlier view \(0 \.\. 0\)"),
+    ([{**CLIP, "start": "overlap"}, CLIP], r"views\[0\]\.anchor must name an earlier view"),
+    ([SEG, {**CLIP, "start": "near"}], r"views\[1\]\.start='near' measures from the anchor's start"),
+])
+def test_bad_starts_are_named(views, message):
+    with pytest.raises(ValueError, match=message):
+        select_views(views, 40, True, np.random.default_rng(0))

@@ -9,10 +9,11 @@ import os
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from timeclr.config import load_config
 from timeclr.pipelines.loader.clip_source import Video
-from timeclr.pipelines.loader.frame_selection import view_indices
+from timeclr.pipelines.loader.frame_selection import select_views
 from timeclr.pipelines.loader.video import VideoLoader
 from tests.helpers.videos import decode_all, make_archive, make_video, read_frame_index
 
@@ -63,9 +64,10 @@ def test_decoded_frames_match_pyav_at_selected_indices(videos):
     assert checked == 2 * len(videos)
 
 
-def test_views_show_the_frames_the_numpy_oracle_selects(videos):
+@pytest.mark.parametrize("start", ["random", "overlap"])
+def test_views_show_the_frames_the_numpy_oracle_selects(videos, start):
     data = data_config("data.augment=false", f"data.short_side={H}", f"data.views.0.crop_size={H}",
-                       f"data.views.1.crop_size={H}")
+                       f"data.views.1.crop_size={H}", f"data.views.1.start={start}")
     loader = VideoLoader(data, videos, uint8=True)
     for epoch in range(2):
         seen = set()
@@ -74,8 +76,8 @@ def test_views_show_the_frames_the_numpy_oracle_selects(videos):
                 seen.add(index)
                 n = videos[index].num_frames
                 rng = np.random.default_rng([data.seed, epoch, index])
-                for v, (view_cfg, view, frames) in enumerate(zip(data.views, batch["views"], batch["frame_indices"])):
-                    want = view_indices(view_cfg, n, True, rng)
+                wants = select_views(OmegaConf.to_container(data.views), n, True, rng)
+                for v, (view_cfg, view, frames, want) in enumerate(zip(data.views, batch["views"], batch["frame_indices"], wants)):
                     assert frames[b].tolist() == want.tolist(), f"epoch {epoch} video {index} view {v}"
                     shown = [read_frame_index(f) for f in view[b].numpy()]
                     assert shown == want.tolist(), f"video {index} view {v}: shows {shown}, selected {want.tolist()}"

@@ -19,6 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from timeclr.errors import ConfigError
 from timeclr.pipelines.ingest.datasets import DATASETS
+from timeclr.pipelines.loader.frame_selection import VIEW_KINDS, check_starts
 
 BASE_KEY = "base"
 # the one list of allowed values of each key that names a choice: the registries of the modules
@@ -42,7 +43,6 @@ def choices() -> dict:
     }
 
 
-VIEW_KINDS = ("segment", "interval")
 
 
 @dataclass
@@ -52,6 +52,11 @@ class ViewConfig:
     kind: str = "segment"  # 'segment' (one frame from each of `frames` segments) or 'interval'
     frames: int = 8  # K segments, or T frames of the interval
     strides: list[int] = field(default_factory=lambda: [2, 4])  # interval: drawn per sample in train mode; eval uses the first
+    # interval, train mode: where the clip starts (pipelines/loader/frame_selection.py): 'random',
+    # 'spread' (ρBYOL: the spread views evenly spaced), 'near' (CVRL: likelier near view `anchor`'s
+    # start), 'overlap' (centred on one of view `anchor`'s frames); anchor: an earlier view's index
+    start: str = "random"
+    anchor: int = 0
     crop_size: int = 112
     # random resized crop: fraction of the frame's area and aspect ratio of the crop
     scale: list[float] = field(default_factory=lambda: [0.2, 1.0])
@@ -289,6 +294,10 @@ def load_config(path: str | None = None, overrides: list[str] = (), schema=Confi
     for i, view in enumerate(cfg.data.views):
         if view.kind not in VIEW_KINDS:
             raise ConfigError(f"data.views[{i}].kind must be 'segment' or 'interval', got {view.kind!r}")
+    try:
+        check_starts(OmegaConf.to_container(cfg.data.views))
+    except ValueError as e:
+        raise ConfigError(f"data.{e}") from None
     if not 0.0 <= cfg.eval.val_fraction < 1.0:
         raise ConfigError(f"eval.val_fraction must be in [0, 1), got {cfg.eval.val_fraction}")
     if (cfg.eval.split == "val" or cfg.train.knn_every > 0) and cfg.eval.val_fraction == 0:

@@ -1,17 +1,21 @@
-"""Ablation: which views does video-level contrastive learning need? Four view setups, one budget.
+"""Ablation: which views does video-level contrastive learning need? View designs, one budget.
 
 What is trained
 ---------------
 The embedded synthetic benchmark (``pipelines/synthetic.yaml``: 8 classes defined by motion over
-time, a small 3D CNN, NT-Xent over its views) is pretrained four ways. Everything but the views is
-the config's: epochs, batch, model, optimizer, schedule, temperature, and each view's crop and
-augmentation (copied from the loaded config; only ``kind``, ``frames`` and ``strides`` change):
+time, a small 3D CNN, NT-Xent over its views; ``--config pipelines/synthetic_v2.yaml``: the v2 set)
+is pretrained once per view design. Everything but the views is the config's: epochs, batch,
+model, optimizer, schedule, temperature, and each view's crop and augmentation (view i copies the
+config's view i, or view i mod V; only the temporal keys kind / frames / strides / start / anchor
+change). The designs are config, ``pipelines/view_designs.yaml``:
 
-    interval   two interval views: 8 consecutive-ish frames each, strides [1, 2, 3] drawn per
-               sample, independent starts (the clip-level baseline, as in CVRL)
-    segment    two segment views: one frame from each of 8 segments each (global context, as in VCLR)
-    timeclr    one segment view and one interval view: synthetic.yaml as it is (TimeCLR)
-    timeclr4   two segment and two interval views in one multi-positive NT-Xent (V = 4)
+    interval         two interval clips at independent random places (the clip-level baseline)
+    segment          two segment views (global context, as in VCLR)
+    timeclr          one segment view and one interval view: synthetic.yaml as it is (TimeCLR)
+    timeclr_overlap  TimeCLR's pair, the interval centred on one of the segment view's frames
+    timeclr4         two segment and two interval views in one multi-positive NT-Xent (V = 4)
+    cvrl             CVRL's sampler: the second clip's start likelier near the first's
+    rho3             ρBYOL's ρ = 3 clips, evenly spaced with one random phase
 
 each with ``--seeds`` seeds (seed k sets both ``train.seed`` and ``data.seed``: initialisation,
 shuffling, frame positions, augmentation).
@@ -54,7 +58,7 @@ seeds, epochs, model, optimizer) is an error, never silently mixed.
 
 How to run
 ----------
-    python benchmarks/experiments/ablation.py                      # 3 variants x 3 seeds x 80 epochs (~30 min on 2 idle cores)
+    python benchmarks/experiments/ablation.py --variants interval segment timeclr timeclr4  # v1's table: 4 x 3 seeds x 80 epochs
     python benchmarks/experiments/ablation.py --quick              # 10 epochs, 1 seed: a smoke run of a few minutes
     python benchmarks/experiments/ablation.py --epochs 40          # a smaller budget (its own run folders)
     python benchmarks/experiments/ablation.py --variants timeclr interval --seeds 2

@@ -14,12 +14,9 @@ from timeclr.files.recorded import differences
 from timeclr.training.run import RunDir
 from timeclr.synthetic.dataset import chosen_manifests, prepare_synthetic
 
-VARIANTS = {
-    "interval": "2 interval views (CVRL-style clips)",
-    "segment": "2 segment views (VCLR-style global)",
-    "timeclr": "segment + interval (TimeCLR)",
-    "timeclr4": "2 segment + 2 interval (V = 4)",
-}
+DESIGNS_FILE = REPO / "pipelines" / "view_designs.yaml"
+DESIGNS = OmegaConf.to_container(OmegaConf.load(DESIGNS_FILE))  # name -> {about, views}
+VARIANTS = {name: d["about"] for name, d in DESIGNS.items()}
 FRAMES = 8
 INTERVAL_STRIDES = [1, 2, 3]
 
@@ -37,23 +34,13 @@ def base_config(path):
 
 
 def variant_views(cfg, variant):
-    """The two views of ``variant``: the config's views with only kind / frames / strides changed."""
+    """The views of ``variant`` (``pipelines/view_designs.yaml``): view i is the config's view i
+    (its crop and augmentation; past the config's last view, view i mod V) with the design's
+    temporal keys (kind, frames, strides, start, anchor) set."""
+    if variant not in DESIGNS:
+        raise ValueError(f"unknown variant {variant!r}: {DESIGNS_FILE} has {list(DESIGNS)}")
     views = [OmegaConf.to_container(v) for v in cfg.data.views]
-    if variant == "interval":
-        for v in views:
-            v.update(kind="interval", frames=FRAMES, strides=list(INTERVAL_STRIDES))
-    elif variant == "segment":
-        for v in views:
-            v.update(kind="segment", frames=FRAMES)
-    elif variant in ("timeclr", "timeclr4"):
-        if sorted(v["kind"] for v in views) != ["interval", "segment"]:
-            raise SystemExit(f"ablation: the config's views are {[v['kind'] for v in views]}, "
-                             "not TimeCLR's segment + interval")
-        if variant == "timeclr4":  # one multi-positive NT-Xent over all four: 3 positives per view
-            views = [copy.deepcopy(v) for v in views + views]
-    else:
-        raise ValueError(f"unknown variant {variant!r}")
-    return views
+    return [{**copy.deepcopy(views[i % len(views)]), **design} for i, design in enumerate(DESIGNS[variant]["views"])]
 
 
 def eval_view(cfg, kind="segment"):

@@ -26,7 +26,7 @@ import numpy as np
 from timeclr.errors import VideoError
 from timeclr.pipelines.loader import augment
 from timeclr.pipelines.storage import frame_archive, gop
-from timeclr.pipelines.loader.frame_selection import view_indices
+from timeclr.pipelines.loader.frame_selection import select_views
 from timeclr.pipelines.storage.manifest import read_manifest
 
 
@@ -136,7 +136,7 @@ class ClipSource:
         """The frame indices of every view of video ``index`` in ``epoch``, concatenated."""
         video = self.videos[index]
         rng = np.random.default_rng([self.seed, epoch, index])
-        return np.concatenate([view_indices(v, video.num_frames, self.train, rng) for v in self.views])
+        return np.concatenate(select_views(self.views, video.num_frames, self.train, rng))
 
     def params(self, index: int, epoch: int) -> np.ndarray:
         """(V, augment.PARAMS) augmentation parameters of every view of video ``index`` in ``epoch``."""
