@@ -63,6 +63,7 @@ How to run
     python benchmarks/experiments/ablation.py --epochs 40          # a smaller budget (its own run folders)
     python benchmarks/experiments/ablation.py --variants timeclr interval --seeds 2
     python benchmarks/experiments/ablation.py --eval-view interval # the same runs, evaluated on interval clips
+    python benchmarks/experiments/ablation.py --eval-view both     # ... on both clips' features side by side
 
 The training loop is CPU-bound and shares the machine with everything else on it: before the
 first run the script waits (up to ``--max-wait`` s) for the 1-minute load average to drop below
@@ -94,8 +95,9 @@ from omegaconf import OmegaConf
 
 from timeclr.files.atomic import write_json
 from timeclr.benchmarks.experiments.ablation_report import report, summarise
-from timeclr.benchmarks.experiments.ablation_setups import (VARIANTS, base_config, check_same_run, eval_config,
-                                                            eval_file, eval_view, protocol, run_dir, variant_config)
+from timeclr.benchmarks.experiments.ablation_setups import (EVAL_KINDS, VARIANTS, base_config, check_same_run, eval_config,
+                                                            clip_metrics, eval_file, eval_views, protocol, run_dir,
+                                                            variant_config)
 from timeclr.benchmarks.harness import REPO, finish_metadata, results_dir, run_metadata, wait_for_quiet
 from timeclr.training.checkpoints import load_checkpoint
 from timeclr.evaluation.features import evaluate_model
@@ -152,7 +154,7 @@ def run_variant(base, variant, seed, epochs, args):
         done = {k: v for k, v in json.load(open(primary)).items() if k not in ("pretrained", "protocol")}
         ecfg = eval_config(cfg, RunDir(out_dir).checkpoint, kind, split)
         t0 = time.perf_counter()
-        done.update(pretrained=evaluate_model(ecfg, load_trained(ecfg, ecfg.checkpoint), device()),
+        done.update(pretrained=clip_metrics(evaluate_model(ecfg, load_trained(ecfg, ecfg.checkpoint), device()), kind),
                     protocol=protocol(cfg, kind, split), eval_seconds=round(time.perf_counter() - t0, 1))
         write_json(eval_json, done)
         print(f"[{variant} seed {seed}] {kind} eval: kNN {done['pretrained']['knn_top1']:.1f}  "
@@ -167,7 +169,7 @@ def run_variant(base, variant, seed, epochs, args):
     train_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     ecfg = eval_config(cfg, RunDir(out_dir).checkpoint, kind, split)
-    metrics = evaluate_model(ecfg, load_trained(ecfg, ecfg.checkpoint), device())
+    metrics = clip_metrics(evaluate_model(ecfg, load_trained(ecfg, ecfg.checkpoint), device()), kind)
     eval_s = time.perf_counter() - t0
     clips_per_s, final_loss = read_metrics(out_dir)
     done = {"pretrained": metrics, "protocol": protocol(cfg, kind, split), "train_seconds": round(train_s, 1),
@@ -199,7 +201,7 @@ def run_random_init(base, seed, args):
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     ecfg = eval_config(cfg, kind=kind, split=split)
-    metrics = evaluate_model(ecfg, random_model(ecfg, device()), device())
+    metrics = clip_metrics(evaluate_model(ecfg, random_model(ecfg, device()), device()), kind)
     done = {"pretrained": metrics, "protocol": protocol(cfg, kind, split),
             "eval_seconds": round(time.perf_counter() - t0, 1)}
     write_json(eval_json, done)
@@ -225,15 +227,16 @@ def finish_row(row, done, status):
 
 
 def metadata(args, base, epochs, load):
-    ev = eval_view(base, args.eval_view)
+    evs = eval_views(base, args.eval_view)
     return run_metadata({
         "config": os.path.relpath(args.config, REPO) if os.path.isabs(args.config) else args.config,
         "budget": f"{epochs} epochs x {base.data.batch_size} clips/batch, {base.model.backbone} backbone, "
                   f"{base.train.optimizer} lr {base.train.lr:g}, tau {base.train.temperature:g}",
         "seeds": ", ".join(map(str, args.seed_list)),
-        "eval": f"every variant: {ev['kind']} view {ev['frames']} frames"
-                + (f" stride {ev['strides'][0]} centred" if ev["kind"] == "interval" else "") + f", short side {base.data.short_side}, "
-                f"centre crop {ev['crop_size']}, kNN k={base.eval.knn_k}, frozen backbone features",
+        "eval": "every variant: " + " + ".join(
+            f"{ev['kind']} view {ev['frames']} frames" + (f" stride {ev['strides'][0]} centred" if ev["kind"] == "interval" else "")
+            for ev in evs) + (" (features side by side)" if len(evs) > 1 else "") + f", short side {base.data.short_side}, "
+                f"centre crop {evs[0]['crop_size']}, kNN k={base.eval.knn_k}, frozen backbone features",
     }, cuda=torch.cuda.is_available(), libs=("torch", "DALI"), load=load)
 
 
@@ -245,10 +248,10 @@ def parse_args():
     p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     p.add_argument("--quick", action="store_true", help="10 epochs, 1 seed: a smoke run, its outputs tagged 'quick' in "
                    "benchmarks/results/quick/ (git-ignored)")
-    p.add_argument("--eval-view", choices=("segment", "interval"), default="segment",
+    p.add_argument("--eval-view", choices=EVAL_KINDS, default="segment",
                    help="the eval protocol's view (default segment: eval.json). 'interval' (8 consecutive frames, "
-                   "centred) is a secondary protocol: trained runs are only re-evaluated (eval_interval.json), "
-                   "outputs tagged 'eval-interval'")
+                   "centred) and 'both' (the two clips' features side by side) are secondary protocols: trained runs "
+                   "are only re-evaluated (eval_interval.json, eval_both.json), outputs tagged 'eval-interval' / 'eval-both'")
     p.add_argument("--split", choices=("test", "val"), default="test",
                    help="score on the test split (the final tables) or on the validation split carved from the "
                    "train videos (eval.val_fraction; every choice is made there): trained runs are re-evaluated, "
@@ -268,7 +271,7 @@ def parse_args():
     args.seed_list = list(range(args.seeds or (1 if args.quick else 3)))
     if args.tag is None:
         args.tag = "_".join(t for t in ("quick" if args.quick else "",
-                                         "eval-interval" if args.eval_view == "interval" else "",
+                                         "" if args.eval_view == "segment" else f"eval-{args.eval_view}",
                                          "val" if args.split == "val" else "") if t)
     return args
 

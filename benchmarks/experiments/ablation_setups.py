@@ -54,6 +54,20 @@ def eval_view(cfg, kind="segment"):
     return {**view, "kind": "segment", "frames": FRAMES}
 
 
+EVAL_KINDS = ("segment", "interval", "both")
+
+
+def eval_views(cfg, kind="segment"):
+    """The eval view(s) of ``kind``: 'both' is the segment and the interval view, whose features
+    are scored side by side (``eval.per_view``'s 'segment+interval')."""
+    return [eval_view(cfg, k) for k in (("segment", "interval") if kind == "both" else (kind,))]
+
+
+def clip_metrics(metrics, kind):
+    """The metrics of ``kind``'s features from ``evaluate_model``'s result."""
+    return metrics["by_clip"]["segment+interval"] if kind == "both" else metrics
+
+
 def eval_file(kind, split="test"):
     """The primary protocol (segment view, test split) writes eval.json, the others
     eval_interval.json, eval_val.json, eval_interval_val.json."""
@@ -63,9 +77,11 @@ def eval_file(kind, split="test"):
 
 def protocol(cfg, kind="segment", split="test"):
     """What the evaluation depends on, stored in each eval.json: a changed protocol re-evaluates."""
-    v = eval_view(cfg, kind)
-    keys = ("kind", "frames", "crop_size") + (("strides",) if kind == "interval" else ())
-    return {"view": {k: v[k] for k in keys}, "short_side": cfg.data.short_side,
+    def described(v):
+        return {k: v[k] for k in ("kind", "frames", "crop_size") + (("strides",) if v["kind"] == "interval" else ())}
+
+    views = [described(v) for v in eval_views(cfg, kind)]
+    return {"view": views[0] if len(views) == 1 else views, "short_side": cfg.data.short_side,
             "knn_k": cfg.eval.knn_k, "batch_size": cfg.eval.batch_size,
             "train_manifest": os.path.basename(cfg.eval.train_manifest or cfg.data.manifest),
             "test_manifest": os.path.basename(cfg.eval.test_manifest), "split": split,
@@ -87,11 +103,12 @@ def variant_config(base, variant, seed, epochs, out_dir):
 
 
 def eval_config(cfg, checkpoint="", kind="segment", split="test"):
-    """``cfg`` with the common eval view as its only view (eval.view = 0), scored on ``split``,
-    no random-init baseline."""
+    """``cfg`` with the common eval view(s) as its views (eval.view = 0; 'both': each scored alone
+    and side by side), scored on ``split``, no random-init baseline."""
     ecfg = copy.deepcopy(cfg)
-    ecfg.data.views = [ViewConfig(**eval_view(cfg, kind))]
+    ecfg.data.views = [ViewConfig(**v) for v in eval_views(cfg, kind)]
     ecfg.eval.view = 0
+    ecfg.eval.per_view = kind == "both"
     ecfg.eval.split = split
     ecfg.eval.random_init = False
     ecfg.checkpoint = str(checkpoint)
