@@ -4,12 +4,14 @@ shapes), the small CPU backbone, the projection head and the full model. CPU, a 
 The r3d_18 / r2plus1d_18 tests use this module's own definitions (use_torchvision=False), so they
 test the same code whether or not torchvision is installed; where torchvision imports, one more
 test checks that the two agree key for key."""
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
+from timeclr.errors import ConfigError
 from timeclr.loss import nt_xent
-from timeclr.models import (BACKBONES, ProjectionHead, TimeCLRModel, _torchvision_video,
+from timeclr.models import (BACKBONES, FrameDifference, ProjectionHead, TimeCLRModel, _torchvision_video,
                             build_backbone, load_torchvision_state_dict, r2plus1d_18, r3d_18,
                             small_3d, small_3d_wide)
 
@@ -199,3 +201,30 @@ def test_model_forward_features_and_gradients():
     with torch.no_grad():
         assert model.features(v1).shape == (4, 128)
         assert model(v1).shape == (4, 32)
+
+
+def test_difference_input_feeds_the_backbone_consecutive_frame_differences():
+    """model.input=difference: features equal the rgb backbone's (same weights) on differences
+    computed independently in float64; a still clip gives the features of an all-zero clip."""
+    from timeclr.config import load_config
+    from timeclr.models import build_model
+
+    torch.manual_seed(0)
+    model = TimeCLRModel("small", proj_hidden=64, proj_dim=32, input="difference").eval()
+    rgb = TimeCLRModel("small", proj_hidden=64, proj_dim=32).eval()
+    missing = rgb.load_state_dict({k.replace("backbone.net.", "backbone."): v for k, v in model.state_dict().items()})
+    assert not missing.missing_keys and not missing.unexpected_keys, missing
+    x = torch.randn(3, 3, 8, 32, 32)
+    d = torch.from_numpy(np.diff(x.double().numpy(), axis=2)).float()  # x[t+1] - x[t], independently
+    with torch.no_grad():
+        got, want = model.features(x), rgb.features(d)
+        assert got.shape == (3, 128) and torch.allclose(got, want, atol=1e-5), (got - want).abs().max()
+        still = x[:, :, :1].expand(-1, -1, 8, -1, -1)
+        zero = rgb.features(torch.zeros(3, 3, 7, 32, 32))
+        assert torch.allclose(model.features(still), zero, atol=1e-6), "a still clip must look like no change at all"
+    with pytest.raises(ValueError, match="at least 2 frames, got 1"):
+        model.features(x[:, :, :1])
+    cfg = load_config("pipelines/synthetic.yaml", ["model.input=difference"])
+    assert isinstance(build_model(cfg.model).backbone, FrameDifference)
+    with pytest.raises(ConfigError, match=r"model.input must be one of \('rgb', 'difference'\)"):
+        load_config("pipelines/synthetic.yaml", ["model.input=flow"])

@@ -29,7 +29,7 @@ def choices() -> dict:
     their code (models, optimizers, loss backends), which imports torch: they are read only here,
     after the structural checks, so a typo in a key or the YAML answers before torch loads."""
     from timeclr.loss import BACKENDS
-    from timeclr.models import BACKBONES
+    from timeclr.models import BACKBONES, INPUTS
     from timeclr.training.optim import OPTIMIZERS
 
     return {
@@ -37,6 +37,7 @@ def choices() -> dict:
         "data.dataset": ("", *DATASETS),
         "model.backbone": tuple(BACKBONES),
         "model.norm": ("batch", "group"),
+        "model.input": INPUTS,
         "train.optimizer": tuple(OPTIMIZERS),
         "train.loss_backend": BACKENDS,
         "eval.split": ("test", "val"),
@@ -113,6 +114,11 @@ class ModelConfig:
     # 'batch': BatchNorm (synchronised across GPUs under DDP, as SimCLR's global BN);
     # 'group': GroupNorm, per sample: DDP on CPU (no SyncBatchNorm there) or tiny per-device batches
     norm: str = "batch"
+    # what the backbone sees: 'rgb' frames, or 'difference': the T-1 differences of consecutive
+    # frames, x[t+1] - x[t] (timeclr.models.FrameDifference). A difference cancels whatever stays
+    # still, so an encoder cannot tell videos apart by their look alone (the appearance shortcut
+    # of contrastive pretraining, docs/results.md); views need at least 2 frames.
+    input: str = "rgb"
 
 
 @dataclass

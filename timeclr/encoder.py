@@ -144,8 +144,11 @@ def export_encoder(checkpoint, out) -> tuple[str, str]:
     plain_bn = model_cfg["norm"] == "batch"
     meta = {"source": os.path.abspath(checkpoint), "backbone": model_cfg["backbone"],
             "feature_dim": backbone.feature_dim, "norm": model_cfg["norm"],
-            "torchvision": model_cfg["backbone"] if model_cfg["backbone"] in TORCHVISION_NAMES and plain_bn else None,
-            "input": "(B, 3, T, H, W) float, normalised as preprocessing says",
+            "torchvision": (model_cfg["backbone"] if model_cfg["backbone"] in TORCHVISION_NAMES and plain_bn
+                            and model_cfg["input"] == "rgb" else None),
+            "input": "(B, 3, T, H, W) float, normalised as preprocessing says" + (
+                "; the weights (keys net.*) take the T-1 differences x[:, :, 1:] - x[:, :, :-1] of such a clip"
+                if model_cfg["input"] == "difference" else ""),
             "preprocessing": asdict(prep)}
     json_path = os.path.splitext(out)[0] + ".json"
     with atomic_path(out) as tmp:

@@ -318,6 +318,7 @@ def small_3d_wide() -> Small3DCNN:
 # Registry, projection head, full model
 # ---------------------------------------------------------------------------------------------
 
+INPUTS = ("rgb", "difference")
 BACKBONES = {"r3d_18": (r3d_18, 512), "r2plus1d_18": (r2plus1d_18, 512), "small": (small_3d, 128),
              "small_wide": (small_3d_wide, 128)}
 
@@ -365,6 +366,29 @@ class ProjectionHead(nn.Module):
         return self.mlp(x)
 
 
+class FrameDifference(nn.Module):
+    """The backbone applied to the differences of consecutive frames (``model.input: difference``).
+
+    d[t] = x[t+1] - x[t] for t = 0 .. T-2 (per channel, on the normalised frames): motion and
+    change survive, whatever stays still (background, the object's colour and texture where it
+    does not move) is zero. Residual frames as an input, after Tao et al., "Rethinking Motion
+    Representation: Residual Frames with 3D ConvNets" (2020). No parameters: the state dict is the
+    wrapped backbone's under ``net.``.
+
+    Shape: (B, C, T, H, W) -> backbone((B, C, T - 1, H, W)); T >= 2 (ValueError otherwise).
+    """
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[2] < 2:  # a shape, known on the host: no sync
+            raise ValueError(f"model.input=difference needs clips of at least 2 frames, got {x.shape[2]} "
+                             f"(input of shape {tuple(x.shape)})")
+        return self.net(x[:, :, 1:] - x[:, :, :-1])
+
+
 class TimeCLRModel(nn.Module):
     """Backbone + projection head.
 
@@ -373,6 +397,8 @@ class TimeCLRModel(nn.Module):
         proj_hidden: hidden width of the projection MLP.
         proj_dim: output (embedding) dimension, what the contrastive loss sees.
         proj_layers: number of Linear layers in the head (>= 1).
+        input: 'rgb', or 'difference' (the backbone sees consecutive-frame differences,
+            :class:`FrameDifference`; it is part of ``backbone``, so features and fine-tuning see them too).
 
     Input: (B, C, T, H, W) float clips, normalised. ``forward`` -> z (B, proj_dim), for training;
     ``features`` -> backbone features (B, feature_dim), for linear evaluation and fine-tuning
@@ -380,9 +406,13 @@ class TimeCLRModel(nn.Module):
     """
 
     def __init__(self, backbone_name: str, proj_hidden: int = 2048, proj_dim: int = 128,
-                 proj_layers: int = 2) -> None:
+                 proj_layers: int = 2, input: str = "rgb") -> None:
         super().__init__()
+        if input not in INPUTS:
+            raise ValueError(f"input must be one of {INPUTS}, got {input!r}")
         self.backbone, self.feature_dim = build_backbone(backbone_name)
+        if input == "difference":
+            self.backbone = FrameDifference(self.backbone)
         self.head = ProjectionHead(self.feature_dim, proj_hidden, proj_dim, proj_layers)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -411,8 +441,9 @@ def batchnorm_to_groupnorm(module: nn.Module, groups: int = 8) -> nn.Module:
 
 
 def build_model(cfg) -> TimeCLRModel:
-    """The model a config's ``model`` section describes (backbone, head, ``norm``: 'batch' | 'group')."""
-    model = TimeCLRModel(cfg.backbone, cfg.proj_hidden, cfg.proj_dim)
+    """The model a config's ``model`` section describes (backbone, head, ``norm``: 'batch' | 'group',
+    ``input``: 'rgb' | 'difference'; a config saved before ``input`` existed is 'rgb')."""
+    model = TimeCLRModel(cfg.backbone, cfg.proj_hidden, cfg.proj_dim, input=getattr(cfg, "input", None) or "rgb")
     if cfg.norm == "group":
         batchnorm_to_groupnorm(model)
     return model
