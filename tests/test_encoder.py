@@ -34,10 +34,10 @@ def _config(**model) -> dict:
     return OmegaConf.to_container(cfg)
 
 
-def _checkpoint(path, backbone: str, norm: str = "batch", seed: int = 0) -> torch.nn.Module:
+def _checkpoint(path, backbone: str, norm: str = "batch", seed: int = 0, input: str = "rgb") -> torch.nn.Module:
     """A pretraining checkpoint of ``backbone`` as ``timeclr.train`` writes it (model + resolved
     config), with batch-norm statistics that are not the initial ones (so a lost buffer shows)."""
-    config = _config(backbone=backbone, norm=norm, proj_hidden=64, proj_dim=16)
+    config = _config(backbone=backbone, norm=norm, proj_hidden=64, proj_dim=16, input=input)
     torch.manual_seed(seed)
     model = build_model(OmegaConf.create(config["model"]))
     with torch.no_grad():
@@ -82,6 +82,22 @@ def test_group_norm_and_small_encoders_export_but_say_they_are_not_torchvisions(
         export_encoder(tmp_path / f"{src}.pt", str(tmp_path / f"{src}_enc.pt"))
         meta = json.loads((tmp_path / f"{src}_enc.json").read_text())
         assert meta["torchvision"] is None, meta
+
+
+def test_a_difference_encoder_exports_weights_that_take_frame_differences(tmp_path):
+    """An r3d_18 with model.input=difference: not torchvision's (keys net.*), and the exported
+    weights in a plain r3d_18 give the model's features when fed the clip's differences."""
+    model = _checkpoint(tmp_path / "diff.pt", "r3d_18", input="difference")
+    export_encoder(tmp_path / "diff.pt", str(tmp_path / "diff_enc.pt"))
+    meta = json.loads((tmp_path / "diff_enc.json").read_text())
+    assert meta["torchvision"] is None and "differences" in meta["input"], meta
+    state = torch.load(tmp_path / "diff_enc.pt", weights_only=True)
+    assert all(k.startswith("net.") for k in state), sorted(state)[:3]
+    ref = r3d_18(use_torchvision=False)
+    ref.load_state_dict({k[len("net."):]: v for k, v in state.items()}, strict=True)
+    clip = torch.randn(1, 3, 5, 32, 32, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        torch.testing.assert_close(ref.eval()(clip[:, :, 1:] - clip[:, :, :-1]), model.features(clip), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("make, message", [
