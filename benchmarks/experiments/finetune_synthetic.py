@@ -1,48 +1,52 @@
 """Synthetic check of fine-tuning: does a TimeCLR-pretrained encoder fine-tune to a better classifier
-than the same network from random initialisation, with the same budget?
+than the same network from random initialisation, with the same budget, and with how few labels?
 
 What runs
 ---------
-1. Pretraining: the checkpoint of ``python -m timeclr.train pipelines/synthetic.yaml`` (the
-   README's main command, ``runs/synthetic/checkpoint.pt``). A finished run there, made with that
-   config's model / train / views, is reused; otherwise it is trained (or resumed) there, with the
-   evaluation the command always does (about 3-4 minutes on 2 idle cores).
-2. Fine-tuning, ``pipelines/synthetic_finetune.yaml`` (``timeclr.finetune``), from that checkpoint
-   and from random initialisation, for each budget of ``--epochs`` (default: half the config's
-   epochs and the config's: whether pretraining helps depends on how long the classifier trains),
-   ``--seeds`` seeds each: seed k sets ``train.seed`` and
-   ``data.seed`` (classifier initialisation, shuffling, frame positions, crops, dropout masks; for
-   random init also the backbone, ``train.seed + 1`` as in ``timeclr.evaluate.random_model``).
-   Everything else, budget included, is the config's. One pretraining run serves every seed, so
-   the spread over seeds is the fine-tuning's, not the pretraining's.
-3. Testing: each run's multi-view test on the synthetic test split (``finetune.test_clips`` clips x
-   ``finetune.test_crops`` crops, softmax averaged): top-1, top-5, mean per-class accuracy, and the
-   mean top-1 of a single view.
+1. Pretraining: ``python -m timeclr.train`` with ``--pretrain-config`` (default
+   pipelines/synthetic.yaml, the README's main command) into ``--pretrain-dir`` (default: that
+   config's ``out_dir``). A finished run there, made with that config's model / train / views, is
+   reused; otherwise it is trained or resumed there (synthetic.yaml: 3-4 minutes on 2 cores).
+2. Fine-tuning with ``--config`` (default pipelines/synthetic_finetune.yaml) from that checkpoint and
+   from random initialisation, for each budget of ``--epochs`` (default: half the config's and the
+   config's), ``--seeds`` seeds each: seed k sets ``train.seed`` and ``data.seed`` (classifier init,
+   shuffling, frames, crops, dropout; for random init the backbone too). The rest is the config's.
+3. Testing: each run's multi-view test (``finetune.test_clips`` x ``test_crops`` views, softmax
+   averaged): top-1, top-5, mean per-class accuracy, one view's top-1, and the top-1 of each class
+   group of the *pretraining* config's ``eval.groups`` (v1's or v2's).
+4. Below 100 % labels (``--label-fractions``, default 1 0.1 0.01) a run sees a class-balanced
+   subset, ``max(1, round(f * n))`` of each class's n videos, repeated to the full length: the
+   same steps, the config's budget (``finetune_manifests.py``). Each of ``--subset-seeds`` draws
+   its own subset (the same for every seed and init); every (init, seed, subset) is a run, and at
+   100 % there is one subset, the whole split. The default subset seeds, 101 102 103, were fixed
+   for issue #30 before any result with them was seen (0 draws the one subset of earlier runs).
+5. ``--pretrained-pattern runs/ablation/timeclr-seed{seed}/checkpoint.pt`` fine-tunes seed k from
+   pretraining seed k (``--pretrain-config`` still names their config), so the spread includes the
+   pretraining's; by default every seed fine-tunes step 1's checkpoint.
+6. ``--split val`` chooses the recipe on the validation split, never on the test split: runs
+   fine-tune on the train split less the validation videos (item 4's subsets are drawn from those)
+   and are tested on those videos, the library's split (``validation_split`` by the pretraining
+   config's ``eval.val_fraction`` and ``eval.val_seed``, as ``timeclr.train`` holds it out),
+   written as manifests beside the train manifest for the runs' ``data.manifest`` and
+   ``eval.test_manifest``.
+7. The v2 set: ``--config pipelines/synthetic_v2_finetune.yaml --pretrain-config
+   pipelines/synthetic_v2.yaml`` (the two configs must name the same set: checked first).
 
-4. Label fractions (``--label-fractions``, default 1, 0.1, 0.01): fine-tuning sees a
-   class-balanced subset of the train split, ``max(1, round(f * n))`` videos of each class's n
-   (drawn once by ``SUBSET_SEED``, the same for every seed and init), listed in a manifest beside
-   the full one with each chosen video repeated to the full manifest's length, so a run takes as
-   many steps of the same batch size as at 100 %: the same budget. Below 100 % only the config's
-   budget runs. Pretraining, which needs no labels, still saw every train video.
-5. ``--pretrained-pattern runs/ablation/timeclr-seed{seed}/checkpoint.pt`` fine-tunes seed k
-   from the pretraining run of seed k (the ablation's TimeCLR runs), so the spread includes the
-   pretraining's; by default every seed starts from the one checkpoint of step 1.
-
-Runs live in ``runs/finetune_synthetic/<init>-seed<k>`` (``-l<percent>`` below 100 %, ``-e<N>`` with ``--epochs``). A run whose
-``finetune.json`` exists and whose saved config matches is reused; an interrupted one resumes
-(``timeclr.finetune`` does that), so the script can be stopped and rerun.
+The summary pools the (seed, subset) runs of each (labels, epochs, init) cell: mean, sample std,
+95 % t-interval, and the cell's pretrained-minus-random difference of the means (``*_margin``).
+Runs live in ``runs/finetune_synthetic/<init>-seed<k>[-l<percent>-s<subset>][-e<N>][-val]``; one
+whose saved config matches is reused (or resumed), so the script can be stopped and rerun.
 
 How to run
 ----------
-    python benchmarks/experiments/finetune_synthetic.py           # 2 inits x 2 budgets x 3 seeds: 3 min 48 s on 2 cores
-                                                                  # (+ ~3 min of pretraining when runs/synthetic has none)
-    python benchmarks/experiments/finetune_synthetic.py --quick   # a smoke run: 1 seed, 3 epochs, all labels
+    python benchmarks/experiments/finetune_synthetic.py              # 48 runs: 2 inits x (2 budgets x 3 seeds
+                                                                     # + 2 fractions x 3 seeds x 3 subsets)
+    python benchmarks/experiments/finetune_synthetic.py --split val  # the same on the validation split
+    python benchmarks/experiments/finetune_synthetic.py --quick      # a smoke run: 1 seed, 3 epochs, all labels
 
-Writes ``benchmarks/results/finetune_synthetic[_<tag>].csv`` (a plain CSV: one row per run, then
-mean and sample std per init), ``.json`` (the run's metadata: machine, command, git revision,
-versions, load) and ``.png`` (bars: mean ± std, dots: the seeds), and prints both tables;
-``--quick`` writes ``finetune_synthetic_quick.*`` into ``benchmarks/results/quick/`` (git-ignored).
+Writes ``benchmarks/results/finetune_synthetic[_<tag>].csv`` (one row per run, then one per cell),
+``.json`` (the run's metadata) and ``.png`` (bars: mean ± std, dots: the runs), and prints the
+tables; ``--split val`` adds ``val`` to the tag, ``--quick`` writes into ``benchmarks/results/quick/``.
 """
 import argparse
 import functools
@@ -58,21 +62,23 @@ import torch
 from omegaconf import OmegaConf
 
 from timeclr.files import recorded
+from timeclr.benchmarks.experiments.finetune_manifests import SUBSET_SEEDS, labelled_manifest, validation_manifests
 from timeclr.benchmarks.harness import (REPO, finish_metadata, mean_std, print_meta, print_table, results_dir,
                                         run_metadata, save_figure, write_results)
 from timeclr.training.plots import pyplot
 from timeclr.files.atomic import write_json
 from timeclr.training.checkpoints import load_checkpoint
 from timeclr.config import Config, load_config
+from timeclr.errors import ConfigError
+from timeclr.evaluation.features import group_labels
 from timeclr.finetune import finetune
-from timeclr.pipelines.loader.clip_source import read_videos
+from timeclr.pipelines.loader.clip_source import read_videos, read_videos_and_classes
 from timeclr.pipelines.loader.video import VideoLoader
 from timeclr.training.run import RunDir
 from timeclr.synthetic.dataset import chosen_manifests, prepare_synthetic
 from timeclr.train import train
 
-SUBSET_SEED = 0
-INITS = {"pretrained": "TimeCLR-pretrained (synthetic.yaml)", "random": "random init (same network)"}
+INITS = {"pretrained": "TimeCLR-pretrained", "random": "random init (same network)"}
 METRICS = [("top1", "top-1"), ("top5", "top-5"), ("mean_class_accuracy", "mean class"),
            ("single_view_top1", "1-view top-1")]
 
@@ -101,6 +107,9 @@ def with_defaults(cfg):
 PRETRAIN_KEYS = ("model", "train", "data.views", "data.batch_size", "data.seed", "data.short_side", "synthetic")
 FINETUNE_KEYS = ("model", "train", "finetune", "data.views", "data.batch_size", "data.seed", "data.short_side",
                  "data.manifest", "checkpoint", "eval.batch_size", "synthetic")
+# this script names each run's test manifest (--split val: the validation split's); rotation_ceiling.py
+# compares FINETUNE_KEYS, and its configs leave the test manifest to timeclr.finetune
+RUN_KEYS = FINETUNE_KEYS + ("eval.test_manifest",)
 
 
 def differences(saved, wanted, keys) -> list[str]:
@@ -116,7 +125,7 @@ def differences(saved, wanted, keys) -> list[str]:
 
 def pretrained_checkpoint(args) -> Path:
     """The pretraining checkpoint: reused when finished with the config's recipe, else trained."""
-    cfg = absolute(load_config(args.pretrain_config, [f"out_dir={args.pretrain_dir}"]))
+    cfg = absolute(load_config(args.pretrain_config, [f"out_dir={args.pretrain_dir}"] if args.pretrain_dir else []))
     path = Path(RunDir(cfg.out_dir).checkpoint)
     if path.exists():
         ckpt = load_checkpoint(path)
@@ -138,65 +147,38 @@ def pretrained_checkpoint(args) -> Path:
     return path
 
 
-def labelled_manifest(manifest, fraction: float) -> str:
-    """The manifest of a class-balanced ``fraction`` of ``manifest``'s videos (see the module
-    docstring, item 4), written beside it with its class list; ``manifest`` itself at 1."""
-    if fraction >= 1:
-        return str(manifest)
-    import csv
-    import shutil
-
-    import numpy as np
-
-    manifest = Path(manifest)
-    out = manifest.with_name(f"{manifest.stem}_labels{fraction:g}.csv")
-    with open(manifest, newline="") as f:
-        reader = csv.DictReader(f)
-        header, rows = reader.fieldnames, list(reader)
-    chosen = []
-    for label in sorted({r["label"] for r in rows}, key=int):
-        members = [r for r in rows if r["label"] == label]
-        k = max(1, round(fraction * len(members)))
-        picks = np.random.default_rng([SUBSET_SEED, int(label)]).permutation(len(members))[:k]
-        chosen += [members[i] for i in sorted(picks.tolist())]
-    repeated = [chosen[i % len(chosen)] for i in range(len(rows))]  # the full length: the same steps per epoch
-    with open(out, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=header)
-        writer.writeheader()
-        writer.writerows(repeated)
-    shutil.copyfile(manifest.with_suffix(".classes.txt"), out.with_suffix(".classes.txt"))
-    return str(out)
+def run_dir(args, init, seed, epochs, default_epochs, fraction=1.0, subset=None):
+    """The run's folder (module docstring); a 100 % test-split run keeps its name from before #30."""
+    return Path(args.out_root) / (f"{init}-seed{seed}" + ("" if fraction >= 1 else f"-l{100 * fraction:g}-s{subset}")
+                                  + ("" if epochs == default_epochs else f"-e{epochs}")
+                                  + ("-val" if args.split == "val" else ""))
 
 
-def run_dir(args, init, seed, epochs, default_epochs, fraction=1.0):
-    return Path(args.out_root) / (f"{init}-seed{seed}" + ("" if fraction >= 1 else f"-l{100 * fraction:g}")
-                                  + ("" if epochs == default_epochs else f"-e{epochs}"))
-
-
-def run_one(args, init, seed, epochs, checkpoint, default_epochs, fraction=1.0, manifest=None):
-    """Fine-tune (or reuse / resume) one run and test it; returns its row."""
-    out_dir = run_dir(args, init, seed, epochs, default_epochs, fraction)
+def run_one(args, init, seed, epochs, checkpoint, default_epochs, fraction, subset, manifest, test_manifest):
+    """Fine-tune (or reuse / resume) one run on ``manifest``, test it on ``test_manifest``; returns its row."""
+    out_dir = run_dir(args, init, seed, epochs, default_epochs, fraction, subset)
     checkpoint = str(checkpoint).format(seed=seed)
-    extra = [f"data.manifest={manifest}"] if manifest else []
     cfg = absolute(load_config(args.config, [f"out_dir={out_dir}", f"train.seed={seed}", f"data.seed={seed}",
-                                             f"train.epochs={epochs}", *extra, *args.set,
+                                             f"train.epochs={epochs}", f"data.manifest={manifest}",
+                                             f"eval.test_manifest={test_manifest}", *args.set,
                                              f"checkpoint={checkpoint if init == 'pretrained' else 'random'}"]))
-    row = dict(kind="run", init=init, seed=seed, epochs=epochs, labels=fraction,
-               out_dir=os.path.relpath(out_dir, REPO))
+    row = dict(kind="run", init=init, seed=seed, subset="all" if fraction >= 1 else subset, labels=fraction,
+               epochs=epochs, split=args.split, out_dir=os.path.relpath(out_dir, REPO))
+    name = f"{init} seed {seed}" + ("" if fraction >= 1 else f", {fraction:.0%} labels subset {subset}")
     files = RunDir(out_dir)
     saved, results_json = Path(files.config), Path(files.finetune_results)
     if saved.exists():
-        diff = differences(OmegaConf.load(saved), cfg, FINETUNE_KEYS)
+        diff = differences(OmegaConf.load(saved), cfg, RUN_KEYS)
         if diff:
             raise SystemExit(f"finetune_synthetic: {out_dir} holds a run with another config:\n" + "\n".join(diff) +
                              "\ndelete the folder (or use --out-root) to start it afresh")
         if results_json.exists():
             done = json.loads(results_json.read_text())
-            print(f"[{init} seed {seed}] done before: {results_json}", flush=True)
-            return finish(row, done, out_dir, status="reused")
+            print(f"[{name}] done before: {results_json}", flush=True)
+            return finish(row, done, out_dir, "reused", args.groups)
     resumed = Path(files.checkpoint).exists()
     load_start = os.getloadavg()[0]
-    print(f"\n[{init} seed {seed}] fine-tuning {epochs} epochs in {out_dir} (load {load_start:.2f})", flush=True)
+    print(f"\n[{name}] fine-tuning {epochs} epochs in {out_dir} (load {load_start:.2f})", flush=True)
     t0 = time.perf_counter()
     results = finetune(cfg)
     results["seconds"] = round(time.perf_counter() - t0, 1)  # training and test, this invocation
@@ -204,26 +186,28 @@ def run_one(args, init, seed, epochs, checkpoint, default_epochs, fraction=1.0, 
     results["resumed"] = resumed
     write_json(results_json, results)
     gc.collect()  # the run's DALI pipelines and their threads
-    return finish(row, results, out_dir, status="resumed" if resumed else "ok")
+    return finish(row, results, out_dir, "resumed" if resumed else "ok", args.groups)
 
 
 @functools.cache
-def group_names() -> dict:
-    """The pretraining config's class groups (``eval.groups`` of synthetic.yaml), read once."""
-    return OmegaConf.to_container(load_config(str(REPO / "pipelines" / "synthetic.yaml")).eval.groups)
+def group_names(pretrain_config: str = str(REPO / "pipelines" / "synthetic.yaml")) -> dict:
+    """A pretraining config's class groups (its ``eval.groups``; default synthetic.yaml's), read once."""
+    return OmegaConf.to_container(load_config(str(pretrain_config)).eval.groups)
 
 
-def group_top1(per_class: dict) -> dict:
-    """``{top1_<group>: %}`` from a finetune.json's per-class accuracies: the test split is
-    class-balanced, so a group's top-1 is the mean of its classes'."""
-    return {f"top1_{g}": statistics.fmean(per_class[n] for n in names) for g, names in group_names().items()}
+def group_top1(per_class: dict, groups: dict | None = None) -> dict:
+    """``{top1_<group>: %}`` from a finetune.json's per-class accuracies (``groups``: default
+    ``group_names()``): the scored split is class-balanced, so a group's top-1 is the mean of its
+    classes' (the validation split up to rounding)."""
+    return {f"top1_{g}": statistics.fmean(per_class[n] for n in names)
+            for g, names in (group_names() if groups is None else groups).items()}
 
 
-def finish(row, done, out_dir, status):
+def finish(row, done, out_dir, status, groups):
     metrics = [json.loads(line) for line in open(RunDir(out_dir).metrics)]
     last_epoch = [m["loss"] for m in metrics if m["epoch"] == metrics[-1]["epoch"]]
     row.update({k: done[k] for k, _ in METRICS})
-    row.update(group_top1(done["per_class"]))
+    row.update(group_top1(done["per_class"], groups))
     row.update(status=status + ("+resumed" if status == "reused" and done.get("resumed") else ""),
                seconds=done.get("seconds"), test_seconds=done.get("test_seconds"),
                clips_per_s=statistics.median(m["clips_per_s"] for m in metrics),
@@ -232,18 +216,22 @@ def finish(row, done, out_dir, status):
     return row
 
 
-def summarise(rows):
-    """Mean, sample std and 95 % interval over the seeds, one row per (labels, budget, init)."""
-    out = []
+def summarise(rows, groups):
+    """Mean, sample std and 95 % interval over the (seed, subset) runs, one row per (labels, budget,
+    init), and where both inits ran the cell's pretrained-minus-random margin (on both rows)."""
+    keys, out = [k for k, _ in METRICS] + group_keys(groups), []
     for fraction in dict.fromkeys(r["labels"] for r in rows):
         for epochs in dict.fromkeys(r["epochs"] for r in rows):
+            cell = {}
             for init in INITS:
                 runs = [r for r in rows if r["init"] == init and r["epochs"] == epochs and r["labels"] == fraction]
-                if not runs:
-                    continue
-                out.append(dict(kind="summary", init=init, seed="", epochs=epochs, labels=fraction, n=len(runs),
-                                status="", **mean_std(runs, [k for k, _ in METRICS] + group_keys()
-                                                      + ["seconds", "clips_per_s", "final_loss"])))
+                if runs:
+                    cell[init] = dict(kind="summary", init=init, seed="", subset="", epochs=epochs, labels=fraction,
+                                      split=runs[0]["split"], n=len(runs), status="",
+                                      **mean_std(runs, keys + ["seconds", "clips_per_s", "final_loss"]))
+            for k in keys if len(cell) == 2 else []:  # both inits ran: the margin, on both rows
+                cell["pretrained"][f"{k}_margin"] = cell["random"][f"{k}_margin"] = cell["pretrained"][k] - cell["random"][k]
+            out += cell.values()
     return out
 
 
@@ -252,65 +240,71 @@ def summarise(rows):
 # ---------------------------------------------------------------------------------------------
 
 
-def metadata(args, cfg, checkpoint, load_start, t_start):
+def metadata(args, cfg, checkpoint, load_start, t_start, scored):
     view = cfg.data.views[cfg.finetune.view]
     ft = cfg.finetune
     meta = run_metadata({
-        "config": args.config,
+        "config": args.config, "pretraining config": args.pretrain_config,
         "pretrained checkpoint": str(checkpoint) if "{seed}" in str(checkpoint) else os.path.relpath(checkpoint, REPO),
-        "labels": ", ".join(f"{f:.0%}" for f in args.label_fractions) + f" of the train split (class-balanced, "
-                  f"subset seed {SUBSET_SEED}, repeated to the full length: the same steps)",
+        "labels": ", ".join(f"{f:.0%}" for f in args.label_fractions) + " of the train split"
+                  + (" less the validation split" if args.split == "val" else "") + " (class-balanced, subset seeds "
+                  f"{', '.join(map(str, args.subset_seeds))} below 100 %, repeated to the full length: the same steps)",
         "budget": f"{' or '.join(map(str, args.epochs))} epochs x {cfg.data.batch_size} clips/batch, "
                   f"{cfg.model.backbone} backbone, {cfg.train.optimizer} lr {cfg.train.lr:g} "
                   f"(backbone x{ft.backbone_lr:g}, layer decay {ft.layer_decay:g}), dropout {ft.dropout:g}, "
                   f"label smoothing {ft.label_smoothing:g}",
         "train view": f"{view.kind} {view.frames} frames, random resized crop {view.crop_size} scale "
                       f"{list(view.scale)}, flip {view.flip_prob:g}",
-        "test": f"{ft.test_clips} clips x {ft.test_crops} crops, softmax averaged, synthetic test split",
+        "test": f"{ft.test_clips} clips x {ft.test_crops} crops, softmax averaged, {scored}",
         "seeds": ", ".join(map(str, range(args.seeds))),
     }, cuda=torch.cuda.is_available(), libs=("torch", "DALI"), load=(load_start, None, 0))
     return finish_metadata(meta, t_start)
 
 
-def group_keys() -> list:
-    return [f"top1_{g}" for g in group_names()]
+def group_keys(groups: dict | None = None) -> list:
+    return [f"top1_{g}" for g in (group_names() if groups is None else groups)]
 
 
-def columns() -> list:
-    """The CSV's columns: each metric (overall, then per group) with its std and 95 % interval."""
-    return (["kind", "init", "seed", "labels", "epochs", "n", "status"]
-            + [c for k in [k for k, _ in METRICS] + group_keys() for c in (k, f"{k}_std", f"{k}_ci95")]
+def columns(groups) -> list:
+    """The CSV's columns: each metric (overall, then per group) with its std, 95 % interval and margin."""
+    return (["kind", "init", "seed", "subset", "labels", "epochs", "split", "n", "status"]
+            + [k + s for k in [k for k, _ in METRICS] + group_keys(groups) for s in ("", "_std", "_ci95", "_margin")]
             + ["seconds", "seconds_std", "clips_per_s", "clips_per_s_std", "final_loss", "final_loss_std",
                "test_seconds", "load_start", "load_end", "out_dir"])
 
 
-def report(rows, summary, meta, args):
+def report(rows, summary, meta, args, scored, n_classes):
     print()
     print_meta(meta)
     print("\nruns:")
-    print_table(["init", "seed", "labels", "epochs", "status", *[h for _, h in METRICS], "s", "clips/s", "last loss"],
-                [[r["init"], str(r["seed"]), f"{r['labels']:.0%}", str(r["epochs"]), r["status"],
+    print_table(["init", "seed", "subset", "labels", "epochs", "status", *[h for _, h in METRICS], "s", "clips/s",
+                 "last loss"],
+                [[r["init"], str(r["seed"]), str(r["subset"]), f"{r['labels']:.0%}", str(r["epochs"]), r["status"],
                   *[f"{r[k]:.1f}" for k, _ in METRICS],
                   "-" if r.get("seconds") is None else f"{r['seconds']:.0f}", f"{r['clips_per_s']:.0f}",
                   f"{r['final_loss']:.3f}"] for r in rows])
-    print("\nmean ± std [95 % interval] over seeds (%, synthetic test split):")
-    print_table(["init", "labels", "epochs", "n", *[h for _, h in METRICS], "s per run"],
+    print(f"\nmean ± std [95 % interval] over the (seed, subset) runs, and pretrained minus random (%, {scored}):")
+    print_table(["init", "labels", "epochs", "n", *[h for _, h in METRICS], "s per run", "top-1 margin"],
                 [[s["init"], f"{s['labels']:.0%}", str(s["epochs"]), str(s["n"]),
                   *[f"{s[k]:.1f} ± {s[f'{k}_std']:.1f} [±{s[f'{k}_ci95']:.1f}]" for k, _ in METRICS],
-                  "-" if s.get("seconds") is None else f"{s['seconds']:.0f}"] for s in summary])
-    groups = list(group_names())
-    print("\ntop-1 per class group, mean [95 % interval] over seeds (%):")
+                  "-" if s.get("seconds") is None else f"{s['seconds']:.0f}",
+                  f"{s['top1_margin']:+.1f}" if s["init"] == "pretrained" and "top1_margin" in s else ""] for s in summary])
+    groups = list(args.groups)
+    print("\ntop-1 per class group, mean [95 % interval] over the (seed, subset) runs (%; pretrained: (margin)):")
     print_table(["init", "labels", "epochs", *groups],
                 [[s["init"], f"{s['labels']:.0%}", str(s["epochs"]),
-                  *[f"{s[f'top1_{g}']:.1f} [±{s[f'top1_{g}_ci95']:.1f}]" for g in groups]] for s in summary])
-    stem = results_dir(args.out, args.quick) / ("finetune_synthetic" + (f"_{args.tag}" if args.tag else ""))
-    csv_path, json_path = write_results(stem, meta, columns(), rows + summary)
-    plot(rows, summary, meta, f"{stem}.png")
+                  *[f"{s[f'top1_{g}']:.1f} [±{s[f'top1_{g}_ci95']:.1f}]" + (f" ({s[f'top1_{g}_margin']:+.1f})" if
+                    s["init"] == "pretrained" and f"top1_{g}_margin" in s else "") for g in groups]] for s in summary])
+    tag = args.tag or ("quick" if args.quick else "")  # --split val's results are tagged val
+    tag = tag if args.split == "test" or "val" in tag.replace("-", "_").split("_") else f"{tag}_val".lstrip("_")
+    stem = results_dir(args.out, args.quick) / ("finetune_synthetic" + (f"_{tag}" if tag else ""))
+    csv_path, json_path = write_results(stem, meta, columns(args.groups), rows + summary)
+    plot(rows, summary, meta, f"{stem}.png", scored, n_classes)
     print(f"\nwrote {csv_path}, {json_path} and {stem}.png")
 
 
-def plot(rows, summary, meta, path):
-    """Grouped bars, one group per metric, one bar per init: mean ± std, the seeds as dots."""
+def plot(rows, summary, meta, path, scored="synthetic test split", n_classes=8):
+    """Grouped bars, one group per metric, one bar per init: mean ± std, the (seed, subset) runs as dots."""
     plt = pyplot()
     settings = list(dict.fromkeys((s["labels"], s["epochs"]) for s in summary))
     shades = {"pretrained": ["#fddbc7", "#f4a582", "#d6604d", "#b2182b"],
@@ -319,7 +313,7 @@ def plot(rows, summary, meta, path):
     fig, ax = plt.subplots(figsize=(11, 4.8))
     for i, s in enumerate(summary):
         xs = [g + (i - (len(summary) - 1) / 2) * width for g in range(len(METRICS))]
-        shade = shades[s["init"]][min(settings.index((s["labels"], s["epochs"])) + 4 - len(settings), 3)]
+        shade = shades[s["init"]][max(0, min(settings.index((s["labels"], s["epochs"])) + 4 - len(settings), 3))]
         ax.bar(xs, [s[k] for k, _ in METRICS], width * 0.9, yerr=[s[f"{k}_std"] for k, _ in METRICS], capsize=3,
                color=shade, edgecolor="0.3", lw=0.3,
                label=f"{INITS[s['init']]}, {s['labels']:.0%} labels, {s['epochs']} epochs, n={s['n']}")
@@ -329,10 +323,10 @@ def plot(rows, summary, meta, path):
             ax.plot([x] * len(pts), pts, "k.", ms=4)
             ax.text(x, s[k] + s[f"{k}_std"] + 0.8, f"{s[k]:.1f}", ha="center", fontsize=7)
     ax.set_xticks(range(len(METRICS)), [h for _, h in METRICS])
-    ax.set_ylabel("% (synthetic test split, 8 classes)")
+    ax.set_ylabel(f"% ({scored.split(' (')[0]}, {n_classes} classes)")
     ax.set_ylim(0, 118)
     ax.set_yticks(range(0, 101, 20))
-    ax.axhline(100 / 8, color="0.5", lw=0.8, ls=":")
+    ax.axhline(100 / n_classes, color="0.5", lw=0.8, ls=":")  # chance
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=7, loc="upper center", ncol=2)
     save_figure(fig, "Fine-tuning on the synthetic motion set", {k: v for k, v in meta.items() if k != "command"},
@@ -341,14 +335,23 @@ def plot(rows, summary, meta, path):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--config", default="pipelines/synthetic_finetune.yaml", help="the fine-tuning config")
-    parser.add_argument("--pretrain-config", default="pipelines/synthetic.yaml")
-    parser.add_argument("--pretrain-dir", default="runs/synthetic", help="where the pretraining run is (or goes)")
+    parser.add_argument("--config", default="pipelines/synthetic_finetune.yaml",
+                        help="the fine-tuning config (v2: pipelines/synthetic_v2_finetune.yaml)")
+    parser.add_argument("--pretrain-config", default="pipelines/synthetic.yaml", help="the pretraining config "
+                        "(also --pretrained-pattern's), of the class groups and the validation split too (v2: "
+                        "pipelines/synthetic_v2.yaml)")
+    parser.add_argument("--pretrain-dir", help="where the pretraining run is (or goes); default: its config's out_dir")
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0 .. N-1 for each init")
     parser.add_argument("--epochs", type=int, nargs="+", default=None,
                         help="fine-tuning budgets in epochs (default: half the config's, and the config's)")
     parser.add_argument("--label-fractions", type=float, nargs="+", default=[1.0, 0.1, 0.01],
                         help="fractions of the train labels fine-tuning sees (class-balanced; default 1 0.1 0.01)")
+    parser.add_argument("--subset-seeds", type=int, nargs="+", default=list(SUBSET_SEEDS),
+                        help="below 100 %% labels, one class-balanced subset per seed, each (init, seed, subset) a "
+                        "run (default 101 102 103, fixed before any result; 0: the subset of the runs before #30)")
+    parser.add_argument("--split", choices=["test", "val"], default="test",
+                        help="val: fine-tune on the train split less the validation split, score on that (choose "
+                        "the recipe there, never on test); run folders get -val, result files the tag val")
     parser.add_argument("--pretrained-pattern", default=None,
                         help="checkpoint of seed k's pretraining, '{seed}' standing for k (e.g. "
                         "runs/ablation/timeclr-seed{seed}/checkpoint.pt); default: one pretraining run for all seeds")
@@ -359,34 +362,58 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="a smoke run: 1 seed, 3 epochs, all labels, into "
                         "benchmarks/results/quick/ (git-ignored)")
     parser.add_argument("--out", help="output folder (default benchmarks/results/, --quick: benchmarks/results/quick/)")
-    parser.add_argument("--tag", default="", help="suffix of the result files (default: 'quick' with --quick)")
+    parser.add_argument("--tag", default="", help="suffix of the result files (default: 'quick' with --quick; "
+                        "--split val adds 'val')")
     args = parser.parse_args(argv)
     if args.quick:
-        args.seeds, args.epochs, args.label_fractions, args.tag = 1, args.epochs or [3], [1.0], args.tag or "quick"
+        args.seeds, args.epochs, args.label_fractions = 1, args.epochs or [3], [1.0]
+    if not all(0 < f <= 1 for f in args.label_fractions) or len(set(args.subset_seeds)) < len(args.subset_seeds) \
+            or min(args.subset_seeds) < 0:
+        raise SystemExit("finetune_synthetic: --label-fractions must be in (0, 1], --subset-seeds distinct and >= 0")
     t0, load_start = time.perf_counter(), os.getloadavg()[0]
-    cfg = load_config(args.config, args.set)
+    # the groups and the validation split are the pretraining config's: both configs must name one set
+    cfg, pre = absolute(load_config(args.config, args.set)), absolute(load_config(args.pretrain_config))
     args.epochs = args.epochs or [cfg.train.epochs // 2, cfg.train.epochs]
-    if args.pretrained_pattern:
-        checkpoint = args.pretrained_pattern
-        missing = [checkpoint.format(seed=k) for k in range(args.seeds) if not Path(checkpoint.format(seed=k)).exists()]
-        if missing:
-            raise SystemExit(f"finetune_synthetic: no pretraining checkpoint {missing[0]} "
-                             "(run benchmarks/experiments/ablation.py)")
-    else:
-        checkpoint = pretrained_checkpoint(args)
-    full = absolute(load_config(args.config, args.set))
-    full.data.manifest, full.eval.test_manifest = chosen_manifests(full, *prepare_synthetic(full, rank=0))
+    diff = [f"{k}: {OmegaConf.select(with_defaults(c), k)} in {flag}" for k in ("data.root", "synthetic")
+            if differences(pre, cfg, [k]) for c, flag in ((pre, "--pretrain-config"), (cfg, "--config"))]
+    if diff:
+        raise SystemExit("finetune_synthetic: --config and --pretrain-config name different synthetic sets (v2: "
+                         "pipelines/synthetic_v2_finetune.yaml and pipelines/synthetic_v2.yaml):\n" + "\n".join(diff))
+    missing = [c for c in (args.pretrained_pattern.format(seed=k) for k in range(args.seeds)) if not Path(c).exists()] \
+        if args.pretrained_pattern else []
+    if missing:
+        raise SystemExit(f"finetune_synthetic: no pretraining checkpoint {missing[0]} "
+                         "(run benchmarks/experiments/ablation.py)")
+    # manifests, groups and split before any pretraining, so a mistake there costs no training
+    cfg.data.manifest, cfg.eval.test_manifest = chosen_manifests(cfg, *prepare_synthetic(cfg, rank=0))
+    args.groups, (_, classes) = group_names(args.pretrain_config), read_videos_and_classes(cfg.data.manifest)
+    group_labels(args.groups, classes)  # a group naming a class the set lacks: a ConfigError naming it
+    train_manifest, test_manifest = cfg.data.manifest, cfg.eval.test_manifest
+    scored = f"synthetic test split ({os.path.relpath(test_manifest, REPO)})"
+    if args.split == "val":
+        if not pre.eval.val_fraction:
+            raise SystemExit(f"finetune_synthetic: --split val needs eval.val_fraction in {args.pretrain_config}")
+        train_manifest, test_manifest = validation_manifests(train_manifest, pre.eval.val_fraction, pre.eval.val_seed)
+        scored = (f"validation split ({pre.eval.val_fraction:.0%} of each class of "
+                  f"{os.path.relpath(cfg.data.manifest, REPO)}, val_seed {pre.eval.val_seed})")
+        print(f"--split val: fine-tuning on {train_manifest}, scoring on {test_manifest}", flush=True)
+    checkpoint = args.pretrained_pattern or pretrained_checkpoint(args)
     rows = []
     for fraction in args.label_fractions:
-        manifest = labelled_manifest(full.data.manifest, fraction)
-        for epochs in (args.epochs if fraction >= 1 else [cfg.train.epochs]):
-            for seed in range(args.seeds):
-                for init in INITS:
-                    rows.append(run_one(args, init, seed, epochs, checkpoint, cfg.train.epochs, fraction, manifest))
-    summary = summarise(rows)
-    report(rows, summary, metadata(args, cfg, checkpoint, load_start, t0), args)
+        for subset in (args.subset_seeds if fraction < 1 else [None]):
+            manifest = labelled_manifest(train_manifest, fraction, subset)
+            for epochs in (args.epochs if fraction >= 1 else [cfg.train.epochs]):
+                for seed in range(args.seeds):
+                    for init in INITS:
+                        rows.append(run_one(args, init, seed, epochs, checkpoint, cfg.train.epochs, fraction,
+                                            subset, manifest, test_manifest))
+    summary = summarise(rows, args.groups)
+    report(rows, summary, metadata(args, cfg, checkpoint, load_start, t0, scored), args, scored, len(classes))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except ConfigError as e:  # a config, a group or a checkpoint of another model: one line, no traceback
+        sys.exit(f"finetune_synthetic: {e}")
