@@ -178,6 +178,22 @@ def test_near_starts_follow_the_linear_decreasing_weight():
     assert np.mean(d) < 0.8 * (free + 2) * free / (3 * (free + 1)), np.mean(d)
 
 
+def test_near_with_another_stride_than_its_anchor():
+    """An anchor at stride 1 (starts 0..24 in 32 frames) and a near clip at stride 3 (span 22,
+    starts 0..10): an anchor start past 10 still gives a proper weight, max(10, a) + 1 - |t - a| >= 1."""
+    views = [{**CLIP, "strides": [1]}, {**CLIP, "strides": [3], "start": "near", "anchor": 0}]
+    rng, counts = np.random.default_rng(4), np.zeros((25, 11))
+    for _ in range(30000):
+        a, b = select_views(views, 32, True, rng)
+        counts[int(a[0]), int(b[0])] += 1
+    t = np.arange(11)
+    for a in (0, 10, 24):
+        weight = max(10, a) + 1 - np.abs(t - a)
+        want, got = weight / weight.sum(), counts[a] / counts[a].sum()
+        err = np.abs(got - want).max()
+        assert err < 0.06, f"anchor {a}: start frequencies off by {err:.3f}:\n got {np.round(got, 3)}\nwant {np.round(want, 3)}"
+
+
 @pytest.mark.parametrize("stride", [1, 2, 3])
 def test_overlap_centres_the_clip_on_one_of_the_anchors_frames(stride):
     n, views = 32, [SEG, {**CLIP, "strides": [stride], "start": "overlap", "anchor": 0}]

@@ -33,8 +33,8 @@ Where an interval view starts (train mode; the view's ``start``, default ``rando
       with one random phase u ~ U[0, 1) per video: view i of them starts at floor((i + u)/m · (free + 1)).
     - ``near`` (CVRL's temporal interval sampler): the start is drawn with a weight that falls
       linearly with its distance from the anchor's start a (an interval view):
-      P(t) ∝ free + 1 − |t − a|, so nearby clips are likelier but any distance can occur (the
-      anchor's own spare frames are assumed the same as this view's when it is clipped).
+      P(t) ∝ L + 1 − |t − a| with L = max(free, a), the farthest any start can be, so nearby
+      clips are likelier but any distance can occur (L = free when both views share a stride).
     - ``overlap``: the view is centred on one of the anchor's frames, f, drawn uniformly among
       those where it fits (its frame T//2 is f: t = f − (T//2)·s, 0 <= t <= free), so the two
       views share that moment; if none fits, the start nearest the anchor's middle frame.
@@ -146,8 +146,10 @@ def select_views(views, num_frames: int, train: bool, rng: np.random.Generator |
         if start == "spread":
             t0 = min(free, int((spread.index(i) + phase) / len(spread) * (free + 1)))
         elif start == "near":
-            t = np.arange(free + 1)
-            weight = (free + 1 - np.abs(t - out[view.get("anchor", 0)][0])).astype(np.float64)
+            distance = np.abs(np.arange(free + 1) - out[view.get("anchor", 0)][0])
+            # L = max(free, a) bounds every distance (t <= free, a >= 0), so each weight is >= 1
+            # also when the anchor's stride differs and its start lies beyond this view's starts
+            weight = (max(free, int(out[view.get("anchor", 0)][0])) + 1 - distance).astype(np.float64)
             t0 = int(rng.choice(free + 1, p=weight / weight.sum()))
         else:  # overlap: frame T//2 of this view is one of the anchor's frames
             anchor = out[view.get("anchor", 0)]
