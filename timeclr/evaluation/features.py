@@ -196,10 +196,21 @@ def print_table(results: dict, about: str = "", saved: str = ""):
     for label, m in rows:
         print(f"{label:<{width}}" + "".join(f"{m[k]:>13.1f}" for k in KEYS))
     groups = sorted({k[len("knn_top1_"):] for m in results.values() for k in m if k.startswith("knn_top1_")})
-    if groups:
-        print("per class group (kNN / linear top-1): " + "; ".join(
-            f"{name}: " + ", ".join(f"{g} {m[f'knn_top1_{g}']:.1f}/{m[f'linear_top1_{g}']:.1f}" for g in groups)
-            for name, m in results.items()))
+    if groups:  # one row per group: each encoder's kNN and linear top-1, and the margin over random init
+        names = list(results)
+        margin = "pretrained" in results and "random_init" in results
+        label = {n: n.replace("_", " ") for n in names}
+        head = ([f"kNN {label[n]}" for n in names] + (["kNN margin"] if margin else []) + [f"linear {label[n]}" for n in names])
+        gw = max(16, *(len(g) + 2 for g in groups))
+        cw = max(13, *(len(h) + 2 for h in head))
+        print(f"\n{'class group':<{gw}}" + "".join(f"{h:>{cw}}" for h in head))
+        for g in groups:
+            cells = [results[n][f"knn_top1_{g}"] for n in names]
+            if margin:
+                cells.append(results["pretrained"][f"knn_top1_{g}"] - results["random_init"][f"knn_top1_{g}"])
+            cells += [results[n][f"linear_top1_{g}"] for n in names]
+            print(f"{g:<{gw}}" + "".join(f"{c:>{cw}.1f}" if i != len(names) or not margin else f"{c:>+{cw}.1f}"
+                                           for i, c in enumerate(cells)))
     if saved:
         print(f"(percent; written to {saved})")
 
