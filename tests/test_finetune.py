@@ -71,8 +71,9 @@ def test_architecture_mismatch_names_both_and_missing_checkpoint_is_named(manife
                                                            "finetune.view=2")])
 
 
-def test_layerwise_learning_rates_cover_every_parameter_once(manifest):
-    cfg = load_config("pipelines/debug.yaml", overrides(manifest, "unused", "checkpoint=random",
+@pytest.mark.parametrize("input", ["rgb", "difference"])
+def test_layerwise_learning_rates_cover_every_parameter_once(manifest, input):
+    cfg = load_config("pipelines/debug.yaml", overrides(manifest, "unused", "checkpoint=random", f"model.input={input}",
                                                         "finetune.backbone_lr=0.1", "finetune.layer_decay=0.5"))
     model = build_classifier(cfg, num_classes=2, device=torch.device("cpu"))
     groups = param_groups(model, cfg.finetune)
@@ -81,7 +82,8 @@ def test_layerwise_learning_rates_cover_every_parameter_once(manifest):
     # the small CNN: 4 conv stages, input side first, then the classifier
     assert [g["lr_scale"] for g in groups] == pytest.approx([0.1 * 0.5 ** 4, 0.1 * 0.5 ** 3, 0.1 * 0.5 ** 2,
                                                              0.1 * 0.5, 1.0])
-    assert groups[0]["params"][0] is model.backbone.features[0].weight
+    convs = model.backbone.net if input == "difference" else model.backbone  # FrameDifference wraps the CNN
+    assert groups[0]["params"][0] is convs.features[0].weight
 
 
 def test_view_averaging_on_a_toy_case_with_a_known_answer():

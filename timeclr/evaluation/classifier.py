@@ -5,6 +5,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from timeclr.errors import ConfigError
+from timeclr.models import FrameDifference
 from timeclr.training.run import load_model
 
 
@@ -30,7 +31,10 @@ class VideoClassifier(nn.Module):
 def backbone_stages(backbone: nn.Module) -> list[list[nn.Parameter]]:
     """The backbone's parameters in stages, input side first, for layer-wise learning rates: a
     video ResNet's stem, layer1 .. layer4; the small CNN's conv stages (each conv with the norm
-    after it). Every parameter is in exactly one stage."""
+    after it). Every parameter is in exactly one stage. A ``FrameDifference`` backbone has the
+    stages of the backbone it wraps (the difference has no parameters)."""
+    if isinstance(backbone, FrameDifference):
+        backbone = backbone.net
     names = ("stem", "layer1", "layer2", "layer3", "layer4")
     if all(hasattr(backbone, n) for n in names):
         stages = [list(getattr(backbone, n).parameters()) for n in names]
