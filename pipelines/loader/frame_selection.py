@@ -146,10 +146,10 @@ def select_views(views, num_frames: int, train: bool, rng: np.random.Generator |
         if start == "spread":
             t0 = min(free, int((spread.index(i) + phase) / len(spread) * (free + 1)))
         elif start == "near":
-            distance = np.abs(np.arange(free + 1) - out[view.get("anchor", 0)][0])
+            a = int(out[view.get("anchor", 0)][0])  # the anchor interval's start
             # L = max(free, a) bounds every distance (t <= free, a >= 0), so each weight is >= 1
             # also when the anchor's stride differs and its start lies beyond this view's starts
-            weight = (max(free, int(out[view.get("anchor", 0)][0])) + 1 - distance).astype(np.float64)
+            weight = (max(free, a) + 1 - np.abs(np.arange(free + 1) - a)).astype(np.float64)
             t0 = int(rng.choice(free + 1, p=weight / weight.sum()))
         else:  # overlap: frame T//2 of this view is one of the anchor's frames
             anchor = out[view.get("anchor", 0)]
