@@ -44,8 +44,6 @@ def choices() -> dict:
     }
 
 
-
-
 @dataclass
 class ViewConfig:
     """One view of a video: which frames (temporal selection) and how they are augmented."""

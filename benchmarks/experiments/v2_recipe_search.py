@@ -44,13 +44,10 @@ RECIPES = {
     "difference_gray": ["model.input=difference", *GRAY],
     "difference_e80": ["model.input=difference", "train.epochs=80"],
 }
-# the folders the runs were first made in (the same overrides; `model.input` came later as a key)
-FOLDERS = {"rgb": "base", "rgb_gray": "gray", "rgb_tau05": "tau05", "rgb_bs64": "bs64", "difference": "diff",
-           "difference_gray": "diffgray", "difference_e80": "diff_e80"}
 
 
 def run(name, overrides, root):
-    out = root / FOLDERS[name]
+    out = root / name
     if not (out / "eval.json").exists():
         cmd = [sys.executable, "-m", "timeclr.train", "pipelines/synthetic_v2.yaml", *COMMON, *overrides,
                f"out_dir={out}"]
@@ -75,7 +72,7 @@ def main():
                 rows.append({"recipe": name, "overrides": " ".join(RECIPES[name]), "encoder": encoder, "clip": clip,
                              "knn_top1": m["knn_top1"], "linear_top1": m["linear_top1"],
                              **{f"knn_top1_{g}": m[f"knn_top1_{g}"] for g in groups},
-                             "run": os.path.relpath(args.out_root, REPO) + "/" + FOLDERS[name]})
+                             "run": os.path.relpath(Path(args.out_root) / name, REPO)})
     finish_metadata(meta, t0)
     columns = ["recipe", "encoder", "clip", "knn_top1", "linear_top1", *[f"knn_top1_{g}" for g in groups],
                "overrides", "run"]

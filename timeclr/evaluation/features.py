@@ -205,12 +205,11 @@ def print_table(results: dict, about: str = "", saved: str = ""):
         cw = max(13, *(len(h) + 2 for h in head))
         print(f"\n{'class group':<{gw}}" + "".join(f"{h:>{cw}}" for h in head))
         for g in groups:
-            cells = [results[n][f"knn_top1_{g}"] for n in names]
+            cells = [f"{results[n][f'knn_top1_{g}']:.1f}" for n in names]
             if margin:
-                cells.append(results["pretrained"][f"knn_top1_{g}"] - results["random_init"][f"knn_top1_{g}"])
-            cells += [results[n][f"linear_top1_{g}"] for n in names]
-            print(f"{g:<{gw}}" + "".join(f"{c:>{cw}.1f}" if i != len(names) or not margin else f"{c:>+{cw}.1f}"
-                                           for i, c in enumerate(cells)))
+                cells.append(f"{results['pretrained'][f'knn_top1_{g}'] - results['random_init'][f'knn_top1_{g}']:+.1f}")
+            cells += [f"{results[n][f'linear_top1_{g}']:.1f}" for n in names]
+            print(f"{g:<{gw}}" + "".join(f"{c:>{cw}}" for c in cells))
     if saved:
         print(f"(percent; written to {saved})")
 
