@@ -6,7 +6,7 @@ One training step is the one ``timeclr.train`` runs, called the same way: ``time
 with ``timeclr.training.objectives.contrastive`` (move the 2 views to the device, forward both through the
 TimeCLR model, backbone + projection head, bf16 autocast on CUDA; the NT-Xent loss over the 2
 views, ``timeclr.nt_xent`` with the config's backend: fused Triton on CUDA, chunked PyTorch on
-CPU; backward, gradient clipping, the optimizer step, the config's: AdamW for synthetic.yaml, at a
+CPU; backward, gradient clipping, the optimizer step, the config's: AdamW for synthetic_v1.yaml, at a
 fixed learning rate), and the non-finite check of ``timeclr.training.run.FiniteCheck`` every
 ``train.log_every`` steps, as training does. It is timed in
 three modes, on the same model and optimizer:
@@ -32,7 +32,7 @@ waiting for the next batch.
 
 Presets
 -------
-    --device cpu    the synthetic config as it is (``pipelines/synthetic.yaml``): ``small``
+    --device cpu    the synthetic config as it is (``pipelines/synthetic_v1.yaml``, RGB frames): ``small``
                     backbone, 2 views x 8 frames x 56², batch 16, DALI CPU pipeline (2 threads),
                     fp32, the 64² synthetic videos. Tested.
     --device cuda   R(2+1)D-18 at 16 x 112² per view (interval strides as in the config, shrunk
@@ -99,7 +99,7 @@ PRESETS = {
 
 
 def build_config(args):
-    """synthetic.yaml with the preset's / the options' model, shapes, batch and data device."""
+    """synthetic_v1.yaml with the preset's / the options' model, shapes, batch and data device."""
     cfg = load_config(args.config)
     if not os.path.isabs(cfg.data.root):
         cfg.data.root = str(REPO / cfg.data.root)
@@ -267,7 +267,7 @@ def plot(rows, summary, meta, path):
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    p.add_argument("--config", default=str(REPO / "pipelines" / "synthetic.yaml"))
+    p.add_argument("--config", default=str(REPO / "pipelines" / "synthetic_v1.yaml"))
     p.add_argument("--backbone", choices=("small", "r3d_18", "r2plus1d_18"))
     p.add_argument("--frames", type=int, help="frames of each view")
     p.add_argument("--crop", type=int, help="crop size of each view")

@@ -73,10 +73,16 @@ def test_bad_bases_are_errors_that_name_the_files(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["kinetics", "ucf101", "hmdb51", "ssv2", "ucf101_finetune", "hmdb51_finetune",
-                                  "synthetic", "synthetic_finetune"])
+                                  "synthetic", "synthetic_finetune", "synthetic_v1", "synthetic_v1_finetune",
+                                  "synthetic_v2"])
 def test_shipped_configs_name_a_recipe_and_stay_thin(name):
     text = open(f"pipelines/{name}.yaml").read()
-    assert "base: recipes/" in text, f"pipelines/{name}.yaml names no recipe"
+    chain = [name]  # a recipe, named directly or by the experiment it builds on (synthetic.yaml: synthetic_v2.yaml)
+    while "base: recipes/" not in open(f"pipelines/{chain[-1]}.yaml").read() and len(chain) < 3:
+        base = [line.split(":", 1)[1].strip() for line in open(f"pipelines/{chain[-1]}.yaml") if line.startswith("base:")]
+        assert base, f"pipelines/{chain[-1]}.yaml names no base"
+        chain.append(base[0].removesuffix(".yaml"))
+    assert "base: recipes/" in open(f"pipelines/{chain[-1]}.yaml").read(), f"pipelines/{name}.yaml reaches no recipe: {chain}"
     body = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
     # ssv2 and the synthetic configs restate their views (a list replaces the recipe's whole list)
     assert len(body) <= 45, f"pipelines/{name}.yaml has {len(body)} lines: move shared settings to its recipe"
@@ -88,7 +94,7 @@ def test_names_outside_their_registry_are_errors():
             load_config("pipelines/debug.yaml", [f"{key}={value}"])
 
 
-BAD_CONFIGS = [  # (YAML text or None for synthetic.yaml, overrides, what the one-line error must say)
+BAD_CONFIGS = [  # (YAML text or None for synthetic_v2.yaml: TimeCLR's pair, overrides, what the one-line error must say)
     ("a: [1\n", [], "is not valid YAML at line 2, column 1"),
     (None, ["train.epochs=0"], "train.epochs must be at least 1, got 0"),
     (None, ["train.epochs=-1"], "train.epochs must be at least 1, got -1"),
@@ -101,7 +107,7 @@ BAD_CONFIGS = [  # (YAML text or None for synthetic.yaml, overrides, what the on
 
 @pytest.mark.parametrize("text,overrides,message", BAD_CONFIGS, ids=[m for _, _, m in BAD_CONFIGS])
 def test_bad_configs_end_in_one_line_naming_the_problem(text, overrides, message, tmp_path, capsys):
-    path = "pipelines/synthetic.yaml"
+    path = "pipelines/synthetic_v2.yaml"
     if text is not None:
         path = str(tmp_path / "bad.yaml")
         open(path, "w").write(text)
@@ -137,14 +143,30 @@ def test_help_and_config_errors_answer_before_torch_loads(cmd, argv):
     assert "torch loaded: False" in r.stdout, r.stdout + r.stderr
 
 
-def test_the_wide_synthetic_config_is_synthetic_yaml_but_for_its_backbone():
+def test_the_wide_synthetic_config_is_synthetic_v1_yaml_but_for_its_backbone():
     from omegaconf import OmegaConf
 
-    wide = OmegaConf.to_container(load_config("pipelines/synthetic_wide.yaml"))
-    base = OmegaConf.to_container(load_config("pipelines/synthetic.yaml"))
+    wide = OmegaConf.to_container(load_config("pipelines/synthetic_v1_wide.yaml"))
+    base = OmegaConf.to_container(load_config("pipelines/synthetic_v1.yaml"))
     assert (wide["model"].pop("backbone"), base["model"].pop("backbone")) == ("small_wide", "small")
-    assert (wide.pop("out_dir"), base.pop("out_dir")) == ("runs/synthetic-wide", "runs/synthetic")
+    assert (wide.pop("out_dir"), base.pop("out_dir")) == ("runs/synthetic_v1-wide", "runs/synthetic_v1")
     assert wide == base
+
+
+def test_the_main_job_is_synthetic_v2_yaml_with_the_chosen_views():
+    """synthetic.yaml is the v2 set's recipe (synthetic_v2.yaml) but for its views, two segment
+    views, which the validation split chose (docs/results.md); each keeps the pair's augmentation."""
+    from omegaconf import OmegaConf
+
+    main = OmegaConf.to_container(load_config("pipelines/synthetic.yaml"))
+    v2 = OmegaConf.to_container(load_config("pipelines/synthetic_v2.yaml"))
+    assert [v["kind"] for v in main["data"]["views"]] == ["segment", "segment"]
+    assert [v["kind"] for v in v2["data"]["views"]] == ["segment", "interval"]
+    assert main["data"]["views"][0] == main["data"]["views"][1] == v2["data"]["views"][0]
+    assert (main.pop("out_dir"), v2.pop("out_dir")) == ("runs/synthetic", "runs/synthetic_v2")
+    main["data"].pop("views"), v2["data"].pop("views")
+    assert main == v2
+    assert (v2["synthetic"]["set"], v2["model"]["input"], v2["train"]["epochs"]) == ("v2", "difference", 40)
 
 
 def test_every_view_design_is_a_config_that_selects_frames():

@@ -130,27 +130,28 @@ def test_the_summary_pools_seeds_and_subsets_and_gives_the_margin():
 
 
 def test_the_groups_are_the_pretraining_configs():
-    assert set(group_names()) == set(load_config("pipelines/synthetic.yaml").eval.groups)
-    assert set(group_names("pipelines/synthetic_v2.yaml")) == {"fast", "order", "both", "slow_translation",
-                                                                "slow_rotation", "slow_scale"}
+    v2_groups = {"fast", "order", "both", "slow_translation", "slow_rotation", "slow_scale"}
+    assert set(group_names()) == set(load_config("pipelines/synthetic.yaml").eval.groups) == v2_groups
+    assert set(group_names("pipelines/synthetic_v1.yaml")) == {"global_context", "sequence", "translation",
+                                                                "rotation", "scale"}
 
 
-def test_the_v2_finetune_config_is_synthetic_finetune_on_v2s_set_and_model():
-    text = open("pipelines/synthetic_v2_finetune.yaml").read()
+def test_the_finetune_config_is_v1s_recipe_on_the_main_jobs_set_and_model():
+    text = open("pipelines/synthetic_finetune.yaml").read()
     assert "base: recipes/synthetic_cpu.yaml" in text
     body = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
     assert len(body) <= 45, f"{len(body)} lines: tests/test_configs.py's limit for a shipped config"
-    v2ft = OmegaConf.to_container(load_config("pipelines/synthetic_v2_finetune.yaml"))
-    v2 = OmegaConf.to_container(load_config("pipelines/synthetic_v2.yaml"))
-    v1ft = OmegaConf.to_container(load_config("pipelines/synthetic_finetune.yaml"))
+    v2ft = OmegaConf.to_container(load_config("pipelines/synthetic_finetune.yaml"))
+    v2 = OmegaConf.to_container(load_config("pipelines/synthetic.yaml"))
+    v1ft = OmegaConf.to_container(load_config("pipelines/synthetic_v1_finetune.yaml"))
     assert v2ft["synthetic"] == v2["synthetic"] and v2ft["data"]["root"] == v2["data"]["root"] == "data/synthetic_v2"
     assert (v2ft["synthetic"]["set"], v2ft["synthetic"]["train_per_class"], v2ft["synthetic"]["test_per_class"]) == \
         ("v2", 30, 15)
     assert v2ft["model"] == v2["model"], "the pretraining's architecture: the checkpoint must load"
     view = v2ft["data"]["views"][v2ft["finetune"]["view"]]
     assert (view["kind"], view["frames"]) == ("segment", 8)
-    assert v2ft.pop("out_dir") == "runs/synthetic_v2-finetune"
-    for cfg in (v2ft, v1ft):  # the rest is synthetic_finetune.yaml's recipe
+    assert (v2ft.pop("out_dir"), v1ft.pop("out_dir")) == ("runs/synthetic-finetune", "runs/synthetic_v1-finetune")
+    for cfg in (v2ft, v1ft):  # the rest is synthetic_v1_finetune.yaml's recipe
         for key in ("out_dir", "synthetic", "model"):
             cfg.pop(key, None)
         cfg["data"].pop("root")

@@ -112,7 +112,7 @@ def test_prepare_synthetic_returns_the_manifests_and_a_manifest_the_config_names
     assert synthetic.chosen_manifests(cfg, *made) == made  # none given: the dataset's
     cfg.data.manifest, cfg.eval.test_manifest = "subset.csv", "mine.csv"  # given ones are kept
     assert synthetic.chosen_manifests(cfg, *made) == ("subset.csv", "mine.csv")
-    schema = load_config("pipelines/synthetic.yaml")  # data.manifest '???' (none given) takes the dataset's
+    schema = load_config("pipelines/synthetic_v1.yaml")  # data.manifest '???' (none given) takes the dataset's
     assert OmegaConf.is_missing(schema.data, "manifest")
     assert synthetic.chosen_manifests(schema, *made) == made
 

@@ -308,7 +308,7 @@ def test_dali_alone_decodes_a_good_file_and_names_a_damaged_one(tmp_path):
 
 
 def test_preview_works_with_the_synthetic_config(tmp_path):
-    """synthetic.yaml names no manifest: preview generates the embedded set (here a tiny one) as
+    """synthetic.yaml names no manifest: preview generates the embedded set (v2; here a tiny one) as
     training does, and previews it."""
     from timeclr.data import main
 
@@ -317,10 +317,12 @@ def test_preview_works_with_the_synthetic_config(tmp_path):
     assert os.path.getsize(tmp_path / "pv" / "preview.png") > 0
     import json
 
-    from timeclr.synthetic.render import CLASSES
+    from timeclr.synthetic.render_v2 import CLASSES  # the main job's set
 
+    classes = (tmp_path / "syn" / "train.classes.txt").read_text().split()  # label i: line i of the manifest's list
+    assert sorted(classes) == sorted(CLASSES), classes
     samples = json.load(open(tmp_path / "pv" / "preview.json"))["samples"]
-    assert all(s["class"] == CLASSES[s["label"]] for s in samples), samples  # the sheet's titles name it too
+    assert all(s["class"] == classes[s["label"]] for s in samples), samples  # the sheet's titles name it too
 
 
 def test_augmented_views_match_a_torch_reference_with_the_same_parameters(tmp_path, videos):

@@ -2,8 +2,8 @@
 
 What is trained
 ---------------
-The embedded synthetic benchmark (``pipelines/synthetic.yaml``: 8 classes defined by motion over
-time, a small 3D CNN, NT-Xent over its views; ``--config pipelines/synthetic_v2.yaml``: the v2 set)
+The embedded synthetic benchmark (default ``pipelines/synthetic_v1.yaml``: 8 classes defined by slow
+motion, a small 3D CNN, NT-Xent over its views; ``--config pipelines/synthetic_v2.yaml``: the v2 set)
 is pretrained once per view design. Everything but the views is the config's: epochs, batch,
 model, optimizer, schedule, temperature, and each view's crop and augmentation (view i copies the
 config's view i, or view i mod V; only the temporal keys kind / frames / strides / start / anchor
@@ -11,7 +11,7 @@ change). The designs are config, ``pipelines/view_designs.yaml``:
 
     interval         two interval clips at independent random places (the clip-level baseline)
     segment          two segment views (global context, as in VCLR)
-    timeclr          one segment view and one interval view: synthetic.yaml as it is (TimeCLR)
+    timeclr          one segment view and one interval view: the config as it is (TimeCLR)
     timeclr_overlap  TimeCLR's pair, the interval centred on one of the segment view's frames
     timeclr4         two segment and two interval views in one multi-positive NT-Xent (V = 4)
     cvrl             CVRL's sampler: the second clip's start likelier near the first's
@@ -34,7 +34,7 @@ segment clip. So the runs here train with ``train.evaluate=false`` and are evalu
 from their final checkpoint, with the same eval data config for all: the library's
 ``eval_data_config`` (deterministic, no augmentation, resize the short side to
 ``data.short_side``, centre crop) applied to a config whose only view is a segment view of 8
-frames (the config's first segment view, i.e. synthetic.yaml's view 0). For the segment and
+frames (the config's first segment view, i.e. its view 0). For the segment and
 timeclr variants that is exactly what ``timeclr.train`` itself would have done. Metrics
 (``timeclr.evaluation.metrics``): kNN top-1 (cosine, k = ``eval.knn_k``), linear-probe top-1, retrieval R@k,
 fitted on the train split and scored on the test split, on frozen backbone features. The
@@ -242,7 +242,7 @@ def metadata(args, base, epochs, load):
 
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--config", default=str(REPO / "pipelines" / "synthetic.yaml"))
+    p.add_argument("--config", default=str(REPO / "pipelines" / "synthetic_v1.yaml"))
     p.add_argument("--epochs", type=int, help="training epochs of every run (default: the config's; --quick: 10)")
     p.add_argument("--seeds", type=int, help="seeds 0..N-1 per variant (default 3; --quick: 1)")
     p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))

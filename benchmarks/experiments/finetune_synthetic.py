@@ -6,14 +6,14 @@ What runs
 1. Pretraining: ``python -m timeclr.train`` with ``--pretrain-config`` (default
    pipelines/synthetic.yaml, the README's main command) into ``--pretrain-dir`` (default: that
    config's ``out_dir``). A finished run there, made with that config's model / train / views, is
-   reused; otherwise it is trained or resumed there (synthetic.yaml: 3-4 minutes on 2 cores).
+   reused; otherwise it is trained or resumed there (synthetic.yaml: about 2.5 minutes on 2 cores).
 2. Fine-tuning with ``--config`` (default pipelines/synthetic_finetune.yaml) from that checkpoint and
    from random initialisation, for each budget of ``--epochs`` (default: half the config's and the
    config's), ``--seeds`` seeds each: seed k sets ``train.seed`` and ``data.seed`` (classifier init,
    shuffling, frames, crops, dropout; for random init the backbone too). The rest is the config's.
 3. Testing: each run's multi-view test (``finetune.test_clips`` x ``test_crops`` views, softmax
    averaged): top-1, top-5, mean per-class accuracy, one view's top-1, and the top-1 of each class
-   group of the *pretraining* config's ``eval.groups`` (v1's or v2's).
+   group of the *pretraining* config's ``eval.groups`` (v2's, or v1's).
 4. Below 100 % labels (``--label-fractions``, default 1 0.1 0.01) a run sees a class-balanced
    subset, ``max(1, round(f * n))`` of each class's n videos, repeated to the full length: the
    same steps, the config's budget (``finetune_manifests.py``). Each of ``--subset-seeds`` draws
@@ -29,8 +29,8 @@ What runs
    config's ``eval.val_fraction`` and ``eval.val_seed``, as ``timeclr.train`` holds it out),
    written as manifests beside the train manifest for the runs' ``data.manifest`` and
    ``eval.test_manifest``.
-7. The v2 set: ``--config pipelines/synthetic_v2_finetune.yaml --pretrain-config
-   pipelines/synthetic_v2.yaml`` (the two configs must name the same set: checked first).
+7. The set is v2, the main job's; v1: ``--config pipelines/synthetic_v1_finetune.yaml --pretrain-config
+   pipelines/synthetic_v1.yaml`` (the two configs must name the same set: checked first).
 
 The summary pools the (seed, subset) runs of each (labels, epochs, init) cell: mean, sample std,
 95 % t-interval, and the cell's pretrained-minus-random difference of the means (``*_margin``).
@@ -336,10 +336,10 @@ def plot(rows, summary, meta, path, scored="synthetic test split", n_classes=8):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", default="pipelines/synthetic_finetune.yaml",
-                        help="the fine-tuning config (v2: pipelines/synthetic_v2_finetune.yaml)")
+                        help="the fine-tuning config (v1: pipelines/synthetic_v1_finetune.yaml)")
     parser.add_argument("--pretrain-config", default="pipelines/synthetic.yaml", help="the pretraining config "
-                        "(also --pretrained-pattern's), of the class groups and the validation split too (v2: "
-                        "pipelines/synthetic_v2.yaml)")
+                        "(also --pretrained-pattern's), of the class groups and the validation split too (v1: "
+                        "pipelines/synthetic_v1.yaml)")
     parser.add_argument("--pretrain-dir", help="where the pretraining run is (or goes); default: its config's out_dir")
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0 .. N-1 for each init")
     parser.add_argument("--epochs", type=int, nargs="+", default=None,
@@ -357,7 +357,7 @@ def main(argv=None):
                         "runs/ablation/timeclr-seed{seed}/checkpoint.pt); default: one pretraining run for all seeds")
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
                         help="overrides of the fine-tuning config, e.g. model.backbone=small_wide for checkpoints "
-                        "of pipelines/synthetic_wide.yaml (the random init gets them too)")
+                        "of pipelines/synthetic_v1_wide.yaml (the random init gets them too)")
     parser.add_argument("--out-root", default="runs/finetune_synthetic")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 1 seed, 3 epochs, all labels, into "
                         "benchmarks/results/quick/ (git-ignored)")
@@ -377,8 +377,8 @@ def main(argv=None):
     diff = [f"{k}: {OmegaConf.select(with_defaults(c), k)} in {flag}" for k in ("data.root", "synthetic")
             if differences(pre, cfg, [k]) for c, flag in ((pre, "--pretrain-config"), (cfg, "--config"))]
     if diff:
-        raise SystemExit("finetune_synthetic: --config and --pretrain-config name different synthetic sets (v2: "
-                         "pipelines/synthetic_v2_finetune.yaml and pipelines/synthetic_v2.yaml):\n" + "\n".join(diff))
+        raise SystemExit("finetune_synthetic: --config and --pretrain-config name different synthetic sets (v1: "
+                         "pipelines/synthetic_v1_finetune.yaml and pipelines/synthetic_v1.yaml):\n" + "\n".join(diff))
     missing = [c for c in (args.pretrained_pattern.format(seed=k) for k in range(args.seeds)) if not Path(c).exists()] \
         if args.pretrained_pattern else []
     if missing:

@@ -1,17 +1,18 @@
 """The README's headline numbers, regenerated at HEAD: the main job over seeds, timed.
 
-  python benchmarks/experiments/readme_numbers.py [--seeds 0 1 2] [--out benchmarks/results]
+  python benchmarks/experiments/readme_numbers.py [--config pipelines/synthetic.yaml] [--seeds 0 1 2] [--out DIR]
 
-Runs ``python -m timeclr.train pipelines/synthetic.yaml`` once per seed (``train.seed`` and
-``data.seed``; the synthetic videos are the same for every seed), each in its own run folder
-under ``runs/readme/``, and records per seed the wall time and the evaluation of the pretrained
-encoder and of the same network at random initialisation, and the margin between the two per
-seed (overall and per class group). Writes ``readme_numbers.csv`` (one row per seed and encoder,
-and a 'margin' row per seed) and ``readme_numbers.json`` (the run's metadata: machine, versions,
-git revision; the timings; mean and sample standard deviation over the seeds), and prints the
-table the README quotes.
-The first seed's time includes generating the synthetic set when it is not there yet; the
-generation is timed on its own first, so each seed's time is the job's alone.
+Runs ``python -m timeclr.train CONFIG`` once per seed (``train.seed`` and ``data.seed``; the
+synthetic videos are the same for every seed), each in its own run folder
+``runs/readme/<config name>/seedS``, and records per seed the wall time and the evaluation of the
+pretrained encoder and of the same network at random initialisation, and the margin between the
+two per seed (overall and per class group). Writes ``readme_numbers.csv`` (one row per seed and
+encoder, and a 'margin' row per seed) and ``readme_numbers.json`` (the run's metadata: machine,
+versions, git revision; the timings; mean and sample standard deviation over the seeds), and prints
+the table the README quotes. Another config than the main job's writes ``readme_numbers_<config
+name>.*`` (``--config pipelines/synthetic_v1.yaml``: the v1 numbers the README quoted before #30).
+The synthetic set is generated first, on its own clock, so each seed's time is the job's alone
+(the README's "generation included" adds the two).
 """
 import argparse
 import json
@@ -26,16 +27,28 @@ from timeclr.benchmarks.harness import REPO, finish_metadata, results_dir, run_m
 from timeclr.training.run import RunDir
 
 METRICS = ["linear_top1", "knn_top1", "retrieval_r1", "retrieval_r5"]
-JOB = "python -m timeclr.train pipelines/synthetic.yaml train.seed=S data.seed=S"
+MAIN_JOB = "pipelines/synthetic.yaml"
 
 
-def run_seed(seed: int) -> dict:
-    out_dir = os.path.join("runs", "readme", f"seed{seed}")
+def config_name(config: str) -> str:
+    """The name of a config's runs and results: ``synthetic`` for the main job's."""
+    return os.path.splitext(os.path.basename(config))[0]
+
+
+def results_name(stem: str, config: str) -> str:
+    """``stem`` for the main job's config, ``stem_<config name>`` for another."""
+    return stem if config_name(config) == config_name(MAIN_JOB) else f"{stem}_{config_name(config)}"
+
+
+def run_seed(seed: int, config: str = MAIN_JOB) -> dict:
+    """The main job (``config``) at ``seed`` in ``runs/readme/<config name>/seed<seed>``: its eval.json and
+    wall time (None when a finished run was reused)."""
+    out_dir = os.path.join("runs", "readme", config_name(config), f"seed{seed}")
     if os.path.exists(RunDir(os.path.join(REPO, out_dir)).eval_results):  # a finished seed is not rerun: delete it to
         print(f"seed {seed}: reusing {out_dir}/eval.json")        # measure again
         with open(RunDir(os.path.join(REPO, out_dir)).eval_results) as f:
             return {"eval": json.load(f), "seconds": None}
-    cmd = [sys.executable, "-m", "timeclr.train", "pipelines/synthetic.yaml", f"out_dir={out_dir}",
+    cmd = [sys.executable, "-m", "timeclr.train", config, f"out_dir={out_dir}",
            f"train.seed={seed}", f"data.seed={seed}"]
     print("$", " ".join(cmd[1:]), flush=True)
     t0 = time.perf_counter()
@@ -47,18 +60,19 @@ def run_seed(seed: int) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--config", default=MAIN_JOB, help=f"the job's config (default {MAIN_JOB}, the main job)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--out", help="output folder (default benchmarks/results/)")
     a = p.parse_args(argv)
-    meta = run_metadata({"python": platform.python_version(), "seeds": a.seeds, "job command": JOB},
-                        libs=("torch", "DALI"))
+    job = f"python -m timeclr.train {a.config} train.seed=S data.seed=S"
+    meta = run_metadata({"python": platform.python_version(), "seeds": a.seeds, "job command": job}, libs=("torch", "DALI"))
 
     t0 = time.perf_counter()  # the synthetic set, generated once, outside the per-seed times
     subprocess.run([sys.executable, "-c", "from timeclr.config import load_config; from timeclr.synthetic.dataset import "
-                    "prepare_synthetic; prepare_synthetic(load_config('pipelines/synthetic.yaml'), 0)"],
+                    f"prepare_synthetic; prepare_synthetic(load_config({a.config!r}), 0)"],
                    cwd=REPO, check=True)
     generate_s = time.perf_counter() - t0
-    runs = {seed: run_seed(seed) for seed in a.seeds}
+    runs = {seed: run_seed(seed, a.config) for seed in a.seeds}
 
     groups = sorted({k for r in runs.values() for m in r["eval"].values() for k in m if k.startswith("knn_top1_")})
     metrics_all = METRICS + groups
@@ -77,7 +91,7 @@ def main(argv=None) -> int:
                                 "min": min(v), "max": max(v)} for m, v in vals.items() if v}
     times = [r["seconds"] for r in runs.values() if r["seconds"] is not None]
     finish_metadata(meta, t0)
-    write_results(results_dir(a.out) / "readme_numbers", meta, ["seed", "encoder", "seconds", *metrics_all], rows,
+    write_results(results_dir(a.out) / results_name("readme_numbers", a.config), meta, ["seed", "encoder", "seconds", *metrics_all], rows,
                   sidecar={"generate_seconds": round(generate_s, 1), "job_seconds": [round(t, 1) for t in times],
                            "summary": summary}, digits=None)
 

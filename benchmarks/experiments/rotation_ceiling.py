@@ -3,9 +3,9 @@
 The synthetic set's rotation classes (clockwise vs counter-clockwise, 120-240 degrees over the
 motion window) stay near chance for every pretrained encoder. Before blaming the method, this
 asks whether the small CNN can learn them *with* labels, and from which frames: it fine-tunes
-the network from random initialisation (``pipelines/synthetic_finetune.yaml``, its budget,
+the network from random initialisation (``pipelines/synthetic_v1_finetune.yaml``, its budget,
 ``checkpoint=random``) on each clip kind below, 3 seeds each, and reports top-1 per class group
-(synthetic.yaml's ``eval.groups``) on the test split, multi-view tested as the config says:
+(synthetic_v1.yaml's ``eval.groups``) on the test split, multi-view tested as the config says:
 
     segment8    one frame from each of 8 segments (32 frames: a step of 4 frames; 15-60 degrees
                 of turn between frames shown): the evaluation's and fine-tuning's view
@@ -80,7 +80,7 @@ def main():
     p.add_argument("--out", help="output folder (default benchmarks/results/)")
     args = p.parse_args()
     t_start = time.perf_counter()
-    meta = run_metadata({"protocol": "supervised from random init, pipelines/synthetic_finetune.yaml's budget and "
+    meta = run_metadata({"protocol": "supervised from random init, pipelines/synthetic_v1_finetune.yaml's budget and "
                                      "test, per-group top-1 = mean of the group's per-class accuracies (balanced test "
                                      "split)"}, cuda=torch.cuda.is_available())
     groups = group_names()
@@ -90,7 +90,7 @@ def main():
             for seed in range(SEEDS):
                 tag = f"{kind}-seed{seed}" if args.backbone == "small" and epochs is None else \
                     f"{args.backbone}-e{epochs}-{kind}-seed{seed}"
-                cfg = load_config(str(REPO / "pipelines" / "synthetic_finetune.yaml"),
+                cfg = load_config(str(REPO / "pipelines" / "synthetic_v1_finetune.yaml"),
                                   [f"out_dir={REPO / 'runs' / 'rotation_ceiling' / tag}", "checkpoint=random",
                                    f"train.seed={seed}", f"data.seed={seed}", f"data.root={REPO / 'data' / 'synthetic'}",
                                    f"model.backbone={args.backbone}", *KINDS[kind],

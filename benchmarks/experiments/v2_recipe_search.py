@@ -1,6 +1,6 @@
 """Which pretraining recipe learns the v2 set? A few recipes, scored on the validation split only.
 
-The v1 recipe (``pipelines/synthetic.yaml``: TimeCLR's segment + interval pair, RGB frames) did
+The v1 recipe (``pipelines/synthetic_v1.yaml``: TimeCLR's segment + interval pair, RGB frames) did
 not learn v2 on a first look (docs/results.md): kNN at or below random init. Before any view
 design is compared on v2, this asks, on the **validation split** (``eval.split=val``: 20 % of the
 train videos per class, never the test split), whether a recipe change does. Each recipe is

@@ -6,7 +6,7 @@ Per class group of ``pipelines/synthetic_v2.yaml`` (fast, order, both, slow), on
                   from the segment clip, the interval clip and both concatenated
                   (``eval.per_view``); the highest of the three is the one that counts
     ceilings      top-1 of the network trained with labels from random initialisation
-                  (``pipelines/synthetic_finetune.yaml``'s recipe on v2, ``--epochs``) on sparse
+                  (``pipelines/synthetic_v1_finetune.yaml``'s recipe on v2, ``--epochs``) on sparse
                   clips (``segment8``: one frame from each of 8 segments), dense clips
                   (``interval8``: 8 consecutive frames) and every frame (``all32``: the 32 frames,
                   what any view could see, for the group that needs both kinds), ``--seeds`` seeds each
@@ -59,7 +59,9 @@ def random_init(seed: int, groups) -> dict:
     out_dir = REPO / "runs" / "v2_self_check" / f"random-seed{seed}"
     result = out_dir / "eval.json"
     if not result.exists():
-        evaluate_main([CONFIG, "checkpoint=random", "eval.per_view=true", f"train.seed={seed}", f"out_dir={out_dir}"])
+        # the self-check is of the set on RGB frames, as it ran before synthetic_v2.yaml took difference input
+        evaluate_main([CONFIG, "checkpoint=random", "model.input=rgb", "eval.per_view=true", f"train.seed={seed}",
+                       f"out_dir={out_dir}"])
     by_clip = json.loads(result.read_text())["by_clip"]
     return {clip: {g: by_clip[clip][f"knn_top1_{g}"] for g in groups} for clip in EVAL_CLIPS}
 
@@ -70,7 +72,7 @@ def ceiling(clip: str, seed: int, epochs: int, v2) -> dict:
     results = Path(RunDir(str(out_dir)).finetune_results)
     if results.exists():
         return json.loads(results.read_text())
-    cfg = load_config(str(REPO / "pipelines" / "synthetic_finetune.yaml"),
+    cfg = load_config(str(REPO / "pipelines" / "synthetic_v1_finetune.yaml"),
                       [f"out_dir={out_dir}", "checkpoint=random", f"train.seed={seed}", f"data.seed={seed}",
                        f"train.epochs={epochs}", *set_overrides(v2), *CLIPS[clip]])
     return finetune(cfg)
@@ -86,7 +88,7 @@ def main():
     p.add_argument("--out", help="output folder (default benchmarks/results/)")
     args = p.parse_args()
     t_start = time.perf_counter()
-    meta = run_metadata({"config": "pipelines/synthetic_v2.yaml", "ceiling_recipe": "pipelines/synthetic_finetune.yaml",
+    meta = run_metadata({"config": "pipelines/synthetic_v2.yaml", "ceiling_recipe": "pipelines/synthetic_v1_finetune.yaml",
                          "epochs": args.epochs, "epochs_all32": args.epochs_all32, "seeds": args.seeds,
                          "rule": "random-init kNN <= 100/n + 15 and <= best ceiling - 40"}, cuda=torch.cuda.is_available())
     v2 = load_config(CONFIG)

@@ -4,7 +4,8 @@
 pipelines/synthetic.yaml``, calls it through ``prepare_synthetic`` and runs on the manifests
 ``chosen_manifests`` picks) and ``python -m timeclr.data synthetic ROOT`` does the same from the
 shell. What one video shows, and why no single
-frame tells its class, is ``timeclr.synthetic.render``'s docstring; this module writes the files.
+frame tells its class, is ``timeclr.synthetic.render``'s docstring (v1) and ``render_v2``'s (v2, the main
+job's set); this module writes the files.
 
 Files
     ``root/{train,test}/<label>_<name>/<index:04d>.webm``: VP9 (libvpx, crf ``CRF``), yuv420p,
