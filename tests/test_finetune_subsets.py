@@ -156,3 +156,12 @@ def test_the_finetune_config_is_v1s_recipe_on_the_main_jobs_set_and_model():
             cfg.pop(key, None)
         cfg["data"].pop("root")
     assert v2ft == v1ft
+
+
+def test_epochs_that_would_change_nothing_are_an_error():
+    """Below 100 % labels the config's budget runs: --epochs alone there is refused, naming the fix."""
+    from timeclr.benchmarks.experiments.finetune_synthetic import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--epochs", "40", "--label-fractions", "0.1"])
+    assert "use --set train.epochs=N" in str(e.value.code), e.value.code

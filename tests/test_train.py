@@ -211,3 +211,15 @@ def test_ddp_ranks_share_the_feature_extraction_and_all_get_every_video(manifest
         assert torch.equal(got["labels"], want_y), (rank, got["labels"], want_y)
         err = (got["feats"] - want_x).abs().max().item()
         assert err < 1e-5, f"rank {rank}: features differ from one process's by {err:.2e}"
+
+
+def test_a_run_folder_of_another_experiment_is_refused_not_resumed(manifest, tmp_path):
+    """A rerun in a folder holding another model's run (runs/synthetic from before the main job
+    moved to v2) ends in one line naming what differs, instead of going on from those weights."""
+    out = tmp_path / "run"
+    train_main(["pipelines/debug.yaml", *overrides(manifest, out, "train.epochs=1")])
+    with pytest.raises(SystemExit) as e:
+        train_main(["pipelines/debug.yaml", *overrides(manifest, out, "train.epochs=1", "model.input=difference")])
+    message = str(e.value.code)
+    assert "holds a run of another experiment (model.input: 'rgb' there, 'difference' now)" in message, message
+    assert "\n" not in message, message

@@ -343,7 +343,8 @@ def main(argv=None):
     parser.add_argument("--pretrain-dir", help="where the pretraining run is (or goes); default: its config's out_dir")
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0 .. N-1 for each init")
     parser.add_argument("--epochs", type=int, nargs="+", default=None,
-                        help="fine-tuning budgets in epochs (default: half the config's, and the config's)")
+                        help="fine-tuning budgets in epochs at 100%% labels (default: half the config's, and the "
+                        "config's; below 100%% the config's budget runs: --set train.epochs=N)")
     parser.add_argument("--label-fractions", type=float, nargs="+", default=[1.0, 0.1, 0.01],
                         help="fractions of the train labels fine-tuning sees (class-balanced; default 1 0.1 0.01)")
     parser.add_argument("--subset-seeds", type=int, nargs="+", default=list(SUBSET_SEEDS),
@@ -370,6 +371,9 @@ def main(argv=None):
     if not all(0 < f <= 1 for f in args.label_fractions) or len(set(args.subset_seeds)) < len(args.subset_seeds) \
             or min(args.subset_seeds) < 0:
         raise SystemExit("finetune_synthetic: --label-fractions must be in (0, 1], --subset-seeds distinct and >= 0")
+    if args.epochs and max(args.label_fractions) < 1:  # it would change nothing (it once passed 20-epoch runs as 40)
+        raise SystemExit("finetune_synthetic: --epochs sets the budgets at 100 % labels only; below it the config's "
+                         "budget runs: use --set train.epochs=N")
     t0, load_start = time.perf_counter(), os.getloadavg()[0]
     # the groups and the validation split are the pretraining config's: both configs must name one set
     cfg, pre = absolute(load_config(args.config, args.set)), absolute(load_config(args.pretrain_config))

@@ -86,6 +86,16 @@ def resume(cfg, model, optimizer, loader, device, rank, total_steps) -> int:
     ckpt, _ = checkpoints.latest_good_checkpoint(RunDir(cfg.out_dir).checkpoint, map_location=device, warn=rank == 0)
     if ckpt is None:
         return 0
+    # a folder left by another experiment (say runs/synthetic from before the main job moved to v2)
+    # would otherwise go on from its weights, or stop at its step count and report them as this run's
+    saved = ckpt.get("config") or {}
+    saved = {"model": {**OmegaConf.to_container(OmegaConf.structured(ModelConfig)), **saved["model"]}
+             if saved.get("model") else None, "synthetic": {"set": (saved.get("synthetic") or {}).get("set", "v1")}}
+    keys = [f"model.{k}" for k in cfg.model] + ["synthetic.set"]
+    diff = differences(saved, {"model": cfg.model, "synthetic": {"set": cfg.synthetic.set}}, keys) if saved["model"] else []
+    if diff:
+        raise ConfigError(f"{cfg.out_dir} holds a run of another experiment ({'; '.join(diff)}): delete it or "
+                          "choose another out_dir")
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
     loader.load_state_dict(ckpt["loader"])
