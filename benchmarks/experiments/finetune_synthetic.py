@@ -29,8 +29,7 @@ What runs
    config's ``eval.val_fraction`` and ``eval.val_seed``, as ``timeclr.train`` holds it out),
    written as manifests beside the train manifest for the runs' ``data.manifest`` and
    ``eval.test_manifest``.
-7. The set is v2, the main job's; v1: ``--config pipelines/synthetic_v1_finetune.yaml --pretrain-config
-   pipelines/synthetic_v1.yaml`` (the two configs must name the same set: checked first).
+7. v1's set: ``--config pipelines/synthetic_v1_finetune.yaml --pretrain-config pipelines/synthetic_v1.yaml``.
 
 The summary pools the (seed, subset) runs of each (labels, epochs, init) cell: mean, sample std,
 95 % t-interval, and the cell's pretrained-minus-random difference of the means (``*_margin``).
@@ -343,8 +342,7 @@ def main(argv=None):
     parser.add_argument("--pretrain-dir", help="where the pretraining run is (or goes); default: its config's out_dir")
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0 .. N-1 for each init")
     parser.add_argument("--epochs", type=int, nargs="+", default=None,
-                        help="fine-tuning budgets in epochs at 100%% labels (default: half the config's, and the "
-                        "config's; below 100%% the config's budget runs: --set train.epochs=N)")
+                        help="budgets in epochs at 100%% labels (default: half the config's, and the config's)")
     parser.add_argument("--label-fractions", type=float, nargs="+", default=[1.0, 0.1, 0.01],
                         help="fractions of the train labels fine-tuning sees (class-balanced; default 1 0.1 0.01)")
     parser.add_argument("--subset-seeds", type=int, nargs="+", default=list(SUBSET_SEEDS),
@@ -372,8 +370,7 @@ def main(argv=None):
             or min(args.subset_seeds) < 0:
         raise SystemExit("finetune_synthetic: --label-fractions must be in (0, 1], --subset-seeds distinct and >= 0")
     if args.epochs and max(args.label_fractions) < 1:  # it would change nothing (it once passed 20-epoch runs as 40)
-        raise SystemExit("finetune_synthetic: --epochs sets the budgets at 100 % labels only; below it the config's "
-                         "budget runs: use --set train.epochs=N")
+        raise SystemExit("finetune_synthetic: --epochs is for 100 % labels; below it use --set train.epochs=N")
     t0, load_start = time.perf_counter(), os.getloadavg()[0]
     # the groups and the validation split are the pretraining config's: both configs must name one set
     cfg, pre = absolute(load_config(args.config, args.set)), absolute(load_config(args.pretrain_config))
