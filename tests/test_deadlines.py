@@ -61,7 +61,8 @@ def test_a_crash_fails_only_its_file_and_its_worker_is_replaced():
 
 
 def test_a_task_that_raises_is_a_bug_not_a_bad_file(tmp_path):
-    jobs = {"a": ("slow", 0.2, tmp_path / "a.pid"), "b/bug.mp4": ("raise", "b/bug.mp4")}
+    # b raises once a has started (else, on a loaded machine, a could be torn down before it wrote its pid)
+    jobs = {"a": ("slow", 0.2, tmp_path / "a.pid"), "b/bug.mp4": ("raise_after", (str(tmp_path / "a.pid"), "b/bug.mp4"))}
     with pytest.raises(RuntimeError, match=r"probing: the task raised on b/bug\.mp4") as raised:
         run_per_file(pool_tasks.task, jobs, 2, "probing", failed, progress=False, timeout_s=60)
     assert "ValueError: a bug meets b/bug.mp4" in str(raised.value)  # the worker's traceback
