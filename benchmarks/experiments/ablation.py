@@ -12,6 +12,7 @@ change). The designs are config, ``pipelines/view_designs.yaml``:
     interval         two interval clips at independent random places (the clip-level baseline)
     segment          two segment views (global context, as in VCLR)
     timeclr          one segment view and one interval view: the config as it is (TimeCLR)
+    interval_s1, timeclr_s1   interval / timeclr with stride-1 interval clips only
     timeclr_overlap  TimeCLR's pair, the interval centred on one of the segment view's frames
     timeclr4         two segment and two interval views in one multi-positive NT-Xent (V = 4)
     cvrl             CVRL's sampler: the second clip's start likelier near the first's

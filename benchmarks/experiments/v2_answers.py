@@ -7,6 +7,11 @@
     3. Does TimeCLR's pair beat both single-kind pairs on the `both` group?
        the `both` group: `timeclr` minus `segment`, and `timeclr` minus `interval`
 
+Questions 2 and 3 are asked twice: with interval clips at strides 1-3 (the first ablation) and at
+stride 1 only (`interval_s1`, `timeclr_s1`: the stride set screened on the validation split
+afterwards, since strides 2 and 3 alias the fast drift and can show two views of one video
+drifting opposite ways).
+
 Each difference is paired by seed (the same seed sets initialisation, order, frames and
 augmentation of both runs) and given as its mean over the seeds with the 95 % t interval; an
 interval that excludes 0 is a yes or a no, one that holds 0 is "no difference measured". The
@@ -17,7 +22,7 @@ Also checked: the issue's target that the best design (by mean kNN on the valida
 clip `both`) beats random init by at least 20 kNN points in every group on every seed.
 
 Reads ``benchmarks/results/ablation_v2*.csv`` (``ablation.py --config pipelines/synthetic_v2.yaml
---tag v2 ...``), writes ``benchmarks/results/v2_answers.csv`` and ``.json``, prints both tables:
+--tag v2 ...``) and ``ablation_v2s1*.csv`` (the stride-1 designs, ``--tag v2s1 ...``), writes ``benchmarks/results/v2_answers.csv`` and ``.json``, prints both tables:
 
     python benchmarks/experiments/v2_answers.py
 """
@@ -28,13 +33,18 @@ import time
 from timeclr.benchmarks.harness import (RESULTS, T95, finish_metadata, print_table, read_results, run_metadata,
                                         write_results)
 
-CLIPS = {"both": "ablation_v2_eval-both", "segment": "ablation_v2", "interval": "ablation_v2_eval-interval"}
-VALIDATION = "ablation_v2_eval-both_val"
+SETS = ("ablation_v2", "ablation_v2s1")  # the first ablation's designs, then the stride-1 designs
+CLIPS = {"both": "_eval-both", "segment": "", "interval": "_eval-interval"}  # eval clip: file suffix
+VALIDATION = "_eval-both_val"
 QUESTIONS = [  # (question, group, design, compared with)
     ("1. segment views carry long-range order better than interval views", "order", "segment", "interval"),
     ("2. interval views carry fast dynamics better than segment views", "fast", "interval", "segment"),
     ("3a. TimeCLR's pair beats two segment views on the both group", "both", "timeclr", "segment"),
     ("3b. TimeCLR's pair beats two interval views on the both group", "both", "timeclr", "interval"),
+    ("2'. stride-1 interval views carry fast dynamics better than segment views", "fast", "interval_s1", "segment"),
+    ("3a'. TimeCLR's stride-1 pair beats two segment views on the both group", "both", "timeclr_s1", "segment"),
+    ("3b'. TimeCLR's stride-1 pair beats two stride-1 interval views on the both group", "both", "timeclr_s1",
+     "interval_s1"),
 ]
 MARGIN = 20.0  # the issue's target: best design minus random init, kNN points, every group and seed
 
@@ -42,6 +52,11 @@ MARGIN = 20.0  # the issue's target: best design minus random init, kNN points, 
 def runs_by(rows) -> dict:
     """{(variant, seed): row} of the finished runs."""
     return {(r["variant"], int(r["seed"])): r for r in rows if r["kind"] == "run" and r.get("knn_top1") not in (None, "")}
+
+
+def read_sets(suffix) -> list:
+    """The rows of every set's result file for one eval clip (``suffix``), those that exist."""
+    return [r for name in SETS if (RESULTS / f"{name}{suffix}.csv").exists() for r in read_results(RESULTS / f"{name}{suffix}")[1]]
 
 
 def paired(runs, key, a, b):
@@ -66,13 +81,14 @@ def verdict(mean, half):
 
 def main():
     t0 = time.perf_counter()
-    meta = run_metadata({"sources": ", ".join(f"{k}: {v}.csv" for k, v in CLIPS.items()) + f", choice: {VALIDATION}.csv"})
+    meta = run_metadata({"sources": ", ".join(f"{k}: {{{','.join(SETS)}}}{v}.csv" for k, v in CLIPS.items())
+                         + f", choice: {{{','.join(SETS)}}}{VALIDATION}.csv"})
     answers = []
-    for clip, stem in CLIPS.items():
-        if not (RESULTS / f"{stem}.csv").exists():
-            print(f"(no {stem}.csv yet: clip {clip} left out)")
+    for clip, suffix in CLIPS.items():
+        runs = runs_by(read_sets(suffix))
+        if not runs:
+            print(f"(no results for clip {clip} yet: left out)")
             continue
-        runs = runs_by(read_results(RESULTS / stem)[1])
         for question, group, a, b in QUESTIONS:
             mean, half, n, d = paired(runs, f"knn_top1_{group}", a, b)
             answers.append({"question": question, "clip": clip, "group": group, "design": a, "compared_with": b,
@@ -83,10 +99,10 @@ def main():
                   a["per_seed"], a["answer"]] for a in answers])
     # the best design, chosen on the validation split, against random init on the test split
     targets = []
-    if (RESULTS / f"{VALIDATION}.csv").exists() and (RESULTS / f"{CLIPS['both']}.csv").exists():
-        val = [r for r in read_results(RESULTS / VALIDATION)[1] if r["kind"] == "summary" and r["variant"] != "random_init"]
+    val = [r for r in read_sets(VALIDATION) if r["kind"] == "summary" and r["variant"] != "random_init"]
+    test = read_sets(CLIPS["both"])
+    if val and test:
         best = max(val, key=lambda r: float(r["knn_top1"]))["variant"]
-        test = read_results(RESULTS / CLIPS["both"])[1]
         runs = runs_by(test)
         groups = [k[len("knn_top1_"):] for k in test[0] if k.startswith("knn_top1_") and not k.endswith(("_std", "_ci95", "_margin"))]
         for g in groups:
