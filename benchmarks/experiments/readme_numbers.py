@@ -40,10 +40,21 @@ def results_name(stem: str, config: str) -> str:
     return stem if config_name(config) == config_name(MAIN_JOB) else f"{stem}_{config_name(config)}"
 
 
+def run_folder(config: str, seed) -> str:
+    """Where the job of ``config`` at ``seed`` (or a placeholder such as "S") runs, relative to the repository."""
+    return os.path.join("runs", "readme", config_name(config), f"seed{seed}")
+
+
+def generate_set(config: str):
+    """The config's synthetic set, generated if absent, in its own process (as the job would)."""
+    subprocess.run([sys.executable, "-c", "from timeclr.config import load_config; from timeclr.synthetic.dataset import "
+                    f"prepare_synthetic; prepare_synthetic(load_config({config!r}), 0)"], cwd=REPO, check=True)
+
+
 def run_seed(seed: int, config: str = MAIN_JOB) -> dict:
-    """The main job (``config``) at ``seed`` in ``runs/readme/<config name>/seed<seed>``: its eval.json and
-    wall time (None when a finished run was reused)."""
-    out_dir = os.path.join("runs", "readme", config_name(config), f"seed{seed}")
+    """The main job (``config``) at ``seed`` in ``run_folder``: its eval.json and wall time (None when a
+    finished run was reused)."""
+    out_dir = run_folder(config, seed)
     if os.path.exists(RunDir(os.path.join(REPO, out_dir)).eval_results):  # a finished seed is not rerun: delete it to
         print(f"seed {seed}: reusing {out_dir}/eval.json")        # measure again
         with open(RunDir(os.path.join(REPO, out_dir)).eval_results) as f:
@@ -68,9 +79,7 @@ def main(argv=None) -> int:
     meta = run_metadata({"python": platform.python_version(), "seeds": a.seeds, "job command": job}, libs=("torch", "DALI"))
 
     t0 = time.perf_counter()  # the synthetic set, generated once, outside the per-seed times
-    subprocess.run([sys.executable, "-c", "from timeclr.config import load_config; from timeclr.synthetic.dataset import "
-                    f"prepare_synthetic; prepare_synthetic(load_config({a.config!r}), 0)"],
-                   cwd=REPO, check=True)
+    generate_set(a.config)
     generate_s = time.perf_counter() - t0
     runs = {seed: run_seed(seed, a.config) for seed in a.seeds}
 

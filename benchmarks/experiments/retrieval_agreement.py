@@ -25,7 +25,8 @@ import sys
 import time
 
 from timeclr.benchmarks.harness import REPO, finish_metadata, results_dir, run_metadata, write_results
-from timeclr.benchmarks.experiments.readme_numbers import MAIN_JOB, config_name, results_name, run_seed
+from timeclr.benchmarks.experiments.readme_numbers import (MAIN_JOB, config_name, generate_set, results_name, run_folder,
+                                                             run_seed)
 from timeclr.config import load_config
 from timeclr.retrieve import agreement, load_embedding, neighbours, retrieve
 
@@ -42,7 +43,7 @@ def embed(config: str, checkpoint: str, seed: int, test: str, out: str):
 def pretrained(config: str, seed: int, given: str | None) -> str:
     if given:
         return given
-    path = os.path.join("runs", "readme", config_name(config), f"seed{seed}", "checkpoint.pt")
+    path = os.path.join(run_folder(config, seed), "checkpoint.pt")
     if not os.path.exists(os.path.join(REPO, path)):
         run_seed(seed, config)
     return path
@@ -57,11 +58,9 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     test = os.path.join(load_config(a.config).data.root, "test")
     meta = run_metadata({"config": a.config, "k": K, "test split": test, "seeds": a.seeds, "pretrained": a.checkpoint
-                         or f"runs/readme/{config_name(a.config)}/seedS/checkpoint.pt"}, libs=("torch", "DALI"))
+                         or os.path.join(run_folder(a.config, "S"), "checkpoint.pt")}, libs=("torch", "DALI"))
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "from timeclr.config import load_config; from timeclr.synthetic.dataset "
-                    f"import prepare_synthetic; prepare_synthetic(load_config({a.config!r}), 0)"],
-                   cwd=REPO, check=True)
+    generate_set(a.config)
     out = results_dir(a.out)
     work = os.path.join(REPO, "runs", "retrieval_agreement", config_name(a.config))
     rows, firsts = [], None

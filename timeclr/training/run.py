@@ -79,6 +79,13 @@ def start_run_dir(cfg, rank: int) -> str:
     return files.checkpoint
 
 
+def saved_model_config(ckpt) -> dict:
+    """The ``model`` keys a checkpoint was written with ({} if it records none); keys added to
+    ModelConfig since take their defaults, so an older checkpoint compares equal to today's config."""
+    saved = (ckpt.get("config") or {}).get("model") or {}
+    return {**OmegaConf.to_container(OmegaConf.structured(ModelConfig)), **saved} if saved else {}
+
+
 def resume(cfg, model, optimizer, loader, device, rank, total_steps) -> int:
     """The step to go on from: the run directory's latest good checkpoint (``checkpoint.pt``, or
     ``checkpoint.prev.pt`` when that one is damaged) restores model, optimizer and the reader's
@@ -88,9 +95,8 @@ def resume(cfg, model, optimizer, loader, device, rank, total_steps) -> int:
         return 0
     # a folder left by another experiment (say runs/synthetic from before the main job moved to v2)
     # would otherwise go on from its weights, or stop at its step count and report them as this run's
-    saved = ckpt.get("config") or {}
-    saved = {"model": {**OmegaConf.to_container(OmegaConf.structured(ModelConfig)), **saved["model"]}
-             if saved.get("model") else None, "synthetic": {"set": (saved.get("synthetic") or {}).get("set", "v1")}}
+    saved = {"model": saved_model_config(ckpt),
+             "synthetic": {"set": ((ckpt.get("config") or {}).get("synthetic") or {}).get("set", "v1")}}
     keys = [f"model.{k}" for k in cfg.model] + ["synthetic.set"]
     diff = differences(saved, {"model": cfg.model, "synthetic": {"set": cfg.synthetic.set}}, keys) if saved["model"] else []
     if diff:
@@ -121,9 +127,7 @@ def load_model(cfg, device):
     if not os.path.exists(cfg.checkpoint):
         raise ConfigError(f"checkpoint: {cfg.checkpoint} does not exist")
     ckpt = checkpoints.load_checkpoint(cfg.checkpoint, map_location=device)
-    # keys added to ModelConfig after a checkpoint was written take their defaults
-    saved = ckpt.get("config", {}).get("model", {})
-    saved = {**OmegaConf.to_container(OmegaConf.structured(ModelConfig)), **saved} if saved else saved
+    saved = saved_model_config(ckpt)
     wanted = OmegaConf.to_container(cfg.model)
     if saved and differences(saved, wanted):
         raise ConfigError(f"checkpoint {cfg.checkpoint} holds model {saved}, but the config asks for {wanted}")
