@@ -30,10 +30,13 @@ def die_with_parent():
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
-def _guarded(rank, fn, watchdog_s, args):
+def _guarded(rank, fn, watchdog_at, args):
     die_with_parent()
-    # the watchdog runs in its own C thread: it needs no GIL and fires wherever the rank is stuck
-    faulthandler.dump_traceback_later(watchdog_s, exit=True, file=sys.stderr)
+    # the watchdog runs in its own C thread: it needs no GIL and fires wherever the rank is stuck.
+    # It fires at the wall-clock time the parent fixed, not a delay from here: a start-up slowed by
+    # a loaded machine (seconds to import torch) once pushed it past the parent's kill, and no
+    # stack was printed
+    faulthandler.dump_traceback_later(max(1.0, watchdog_at - time.time()), exit=True, file=sys.stderr)
     # 2 ranks on a 2-core machine: one intra-op thread each, or their spinning pools starve each other
     torch.set_num_threads(1)
     try:
@@ -48,8 +51,8 @@ def spawn_with_deadline(fn, args, nprocs, deadline_s=300):
     A worker's exception is re-raised here, as mp.spawn does. ``fn`` must be importable by name
     (a module-level function), as for mp.spawn.
     """
-    watchdog_s = max(deadline_s - 20, deadline_s * 0.8)
-    ctx = mp.start_processes(_guarded, args=(fn, watchdog_s, args), nprocs=nprocs, join=False,
+    watchdog_at = time.time() + max(deadline_s - 20, deadline_s * 0.8)  # wall clock: the workers read it too
+    ctx = mp.start_processes(_guarded, args=(fn, watchdog_at, args), nprocs=nprocs, join=False,
                              start_method="spawn")
     t_end = time.monotonic() + deadline_s
     try:
